@@ -1,0 +1,166 @@
+"""The `obreconcile` command line: parse options, call the core, print. Nothing else lives here.
+
+Every option can also be set by an ``OBRECONCILE_<OPTION>`` environment variable
+(``OBRECONCILE_STORE``, ``OBRECONCILE_OUTPUT``, ``OBRECONCILE_VALIDATE_MAX_FILE_SIZE``...).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import click
+from rich.console import Console
+
+from reconciler import __version__
+from reconciler.errors import ManifestError, ObreconcileError, Problem
+from reconciler.manifest.load import DEFAULT_MAX_FILE_SIZE
+from reconciler.manifest.model import KINDS, DesiredState
+from reconciler.manifest.validate import load_desired_state
+from reconciler.passwords import hash_password
+
+DEFAULT_STORE = "sqlite:///.obreconcile/state.db"
+
+
+@dataclass
+class Context:
+    """What every command gets from the global options."""
+
+    store: str
+    output: str
+    out: Console
+    err: Console
+
+    def emit_json(self, document: Any) -> None:
+        click.echo(json.dumps(document, indent=2, sort_keys=True))
+
+
+pass_context = click.make_pass_decorator(Context)
+
+manifest_paths = click.argument(
+    "paths", nargs=-1, required=True, type=click.Path(exists=False, dir_okay=True, file_okay=True)
+)
+max_file_size = click.option(
+    "--max-file-size",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_FILE_SIZE,
+    show_default=True,
+    help="Largest manifest file read, in bytes.",
+)
+
+
+@click.group(context_settings={"auto_envvar_prefix": "OBRECONCILE", "help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="obreconcile")
+@click.option(
+    "--store",
+    default=DEFAULT_STORE,
+    show_default=True,
+    help="Desired-state store: sqlite:///PATH or etcd://HOST:PORT[/PREFIX].",
+)
+@click.option(
+    "--output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text for people, json (one document on stdout) for CI.",
+)
+@click.pass_context
+def cli(ctx: click.Context, store: str, output: str) -> None:
+    """obreconcile: declarative reconciler for fleets of nginx load balancers.
+
+    Validate YAML manifests of upstreams, access nodes, checks, users and groups; render
+    nginx configuration; push it to every access node over SSH and reload nginx safely.
+    """
+    ctx.obj = Context(store, output, Console(highlight=False), Console(stderr=True, highlight=False))
+
+
+@cli.command()
+@manifest_paths
+@max_file_size
+@pass_context
+def validate(ctx: Context, paths: tuple[str, ...], max_file_size: int) -> None:
+    """Load and validate manifests; touch nothing else.
+
+    PATHS are files or directories (walked in sorted order, hidden entries skipped,
+    *.yaml and *.yml taken). Every problem is reported at once as
+    FILE:LINE:COL: Kind/name: field: message. Exit 0 when valid, 1 when not.
+    """
+    try:
+        state = load_desired_state(paths, max_file_size)
+    except ManifestError as e:
+        _report_problems(ctx, e.problems)
+        sys.exit(1)
+    counts = _counts(state)
+    if ctx.output == "json":
+        ctx.emit_json({"valid": True, "errors": [], "objects": counts})
+        return
+    summary = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
+    ctx.out.print(f"[green]valid[/green]: {summary or 'no objects'}")
+
+
+def _counts(state: DesiredState) -> dict[str, int]:
+    return {kind: len(state.of_kind(kind)) for kind in KINDS}
+
+
+def _report_problems(ctx: Context, problems: list[Problem]) -> None:
+    if ctx.output == "json":
+        ctx.emit_json({"valid": False, "errors": [p.to_dict() for p in problems]})
+        return
+    for problem in problems:
+        ctx.out.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+    files = len({p.file for p in problems})
+    ctx.err.print(
+        f"[red]invalid[/red]: {len(problems)} problem{'s' * (len(problems) != 1)} in {files} file{'s' * (files != 1)}"
+    )
+
+
+@cli.command("hash-password")
+@pass_context
+def hash_password_command(ctx: Context) -> None:
+    """Read a password without echo and print its argon2id hash.
+
+    On a terminal the password is asked twice; otherwise the first line of standard input
+    is taken, so that `printf '%s\\n' "$PW" | obreconcile hash-password` works in scripts.
+    """
+    if sys.stdin.isatty():
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True, err=True)
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise ObreconcileError("refusing an empty password")
+    digest = hash_password(password)
+    if ctx.output == "json":
+        ctx.emit_json({"password_hash": digest})
+    else:
+        click.echo(digest)
+
+
+def main() -> None:
+    """Entry point: run the CLI; an ObreconcileError is printed, never a traceback."""
+    _run(cli)
+
+
+def _run(command: Callable[..., Any]) -> None:
+    try:
+        command(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except ObreconcileError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as e:
+        if os.environ.get("OBRECONCILE_DEBUG"):
+            raise
+        click.echo(f"internal error: {type(e).__name__}: {e} (set OBRECONCILE_DEBUG=1 for a traceback)", err=True)
+        sys.exit(1)

@@ -1,0 +1,1 @@
+"""Manifests: load (YAML with locations), validate (schemas and semantic rules), model."""

@@ -1,0 +1,304 @@
+"""Load manifest files into documents that remember where every value came from.
+
+YAML is composed by libyaml (CSafeLoader when PyYAML has it) into nodes that carry their
+marks; values are then built here, not by PyYAML's constructor, so that the loader can:
+
+- refuse duplicate keys (PyYAML silently keeps the last one),
+- refuse every tag but plain YAML's (no ``!!python/...``),
+- refuse alias bombs (expanded size is counted, shared nodes are built once),
+- refuse deep nesting before libyaml's recursive composer sees it (it crashes near 50,000),
+- keep each document's root node, so an error is located by walking the node tree along
+  the error's path only when an error is reported (no cost on the happy path).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.constructor import ConstructorError, SafeConstructor
+
+from reconciler.errors import Problem
+
+try:
+    _Loader: type = yaml.CSafeLoader
+except AttributeError:  # PyYAML built without libyaml
+    _Loader = yaml.SafeLoader
+
+DEFAULT_MAX_FILE_SIZE = 256 * 1024 * 1024
+MAX_DEPTH = 64
+MAX_EXPANDED_NODES = 2_000_000  # per document, after aliases are expanded
+
+PathPart = str | int
+
+_TAG = "tag:yaml.org,2002:"
+_STR, _MAP, _SEQ = _TAG + "str", _TAG + "map", _TAG + "seq"
+_constructor = SafeConstructor()
+_SCALAR_BUILDERS = {
+    _TAG + "int": _constructor.construct_yaml_int,
+    _TAG + "float": _constructor.construct_yaml_float,
+    _TAG + "bool": _constructor.construct_yaml_bool,
+    _TAG + "null": _constructor.construct_yaml_null,
+}
+# A plain scalar that YAML 1.1 would read as a date stays the text it is.
+_TEXT_TAGS = {_STR, _TAG + "timestamp"}
+
+# Hints that a file may nest deeply; only then is the exact (slower) event scan run.
+_DEEP_INDENT = re.compile(r"^[ \t]{" + str(MAX_DEPTH) + ",}", re.M)
+_COMPACT_RUN = re.compile(r"(?:[-?][ \t]+){16}")
+
+
+@dataclass(frozen=True)
+class Document:
+    """One YAML document of a manifest file."""
+
+    file: str
+    index: int
+    data: Any
+    node: yaml.Node
+
+    def locate(self, path: Iterable[PathPart], key: bool = False) -> tuple[int, int]:
+        """1-based (line, column) of the value at ``path`` (of its key when ``key``).
+
+        Walks as far as the path exists; a missing field is located at its parent.
+        """
+        node = self.node
+        parts = list(path)
+        mark = node.start_mark
+        for i, part in enumerate(parts):
+            child = _child(node, part, want_key=key and i == len(parts) - 1)
+            if child is None:
+                break
+            node = child
+            mark = node.start_mark
+        return mark.line + 1, mark.column + 1
+
+
+def _child(node: yaml.Node, part: PathPart, want_key: bool) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode) and k.value == part:
+                return k if want_key else v  # type: ignore[no-any-return]
+    elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+        if 0 <= part < len(node.value):
+            return node.value[part]  # type: ignore[no-any-return]
+    return None
+
+
+class _Refused(Exception):
+    """A document that cannot be built; carries the node at fault."""
+
+    def __init__(self, node: yaml.Node, message: str) -> None:
+        super().__init__(message)
+        self.node = node
+        self.message = message
+
+
+class _Builder:
+    """Builds Python values from composed nodes, with the loader's limits."""
+
+    def __init__(self) -> None:
+        self.built: dict[int, tuple[Any, int]] = {}
+
+    def build(self, node: yaml.Node, depth: int = 0) -> tuple[Any, int]:
+        """Return (value, expanded size) of ``node``."""
+        if isinstance(node, yaml.ScalarNode):
+            return self._scalar(node), 1
+        if depth >= MAX_DEPTH:
+            raise _Refused(node, f"nesting deeper than {MAX_DEPTH} levels is not allowed")
+        seen = self.built.get(id(node))
+        if seen is not None:  # an alias: built once, its expanded size counted every time
+            value, size = seen
+        elif isinstance(node, yaml.MappingNode):
+            value, size = self._mapping(node, depth)
+        elif isinstance(node, yaml.SequenceNode):
+            value, size = self._sequence(node, depth)
+        else:  # pragma: no cover - composer yields only these three
+            raise _Refused(node, f"unexpected YAML node {type(node).__name__}")
+        if size > MAX_EXPANDED_NODES:
+            raise _Refused(
+                node,
+                f"aliases expand to more than {MAX_EXPANDED_NODES:,} values (an alias bomb?)",
+            )
+        return value, size
+
+    def _scalar(self, node: yaml.ScalarNode) -> Any:
+        tag = node.tag
+        if tag in _TEXT_TAGS:
+            return node.value
+        builder = _SCALAR_BUILDERS.get(tag)
+        if builder is None:
+            raise _Refused(node, _tag_message(tag))
+        try:
+            return builder(node)
+        except (ConstructorError, ValueError) as e:
+            raise _Refused(node, f"cannot read {node.value!r} as {tag[len(_TAG) :]}") from e
+
+    def _mapping(self, node: yaml.MappingNode, depth: int) -> tuple[dict[str, Any], int]:
+        if node.tag != _MAP:
+            raise _Refused(node, _tag_message(node.tag))
+        self.built[id(node)] = ({}, 1)  # placeholder: a recursive alias sees an empty map
+        result: dict[str, Any] = {}
+        size = 1
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag not in _TEXT_TAGS:
+                if isinstance(key_node, yaml.ScalarNode) and key_node.tag in _SCALAR_BUILDERS:
+                    key = key_node.value  # `80: x` is the key "80"; schemas decide if it may be
+                else:
+                    raise _Refused(key_node, "mapping keys must be plain strings")
+            else:
+                key = key_node.value
+            if key in result:
+                raise _Refused(key_node, f"duplicate key {key!r} (YAML would keep only the last one)")
+            value, child_size = self.build(value_node, depth + 1)
+            result[key] = value
+            size += child_size
+        self.built[id(node)] = (result, size)
+        return result, size
+
+    def _sequence(self, node: yaml.SequenceNode, depth: int) -> tuple[list[Any], int]:
+        if node.tag != _SEQ:
+            raise _Refused(node, _tag_message(node.tag))
+        self.built[id(node)] = ([], 1)
+        result = []
+        size = 1
+        for item in node.value:
+            value, child_size = self.build(item, depth + 1)
+            result.append(value)
+            size += child_size
+        self.built[id(node)] = (result, size)
+        return result, size
+
+
+def _tag_message(tag: str) -> str:
+    shown = "!!" + tag[len(_TAG) :] if tag.startswith(_TAG) else tag
+    return f"the tag {shown} is not allowed (only plain YAML: maps, lists, strings, numbers, booleans, null)"
+
+
+def discover(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[Problem]]:
+    """Manifest files under ``paths``: directories walked in sorted order, hidden entries
+    skipped, ``*.yaml``/``*.yml`` taken; a file named explicitly is taken whatever its name."""
+    files: list[Path] = []
+    problems: list[Problem] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files.extend(_walk(path))
+        elif path.is_file():
+            files.append(path)
+        else:
+            problems.append(Problem(str(path), 0, 0, message="no such file or directory"))
+    return files, problems
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith(".") and name.endswith((".yaml", ".yml")):
+                yield Path(dirpath) / name
+
+
+def load_file(path: Path, max_file_size: int = DEFAULT_MAX_FILE_SIZE) -> tuple[list[Document], list[Problem]]:
+    """Every document of one file, or the problems that stop it being read."""
+    name = str(path)
+    try:
+        size = path.stat().st_size
+        if size > max_file_size:
+            return [], [
+                Problem(
+                    name, 0, 0, message=f"file is {size:,} bytes, over the limit of {max_file_size:,} (--max-file-size)"
+                )
+            ]
+        raw = path.read_bytes()
+    except OSError as e:
+        return [], [Problem(name, 0, 0, message=f"cannot read: {e.strerror or e}")]
+    return load_bytes(name, raw)
+
+
+def load_bytes(name: str, raw: bytes) -> tuple[list[Document], list[Problem]]:
+    """Documents of one manifest file given as bytes (``name`` is used in messages)."""
+    if b"\x00" in raw:
+        return [], [Problem(name, 1, 1, message="not a text file (it contains NUL bytes)")]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        return [], [Problem(name, line, 1, message="not a UTF-8 text file")]
+    deep = _too_deep(text)
+    if deep is not None:
+        return [], [Problem(name, deep[0], deep[1], message=f"nesting deeper than {MAX_DEPTH} levels is not allowed")]
+    try:
+        nodes = list(yaml.compose_all(text, Loader=_Loader))
+    except yaml.MarkedYAMLError as e:
+        return [], [_yaml_problem(name, e)]
+    except yaml.YAMLError as e:
+        return [], [Problem(name, 1, 1, message=f"YAML error: {e}")]
+    docs: list[Document] = []
+    problems: list[Problem] = []
+    for index, node in enumerate(nodes):
+        if isinstance(node, yaml.ScalarNode) and node.tag == _TAG + "null" and node.value in ("", "~", "null"):
+            continue  # an empty document, e.g. after a trailing '---'
+        try:
+            data, _ = _Builder().build(node)
+        except _Refused as e:
+            mark = e.node.start_mark
+            problems.append(Problem(name, mark.line + 1, mark.column + 1, message=e.message))
+            continue
+        docs.append(Document(name, index, data, node))
+    if not docs and not problems:
+        problems.append(Problem(name, 1, 1, message="file holds no manifest documents"))
+    return docs, problems
+
+
+def _yaml_problem(name: str, e: yaml.MarkedYAMLError) -> Problem:
+    mark = e.problem_mark or e.context_mark
+    line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    problem = e.problem or "invalid YAML"
+    if "tab" in problem or "'\\t'" in problem:
+        problem = "a tab character where YAML allows only spaces (indent with spaces)"
+    elif e.context:
+        problem = f"{e.context}, {problem}"
+    return Problem(name, line, column, message=f"YAML syntax error: {problem}")
+
+
+def _too_deep(text: str) -> tuple[int, int] | None:
+    """(line, column) where nesting passes MAX_DEPTH, or None.
+
+    Cheap hints first (many brackets, deep indentation, long runs of '- '); only when one
+    fires are libyaml's events counted, which stops at the first level too deep.
+    """
+    brackets = text.count("[") + text.count("{")
+    if brackets < MAX_DEPTH and not _DEEP_INDENT.search(text) and not _COMPACT_RUN.search(text):
+        return None
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=_Loader):
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                mark = event.start_mark
+                if depth > MAX_DEPTH and mark is not None:
+                    return mark.line + 1, mark.column + 1
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+    except yaml.YAMLError:
+        return None  # the syntax error is reported by the real parse
+    return None
+
+
+def load_paths(
+    paths: Iterable[str | os.PathLike[str]], max_file_size: int = DEFAULT_MAX_FILE_SIZE
+) -> tuple[list[Document], list[Problem]]:
+    """Documents of every manifest file under ``paths``, and every problem met reading them."""
+    files, problems = discover(paths)
+    docs: list[Document] = []
+    for path in files:
+        file_docs, file_problems = load_file(path, max_file_size)
+        docs.extend(file_docs)
+        problems.extend(file_problems)
+    return docs, problems

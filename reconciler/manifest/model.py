@@ -1,0 +1,283 @@
+"""The desired state as frozen dataclasses: the only form of the manifests later stages see.
+
+Objects are built here only from documents that passed validation, with every default
+of SPEC.md section 1 filled in, so that no later stage ever looks a default up again.
+``to_manifest`` turns an object back into the manifest form (for the store and the API).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+API_VERSION = "openbalancer/v1"
+KINDS = ("Group", "User", "Check", "Upstream", "AccessNode")
+BASE_CHECKS = ("tcp", "http", "https")
+FORCE_STATUS = {"u": "up", "d": "down", "n": "normal", "up": "up", "down": "down", "normal": "normal"}
+DEFAULT_HTTP_CHECK = "GET / 200-399"
+
+_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def duration_seconds(text: str) -> float:
+    """Seconds in an nginx time as the schemas allow it ('500ms', '10s', '1m', '30')."""
+    digits = text.rstrip("mshd")
+    unit = text[len(digits) :] or "s"
+    return int(digits) * _UNITS_MS[unit] / 1000
+
+
+def split_hostport(hostname: str, default_port: int) -> tuple[str, int]:
+    """('app1.internal', 8080) from 'app1.internal:8080'; IPv6 literals keep no brackets."""
+    if hostname.startswith("["):
+        host, _, rest = hostname[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else default_port
+    host, sep, port = hostname.rpartition(":")
+    if sep and port.isdigit():
+        return host, int(port)
+    return hostname, default_port
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where an object came from: a manifest file and line, or an API user."""
+
+    file: str = ""
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    global_permissions: tuple[str, ...] = ()
+    source: Source = field(default=Source(), compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    password_hash: str
+    groups: tuple[str, ...]
+    full_name: str = ""
+    enabled: bool = True
+    source: Source = field(default=Source(), compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    owner: str
+    base_check: str
+    string: str = ""
+    interval: str = "5s"
+    timeout: str = "2s"
+    rise: int = 2
+    fall: int = 3
+    source: Source = field(default=Source(), compare=False, repr=False)
+
+    @property
+    def request(self) -> str:
+        """The string with the default filled in for http and https."""
+        if self.base_check == "tcp":
+            return ""
+        return self.string or DEFAULT_HTTP_CHECK
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A backend node of an upstream (the API's 'node')."""
+
+    hostname: str
+    weight: int = 1
+    max_fails: int = 1
+    fail_timeout: str = "10s"
+    force_status: str = "normal"
+    failover: int = 0
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return split_hostport(self.hostname, 80)
+
+
+@dataclass(frozen=True)
+class AclRule:
+    group_name: str
+    rule: str
+
+
+@dataclass(frozen=True)
+class Listen:
+    protocol: str = "http"
+    server_names: tuple[str, ...] = ()
+    port: int | None = None
+
+
+@dataclass(frozen=True)
+class Upstream:
+    name: str
+    owner: str
+    listen: Listen
+    min_servers: int = 1
+    checks: tuple[str, ...] = ()
+    nodes: tuple[Backend, ...] = ()
+    acl: tuple[AclRule, ...] = ()
+    source: Source = field(default=Source(), compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Connection:
+    type: str = "ssh"
+    host: str = ""
+    port: int = 22
+    user: str | None = None
+    identity_file: str | None = None
+    sudo: bool = False
+
+
+@dataclass(frozen=True)
+class NginxSettings:
+    config_dir: str = "/etc/nginx/openbalancer"
+    test_command: str = "nginx -t"
+    reload_command: str = "nginx -s reload"
+
+
+@dataclass(frozen=True)
+class AccessNode:
+    name: str
+    owner: str
+    connection: Connection
+    description: str = ""
+    listen_address: str = "*"
+    upstreams: tuple[str, ...] = ()
+    nginx: NginxSettings = NginxSettings()
+    source: Source = field(default=Source(), compare=False, repr=False)
+
+    @property
+    def http_port(self) -> int:
+        return split_hostport(self.name, 80)[1]
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    """Every object of the desired state, by kind and name."""
+
+    groups: Mapping[str, Group] = field(default_factory=dict)
+    users: Mapping[str, User] = field(default_factory=dict)
+    checks: Mapping[str, Check] = field(default_factory=dict)
+    upstreams: Mapping[str, Upstream] = field(default_factory=dict)
+    access_nodes: Mapping[str, AccessNode] = field(default_factory=dict)
+
+    def of_kind(self, kind: str) -> Mapping[str, Any]:
+        return {
+            "Group": self.groups,
+            "User": self.users,
+            "Check": self.checks,
+            "Upstream": self.upstreams,
+            "AccessNode": self.access_nodes,
+        }[kind]
+
+
+def build_object(kind: str, data: Mapping[str, Any], source: Source = Source()) -> Any:
+    """The model object of one schema-valid manifest document (or API body)."""
+    name = data["name"]
+    if kind == "Group":
+        return Group(name, tuple(sorted(data.get("global_permissions", ()))), source)
+    if kind == "User":
+        return User(
+            name,
+            data["password_hash"],
+            tuple(data["groups"]),
+            data.get("full_name", ""),
+            data.get("enabled", True),
+            source,
+        )
+    if kind == "Check":
+        return Check(
+            name,
+            data["owner"],
+            data["base_check"],
+            data.get("string", ""),
+            data.get("interval", "5s"),
+            data.get("timeout", "2s"),
+            data.get("rise", 2),
+            data.get("fall", 3),
+            source,
+        )
+    if kind == "Upstream":
+        return _upstream(data, source)
+    if kind == "AccessNode":
+        return _access_node(data, source)
+    raise ValueError(f"unknown kind {kind!r}")
+
+
+def _upstream(data: Mapping[str, Any], source: Source) -> Upstream:
+    listen = data.get("listen", {})
+    protocol = listen.get("protocol", "http")
+    server_names = tuple(listen.get("server_names", [data["name"]])) if protocol == "http" else ()
+    nodes = tuple(
+        Backend(
+            n["hostname"],
+            n.get("weight", 1),
+            n.get("max_fails", 1),
+            n.get("fail_timeout", "10s"),
+            FORCE_STATUS[n.get("force_status", "normal")],
+            n.get("failover", 0),
+        )
+        for n in data.get("nodes", ())
+    )
+    return Upstream(
+        data["name"],
+        data["owner"],
+        Listen(protocol, server_names, listen.get("port")),
+        data.get("min_servers", 1),
+        tuple(data.get("checks", ())),
+        nodes,
+        tuple(AclRule(a["group_name"], a["rule"]) for a in data.get("acl", ())),
+        source,
+    )
+
+
+def _access_node(data: Mapping[str, Any], source: Source) -> AccessNode:
+    conn = data.get("connection", {})
+    nginx = data.get("nginx", {})
+    defaults = NginxSettings()
+    return AccessNode(
+        data["name"],
+        data["owner"],
+        Connection(
+            conn.get("type", "ssh"),
+            conn.get("host", split_hostport(data["name"], 80)[0]),
+            conn.get("port", 22),
+            conn.get("user"),
+            conn.get("identity_file"),
+            conn.get("sudo", False),
+        ),
+        data.get("description", ""),
+        data.get("listen_address", "*"),
+        tuple(data.get("upstreams", ())),
+        NginxSettings(
+            nginx.get("config_dir", defaults.config_dir),
+            nginx.get("test_command", defaults.test_command),
+            nginx.get("reload_command", defaults.reload_command),
+        ),
+        source,
+    )
+
+
+def to_manifest(kind: str, obj: Any) -> dict[str, Any]:
+    """The manifest document of a model object, every default written out."""
+    doc: dict[str, Any] = {"apiVersion": API_VERSION, "kind": kind}
+    doc.update(_plain(obj))
+    return doc
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "__dataclass_fields__"):
+        return {
+            f.name: _plain(getattr(value, f.name))
+            for f in fields(value)
+            if f.name != "source" and getattr(value, f.name) not in (None, ())
+        }
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,63 @@
+"""The JSON Schemas of schemas/, loaded once into a registry, one validator per kind.
+
+Patterns are evaluated with Python's ``re`` by jsonschema, where ``$`` also matches before a
+final newline: a pattern ending in ``$`` is compiled with ``\\Z`` instead, so "web\\n" is
+refused by ``^[a-z0-9]...$`` exactly as an ECMA-262 engine (an editor) refuses it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from functools import cache
+from typing import Any
+
+from jsonschema import Draft202012Validator, ValidationError, validators
+from referencing import Registry, Resource
+
+from reconciler.resources import schema_dir
+
+SCHEMA_FILES = {
+    "Upstream": "upstream.schema.json",
+    "Check": "check.schema.json",
+    "AccessNode": "accessnode.schema.json",
+    "Group": "group.schema.json",
+    "User": "user.schema.json",
+}
+BASE_URI = "https://openbalancer.dev/schemas/v1/"
+
+
+@cache
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    """A schema pattern as Python must run it: a final ``$`` means the very end."""
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        pattern = pattern[:-1] + r"\Z"
+    return re.compile(pattern)
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    if validator.is_type(instance, "string") and not compile_pattern(pattern).search(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+ManifestValidator = validators.extend(Draft202012Validator, {"pattern": _pattern})
+
+
+@cache
+def schemas() -> dict[str, dict[str, Any]]:
+    """Every schema document by file name."""
+    return {p.name: json.loads(p.read_text("utf-8")) for p in sorted(schema_dir().glob("*.schema.json"))}
+
+
+@cache
+def registry() -> Registry:
+    resources = [(doc["$id"], Resource.from_contents(doc)) for doc in schemas().values()]
+    return Registry().with_resources(resources)
+
+
+@cache
+def validator_for(kind: str) -> Any:
+    """A validator of one kind's documents (raises KeyError for an unknown kind)."""
+    schema = schemas()[SCHEMA_FILES[kind]]
+    return ManifestValidator(schema, registry=registry())
