@@ -3,6 +3,17 @@
     ObreconcileError                 base: the CLI prints str(error) and exits 1, never a traceback
      +-- ManifestError               manifests could not be loaded or are invalid; carries every Problem
      +-- RenderError                 a value refused by the template finaliser, a broken template
+     +-- TransportError              talking to an access node failed; carries target (user@host:port)
+          +-- UnreachableError       temporary: refused, timed out, reset, no banner (retry later)
+          +-- ConnectionLost         temporary: dropped mid-operation; the command's effect is unknown
+          +-- HostKeyError           permanent: unknown or changed host key; the fix is in the message
+          +-- AuthenticationError    permanent: no key was accepted
+          +-- CommandTimeout         a command ran longer than its timeout (the channel was closed)
+          +-- CommandError           run(check=True) or a file operation exited non-zero; carries stderr
+     +-- StoreError                  the desired-state store cannot be used (bad URL, failed operation)
+          +-- StoreUnavailableError  temporary: etcd not answering, SQLite file locked or unreadable
+          +-- StoreCorruptError      permanent: not a database, failed integrity check, newer schema
+          +-- ConflictError          a concurrent writer changed the store first (compare-and-swap; API 409)
 
 Later stages add their own subclasses here (transport, node, store), each with the facts an
 operator needs: the access node, the step, nginx's stderr.
@@ -55,4 +66,91 @@ class ManifestError(ObreconcileError):
 
 
 class RenderError(ObreconcileError):
-    """Rendering nginx configuration failed (an unsafe value, a template error)."""
+    """Rendering nginx configuration failed (an unsafe value, a template error).
+
+    ``access_node`` and ``field`` (the refused value's place in the template context, such
+    as ``upstream.server_names[0]``) are set when known.
+    """
+
+    def __init__(self, message: str, *, access_node: str = "", field: str = "") -> None:
+        self.access_node = access_node
+        self.field = field
+        super().__init__(message)
+
+
+class TransportError(ObreconcileError):
+    """Talking to an access node failed. ``target`` is ``user@host:port`` (or ``local``).
+
+    ``temporary`` says whether trying again later may succeed (kopf's temporary vs permanent).
+    Messages never contain key material or passwords: only hosts, ports, paths, fingerprints.
+    """
+
+    temporary = False
+
+    def __init__(self, target: str, message: str) -> None:
+        self.target = target
+        self.message = message
+        super().__init__(f"{target}: {message}")
+
+
+class UnreachableError(TransportError):
+    """No SSH session could be set up (refused, timed out, reset, no banner) after every retry."""
+
+    temporary = True
+
+
+class ConnectionLost(TransportError):
+    """The connection dropped during an operation; whether a command ran is unknown."""
+
+    temporary = True
+
+
+class HostKeyError(TransportError):
+    """The host key is unknown (and not accepted) or differs from the recorded one."""
+
+
+class AuthenticationError(TransportError):
+    """The access node accepted none of the offered keys."""
+
+
+class CommandTimeout(TransportError):
+    """A command did not finish within its timeout."""
+
+    temporary = True
+
+
+class CommandError(TransportError):
+    """A command exited non-zero where success was required."""
+
+    def __init__(self, target: str, command: str, exit_code: int, stderr: bytes) -> None:
+        self.command = command
+        self.exit_code = exit_code
+        self.stderr = stderr
+        text = stderr.decode("utf-8", "replace").strip()
+        shown = command if len(command) <= 200 else command[:197] + "..."
+        hint = ""
+        if b"sudo:" in stderr and b"password" in stderr:
+            hint = " (sudo needs a password: give the user NOPASSWD in sudoers, obreconcile runs sudo -n)"
+        super().__init__(target, f"command exited {exit_code}: {shown}: {text or 'no stderr'}{hint}")
+
+
+class StoreError(ObreconcileError):
+    """The desired-state store cannot be used; the message names the store URL."""
+
+    temporary = False
+
+
+class StoreUnavailableError(StoreError):
+    """The store did not answer (etcd down, SQLite busy or unreadable); trying later may work."""
+
+    temporary = True
+
+
+class StoreCorruptError(StoreError):
+    """The store's data cannot be trusted; obreconcile never resets it silently."""
+
+
+class ConflictError(StoreError):
+    """A compare-and-swap failed: the store changed since the revision the writer read."""
+
+    temporary = True

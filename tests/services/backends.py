@@ -1,0 +1,110 @@
+"""Real backends for traffic tests, in threads of the test process, on 127.0.0.1 only.
+
+with HttpBackend("a1") as a1:      # answers every request with body "a1"
+    ...  a1.port, a1.hits          # requests it received
+with EchoBackend() as echo:        # a tcp server that sends back what it gets
+    ...  echo.port
+"""
+
+from __future__ import annotations
+
+import socketserver
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _IdentityServer
+
+    def do_GET(self) -> None:
+        self.server.record(self)
+        body = self.server.identity.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Backend", self.server.identity)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _IdentityServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, identity: str) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.identity = identity
+        self.hits = 0
+        self.last_headers: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def record(self, handler: BaseHTTPRequestHandler) -> None:
+        with self._lock:
+            self.hits += 1
+            self.last_headers = dict(handler.headers.items())
+
+
+class _Threaded:
+    """Serve in a thread from __init__ until stop() (also on leaving a with block)."""
+
+    _server: socketserver.TCPServer
+
+    def _serve(self) -> None:
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        self._stopped = False
+
+    def stop(self) -> None:
+        """Stop serving and close the listening socket (connections are then refused)."""
+        if not self._stopped:
+            self._stopped = True
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join(5)
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class HttpBackend(_Threaded):
+    """An HTTP server answering every GET with its identity (body and X-Backend header)."""
+
+    def __init__(self, identity: str) -> None:
+        self.identity = identity
+        self._server = _IdentityServer(identity)
+        self._serve()
+
+    @property
+    def hits(self) -> int:
+        return self._server.hits
+
+    @property
+    def last_headers(self) -> dict[str, str]:
+        return self._server.last_headers
+
+
+class _Echo(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        while data := self.request.recv(65536):
+            self.request.sendall(data)
+
+
+class _EchoServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class EchoBackend(_Threaded):
+    """A tcp server that sends back every byte it receives."""
+
+    def __init__(self) -> None:
+        self._server = _EchoServer(("127.0.0.1", 0), _Echo)
+        self._serve()
