@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,7 +29,7 @@ from reconciler import __version__
 from reconciler.errors import RenderError
 from reconciler.finaliser import refuse_unsafe
 from reconciler.health.select import Role, select
-from reconciler.manifest.model import AccessNode, Backend, DesiredState, Upstream
+from reconciler.manifest.model import AccessNode, Backend, DesiredState, Upstream, duration_seconds
 from reconciler.resolve import Resolver, SystemResolver, ip_literal
 from reconciler.resources import template_dir
 
@@ -246,13 +247,20 @@ class Renderer:
         return tuple(server_address(a, port) for a in resolution.addresses)
 
 
+def fail_timeout(duration: str) -> str:
+    """nginx reads an upstream's fail_timeout in whole seconds ('500ms' is refused): round ms up."""
+    if duration.endswith("ms"):
+        return f"{math.ceil(duration_seconds(duration))}s"
+    return duration
+
+
 def _server(backend: Backend, role: Role, address: str) -> dict[str, Any]:
     return {
         "hostname": backend.hostname,
         "address": address,
         "weight": backend.weight,
         "max_fails": backend.max_fails,
-        "fail_timeout": backend.fail_timeout,
+        "fail_timeout": fail_timeout(backend.fail_timeout),
         "failover": backend.failover,
         "force_status": backend.force_status,
         "role": role.value,

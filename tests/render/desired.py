@@ -41,3 +41,24 @@ def access_node(name: str, *upstreams: str, **fields: Any) -> dict[str, Any]:
         "connection": {"type": "local"},
         **fields,
     }
+
+
+def large_fleet(upstreams: int = 300, nodes: int = 10, access_nodes: int = 5) -> DesiredState:
+    """A generated fleet: every tenth upstream tcp, failover tiers, forced states, names and IPs."""
+    docs: list[dict[str, Any]] = []
+    for u in range(upstreams):
+        backends = []
+        for n in range(nodes):
+            host = f"app{n}.svc{u}.internal" if n % 3 == 0 else f"10.{u // 250}.{u % 250}.{n + 1}"
+            backend: dict[str, Any] = {"hostname": f"{host}:{8000 + n}", "weight": n % 5 + 1, "failover": n // 4}
+            if n == 1:
+                backend["force_status"] = "down"
+            if n == 2:
+                backend.update(force_status="up", max_fails=0, fail_timeout="500ms")
+            backends.append(backend)
+        listen = {"protocol": "tcp", "port": 10_000 + u} if u % 10 == 9 else {"server_names": [f"s{u}.example.com"]}
+        docs.append(upstream(f"svc-{u:04d}", *backends, listen=listen, min_servers=2))
+    for a in range(access_nodes):
+        served = [f"svc-{u:04d}" for u in range(upstreams) if u % access_nodes != a]
+        docs.append(access_node(f"lb{a}.example.com:{8080 + a}", *served))
+    return state_of(docs)

@@ -8,6 +8,7 @@ with EchoBackend() as echo:        # a tcp server that sends back what it gets
 
 from __future__ import annotations
 
+import socket
 import socketserver
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,6 +17,7 @@ from typing import Any
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
     server: _IdentityServer
 
     def do_GET(self) -> None:
@@ -41,6 +43,26 @@ class _IdentityServer(ThreadingHTTPServer):
         self.hits = 0
         self.last_headers: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        with self._lock:
+            self._open.add(request)
+        try:
+            super().finish_request(request, client_address)
+        finally:
+            with self._lock:
+                self._open.discard(request)
+
+    def server_close(self) -> None:
+        """Close the listening socket and every open connection (nginx keeps some alive)."""
+        super().server_close()
+        with self._lock:
+            for connection in self._open:
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def record(self, handler: BaseHTTPRequestHandler) -> None:
         with self._lock:
@@ -93,8 +115,11 @@ class HttpBackend(_Threaded):
 
 class _Echo(socketserver.BaseRequestHandler):
     def handle(self) -> None:
-        while data := self.request.recv(65536):
-            self.request.sendall(data)
+        try:
+            while data := self.request.recv(65536):
+                self.request.sendall(data)
+        except OSError:
+            pass  # the client went away
 
 
 class _EchoServer(socketserver.ThreadingTCPServer):

@@ -128,7 +128,7 @@ class Nginx:
         pytest.fail(f"nginx did not start within {timeout}s:\n{self._log_tail()}", pytrace=False)
 
     def reload(self, timeout: float = 10.0) -> None:
-        """``nginx -s reload`` and wait until the new configuration's worker runs."""
+        """``nginx -s reload`` and wait until the old worker has exited (only the new configuration runs)."""
         assert self.process is not None, "nginx is not running"
         before = self._log().count("reconfiguring")
         subprocess.run(self._command("-s", "reload"), capture_output=True, text=True, timeout=30, check=True)
@@ -139,7 +139,7 @@ class Nginx:
                 after = log[log.rindex("reconfiguring") :]
                 if "[emerg]" in after:
                     pytest.fail(f"nginx refused the reloaded configuration:\n{after}", pytrace=False)
-                if "start worker process" in after:
+                if "start worker process" in after and "exited with code" in after:
                     return
             time.sleep(0.02)
         pytest.fail(f"nginx did not reload within {timeout}s:\n{self._log_tail()}", pytrace=False)

@@ -1,0 +1,91 @@
+"""The finaliser refuses values unsafe in nginx configuration, even ones that skipped validation."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from reconciler.errors import RenderError
+from reconciler.manifest.model import AccessNode, Backend, Connection, DesiredState, Listen, Upstream
+from reconciler.render import make_environment, render
+from reconciler.resolve import StaticResolver
+
+INJECTIONS = [
+    "a; ssl_engine /tmp/x.so",
+    "x}\nserver {",
+    "a.example.com;include/etc/passwd",
+    "a{",
+    "$host",
+    "a#b",
+    'a"b',
+    "a'b",
+    "a\\b",
+    "a`id`",
+    "a\tb",
+    "a\x00b",
+    "a\rb",
+    "",
+    "ä.example.com",
+]
+
+
+def state(upstream: Upstream, node: AccessNode | None = None) -> DesiredState:
+    """A desired state built directly from model objects: no schema, no validation."""
+    node = node or AccessNode("lb", "ops", Connection("local"), upstreams=(upstream.name,))
+    return DesiredState(upstreams={upstream.name: upstream}, access_nodes={node.name: node})
+
+
+def web(*, server_name: str = "web.example.com", hostname: str = "10.0.0.1:80", fail_timeout: str = "10s") -> Upstream:
+    return Upstream("web", "ops", Listen("http", (server_name,)), nodes=(Backend(hostname, fail_timeout=fail_timeout),))
+
+
+@pytest.mark.parametrize("value", INJECTIONS)
+def test_an_unsafe_server_name_is_refused_naming_its_field(value: str) -> None:
+    with pytest.raises(RenderError) as caught:
+        render(state(web(server_name=value)), resolver=StaticResolver({}))
+    assert caught.value.field == "upstream.server_names[0]"
+    assert caught.value.access_node == "lb"
+    assert "upstream.server_names[0]" in str(caught.value) and repr(value) in str(caught.value)
+
+
+@pytest.mark.parametrize("value", ["x}\nserver {", "a; ssl_engine /tmp/x.so"])
+def test_an_unsafe_backend_hostname_is_refused(value: str) -> None:
+    resolver = StaticResolver({}, default=["10.0.0.9"])  # even a resolver that answers everything
+    with pytest.raises(RenderError) as caught:
+        render(state(web(hostname=value)), resolver=resolver)
+    assert caught.value.field == "upstream.servers[0].hostname"
+
+
+def test_an_unsafe_fail_timeout_is_refused() -> None:
+    with pytest.raises(RenderError, match=r"upstream\.servers\[0\]\.fail_timeout"):
+        render(state(web(fail_timeout="10s; ssl_engine x")), resolver=StaticResolver({}))
+
+
+def test_an_unsafe_access_node_value_is_refused() -> None:
+    node = AccessNode("lb", "ops", Connection("local"), listen_address="1.2.3.4:80;\nx")
+    with pytest.raises(RenderError, match=r"access node lb: .*refusing (listen|access_node\.http_listen) value"):
+        render(DesiredState(access_nodes={"lb": node}), resolver=StaticResolver({}))
+    named = dataclasses.replace(node, name="lb\n}", listen_address="*")
+    with pytest.raises(RenderError, match=r"access_node\.name"):
+        render(DesiredState(access_nodes={named.name: named}), resolver=StaticResolver({}))
+
+
+def test_safe_values_and_integers_pass() -> None:
+    template = make_environment().from_string("{{ a }} {{ b }} {{ c }}")
+    assert template.render(a="[2001:db8::1]:8080", b=1000, c="*.example.com") == "[2001:db8::1]:8080 1000 *.example.com"
+
+
+def test_values_a_user_template_computes_are_refused_too(tmp_path: Path) -> None:
+    (tmp_path / "http_default.conf.j2").write_text(
+        '{% extends "layout.conf.j2" %}{% block body %}{{ "a b" }}{% endblock %}'
+    )
+    with pytest.raises(RenderError, match="refusing value 'a b'"):
+        render(DesiredState(access_nodes={"lb": AccessNode("lb", "ops", Connection())}), templates=tmp_path)
+
+
+def test_undefined_variables_are_errors(tmp_path: Path) -> None:
+    (tmp_path / "http_default.conf.j2").write_text("{{ nope }}")
+    with pytest.raises(RenderError, match="'nope' is undefined"):
+        render(DesiredState(access_nodes={"lb": AccessNode("lb", "ops", Connection())}), templates=tmp_path)
