@@ -1,0 +1,316 @@
+"""The desired-state store: one interface, typed values, two implementations (sqlite, etcd).
+
+What the store holds:
+
+- desired objects of every kind (``StoredObject``: the manifest-form body, the revision it was
+  last changed at, and its provenance: a manifest file or an API user, and when);
+- an audit log (``AuditEntry``): one entry per object change, complete, in revision order;
+- per access node, what was deployed there last (``DeployRecord``);
+- per (upstream, backend, check), the health state the health loop keeps (``HealthRecord``);
+- locks held under a lease with a TTL (``Lock``): the master election and per-node locks.
+
+Revisions: ``revision()`` is the revision of the last change of desired objects. It strictly
+increases with every ``commit``; deploy records, health records and locks never move it. In
+etcd it is etcd's own revision of that commit (so a push can be fenced with etcd's
+compare-and-swap); in SQLite it is a counter that grows by one per commit.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal
+
+from reconciler.manifest.model import DesiredState, Source, build_object
+
+ObjectKey = tuple[str, str]  # (kind, name)
+SOURCES = ("manifest", "api")
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Who made an object what it is: ``source`` manifest (``origin`` = file) or api (= user)."""
+
+    source: Literal["manifest", "api"]
+    origin: str
+    when: float = field(default_factory=time.time)  # seconds since the epoch, UTC
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "origin": self.origin, "when": self.when}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Provenance:
+        return cls(data["source"], data["origin"], float(data["when"]))
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One desired object as stored: its manifest-form body and where it came from."""
+
+    kind: str
+    name: str
+    body: Mapping[str, Any]
+    revision: int
+    provenance: Provenance
+
+    @property
+    def key(self) -> ObjectKey:
+        return (self.kind, self.name)
+
+
+@dataclass(frozen=True)
+class Put:
+    """Create or replace an object. ``expect``: the revision it must be at now (0 = absent)."""
+
+    kind: str
+    name: str
+    body: Mapping[str, Any]
+    provenance: Provenance
+    expect: int | None = None
+
+
+@dataclass(frozen=True)
+class Delete:
+    """Remove an object. ``provenance`` says who removed it (for the audit log)."""
+
+    kind: str
+    name: str
+    provenance: Provenance
+    expect: int | None = None
+
+
+Op = Put | Delete
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One change of one object, as the audit log and ``watch`` report it."""
+
+    revision: int
+    kind: str
+    name: str
+    action: Literal["put", "delete"]
+    provenance: Provenance
+
+    def to_row(self) -> list[Any]:
+        p = self.provenance
+        return [self.kind, self.name, self.action, p.source, p.origin, p.when]
+
+    @classmethod
+    def from_row(cls, revision: int, row: Sequence[Any]) -> AuditEntry:
+        kind, name, action, source, origin, when = row
+        return cls(revision, kind, name, action, Provenance(source, origin, float(when)))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Every desired object at one revision."""
+
+    revision: int
+    objects: Mapping[ObjectKey, StoredObject]
+
+    def desired_state(self) -> DesiredState:
+        """The objects as the model's DesiredState (manifest files kept as their Source)."""
+        by_kind: dict[str, dict[str, Any]] = {}
+        for (kind, name), obj in sorted(self.objects.items()):
+            p = obj.provenance
+            source = Source(p.origin) if p.source == "manifest" else Source(f"api:{p.origin}")
+            by_kind.setdefault(kind, {})[name] = build_object(kind, obj.body, source)
+        return DesiredState(
+            groups=by_kind.get("Group", {}),
+            users=by_kind.get("User", {}),
+            checks=by_kind.get("Check", {}),
+            upstreams=by_kind.get("Upstream", {}),
+            access_nodes=by_kind.get("AccessNode", {}),
+        )
+
+
+@dataclass(frozen=True)
+class DeployRecord:
+    """What was deployed on one access node: desired revision, sha256 per file, outcome."""
+
+    access_node: str
+    revision: int
+    digests: Mapping[str, str]
+    result: str  # "converged" | "failed" (apply decides the words)
+    error: str = ""
+    when: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "access_node": self.access_node,
+            "revision": self.revision,
+            "digests": dict(self.digests),
+            "result": self.result,
+            "error": self.error,
+            "when": self.when,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DeployRecord:
+        return cls(
+            data["access_node"],
+            int(data["revision"]),
+            dict(data["digests"]),
+            data["result"],
+            data.get("error", ""),
+            float(data["when"]),
+        )
+
+
+@dataclass(frozen=True)
+class HealthRecord:
+    """The state of one check on one backend of one upstream (kept by the health loop)."""
+
+    upstream: str
+    backend: str
+    check: str
+    status: Literal["up", "down"]
+    consecutive: int = 0  # passes (when up) or failures (when down) in a row
+    detail: str = ""
+    when: float = field(default_factory=time.time)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.upstream, self.backend, self.check)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "upstream": self.upstream,
+            "backend": self.backend,
+            "check": self.check,
+            "status": self.status,
+            "consecutive": self.consecutive,
+            "detail": self.detail,
+            "when": self.when,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> HealthRecord:
+        return cls(
+            data["upstream"],
+            data["backend"],
+            data["check"],
+            data["status"],
+            int(data["consecutive"]),
+            data.get("detail", ""),
+            float(data["when"]),
+        )
+
+
+@dataclass(frozen=True)
+class StoreHealth:
+    ok: bool
+    detail: str
+
+
+class Lock(ABC):
+    """A lock held under a lease: it is released by ``release`` or when the TTL runs out."""
+
+    def __init__(self, name: str, holder: str, ttl: int) -> None:
+        self.name = name
+        self.holder = holder
+        self.ttl = ttl
+
+    @abstractmethod
+    def refresh(self) -> bool:
+        """Extend the lease by the TTL; False when the lock was lost (expired, taken)."""
+
+    @abstractmethod
+    def release(self) -> None:
+        """Give the lock up now (no error when it had already expired)."""
+
+
+def check_ops(ops: Sequence[Op]) -> None:
+    """Refuse an op list that names one object twice (a transaction changes each once)."""
+    seen: set[ObjectKey] = set()
+    for op in ops:
+        key = (op.kind, op.name)
+        if key in seen:
+            raise ValueError(f"{op.kind}/{op.name} appears twice in one transaction")
+        seen.add(key)
+
+
+class Store(ABC):
+    """The desired-state store. Implementations: SqliteStore, EtcdStore; see ``open_store``."""
+
+    kind: str = ""
+    url: str = ""
+
+    def __init__(self) -> None:
+        self.writes = 0  # object writes (puts and deletes) made through this handle
+
+    # desired objects ---------------------------------------------------------------------
+    @abstractmethod
+    def revision(self) -> int:
+        """The revision of the last change of desired objects (0 for an empty store)."""
+
+    @abstractmethod
+    def snapshot(self) -> Snapshot:
+        """Every desired object, read at one revision."""
+
+    @abstractmethod
+    def get(self, kind: str, name: str) -> StoredObject | None: ...
+
+    @abstractmethod
+    def commit(self, ops: Sequence[Op], base_revision: int | None = None) -> int:
+        """Apply every op or none; return the new revision.
+
+        ``base_revision``: the revision the caller read; ConflictError when the store has moved
+        since. Each op's ``expect`` is checked the same way. An empty list changes nothing.
+        """
+
+    @abstractmethod
+    def audit(self, since_revision: int = 0) -> list[AuditEntry]:
+        """Every object change after ``since_revision``, in revision order."""
+
+    @abstractmethod
+    def wait(self, after_revision: int, timeout: float) -> int:
+        """Block until the revision is above ``after_revision`` or ``timeout`` ran out."""
+
+    def watch(self, after_revision: int, timeout: float) -> list[AuditEntry]:
+        """The changes after ``after_revision``, waiting up to ``timeout`` for the first one."""
+        self.wait(after_revision, timeout)
+        return self.audit(after_revision)
+
+    def desired_state(self) -> DesiredState:
+        return self.snapshot().desired_state()
+
+    # live state records --------------------------------------------------------------------
+    @abstractmethod
+    def record_deploy(self, record: DeployRecord) -> None: ...
+
+    @abstractmethod
+    def deploy_records(self) -> dict[str, DeployRecord]: ...
+
+    @abstractmethod
+    def record_health(self, records: Sequence[HealthRecord]) -> None: ...
+
+    @abstractmethod
+    def health_records(self) -> dict[tuple[str, str, str], HealthRecord]: ...
+
+    # locks ----------------------------------------------------------------------------------
+    @abstractmethod
+    def acquire_lock(self, name: str, holder: str, ttl: int) -> Lock | None:
+        """Take the lock ``name`` for ``ttl`` seconds, or None when someone else holds it."""
+
+    @abstractmethod
+    def lock_holder(self, name: str) -> str | None: ...
+
+    # the store itself -------------------------------------------------------------------
+    @abstractmethod
+    def check_health(self) -> StoreHealth: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

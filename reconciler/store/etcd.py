@@ -1,0 +1,394 @@
+"""The etcd store (etcd3gw over etcd's JSON gateway at /v3/), for several controllers.
+
+Keys under ``PREFIX/`` (``etcd://host:port/PREFIX``, default ``obreconcile``)::
+
+    rev                     touched by every commit: its mod_revision IS the store revision
+    obj/KIND/NAME           an object: {kind, name, body, prov[, rev]}
+    audit/TXID              one per commit (create_revision = the commit's revision):
+                            {changes: [...]} inline, or {chunks: n} for a staged commit
+    auditchunk/TXID/N       the audit rows of a staged commit, written while staging
+    pending                 {txid} while a staged commit is not yet folded into obj/
+    stage/TXID/KIND/NAME    a staged change {op, kind, name, body, prov}
+    stagers/TXID            a sentinel under a lease while a writer stages
+    deploy/NODE, health/UPSTREAM/BACKEND/CHECK, lock/NAME
+
+A commit that fits in one etcd transaction (default limits: 128 ops, 1.5 MiB) is one txn
+that compares ``rev``'s mod_revision with the writer's base revision, writes the objects,
+``rev`` and the audit record. A bigger one (the first sync of 10,000 upstreams) is *staged*:
+the changes are written under ``stage/TXID/`` in chunks, invisible to readers, and then one
+small txn flips ``rev`` and creates ``pending`` (compare-and-swap as above). That flip is the
+commit: readers read at one etcd revision and lay the pending stage over ``obj/``, so they see
+all of the commit or none of it. The stage is then copied into ``obj/`` (any writer finishes
+a fold left by a killed one; each chunk is guarded by ``pending`` so a late chunk can never
+overwrite a newer commit) and ``pending`` removed. A writer killed while staging leaves only
+unreferenced stage keys, removed by the next staged commit once their sentinel's lease ends.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import requests
+from etcd3gw import exceptions as etcd_errors
+from etcd3gw.client import Etcd3Client
+from etcd3gw.lease import Lease
+
+from reconciler.errors import ConflictError, StoreError, StoreUnavailableError
+from reconciler.store import etcd_requests as req
+from reconciler.store.base import (
+    AuditEntry,
+    DeployRecord,
+    HealthRecord,
+    Lock,
+    Op,
+    Put,
+    Snapshot,
+    Store,
+    StoredObject,
+    StoreHealth,
+    check_ops,
+)
+
+DEFAULT_PREFIX = "obreconcile"
+STAGING_TTL = 60
+PAGE = 2000
+MAX_TXN_OPS = req.MAX_TXN_OPS
+MAX_TXN_BYTES = req.MAX_TXN_BYTES
+
+T = TypeVar("T")
+Kv = dict[str, Any]
+
+
+class EtcdStore(Store):
+    kind = "etcd"
+
+    def __init__(self, host: str, port: int, prefix: str = DEFAULT_PREFIX, timeout: float = 10.0) -> None:
+        super().__init__()
+        self.url = f"etcd://{host}:{port}/{prefix}"
+        self._client = Etcd3Client(host, port, api_path="/v3/", timeout=timeout)
+        self._p = prefix.strip("/") + "/"
+        self._call(self._client.status)  # fail now, clearly, when etcd is not there
+
+    def _k(self, *parts: str) -> str:
+        return self._p + "/".join(parts)
+
+    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Call etcd3gw; its errors become StoreErrors that name the store."""
+        try:
+            return fn(*args, **kwargs)
+        except (etcd_errors.ConnectionFailedError, etcd_errors.ConnectionTimeoutError) as e:
+            raise StoreUnavailableError(f"{self.url}: etcd is not answering ({e.detail_text or e})") from e
+        except etcd_errors.Etcd3Exception as e:
+            raise StoreError(f"{self.url}: etcd refused a request: {e.detail_text or e}") from e
+        except requests.RequestException as e:
+            raise StoreUnavailableError(f"{self.url}: etcd is not answering ({e})") from e
+
+    def _txn(self, compare: list[Kv], success: list[Kv]) -> Kv:
+        txn = {"compare": compare, "success": success, "failure": []}
+        return dict(self._call(self._client.transaction, txn))
+
+    def _kvs(self, key: str, **options: Any) -> list[tuple[bytes, Kv]]:
+        """etcd3gw's range with metadata: [(value, metadata with the key decoded)]."""
+        client = self._client
+        return self._call(lambda: [(v, dict(m)) for v, m in client.get(key, metadata=True, **options)])
+
+    def _get(self, key: str, revision: int | None = None) -> tuple[Kv | None, Kv]:
+        kvs = self._kvs(key, revision=revision)
+        if not kvs:
+            return None, {}
+        return json.loads(kvs[0][0]), dict(kvs[0][1])
+
+    def _range_all(self, prefix: str, revision: int | None = None, keys_only: bool = False) -> list[tuple[Kv, Kv]]:
+        """Every (value, metadata) under ``prefix`` at ``revision``, read in pages, by key."""
+        out: list[tuple[Kv, Kv]] = []
+        start, end = prefix, req.end(prefix)
+        while True:
+            page = self._kvs(
+                start,
+                range_end=end,
+                limit=PAGE,
+                revision=revision,
+                keys_only=keys_only,
+            )
+            out.extend(({} if keys_only else json.loads(v), m) for v, m in page)
+            if len(page) < PAGE:
+                return out
+            start = page[-1][1]["key"].decode() + "\0"
+
+    def _head(self) -> tuple[int, int, Kv | None, int]:
+        """(etcd revision, store revision, pending record, its revision) read at one revision."""
+        r = self._txn([], [req.range_request(self._k("rev")), req.range_request(self._k("pending"))])
+        rev_kvs = r["responses"][0]["response_range"].get("kvs", [])
+        pending_kvs = r["responses"][1]["response_range"].get("kvs", [])
+        store_revision = int(rev_kvs[0]["mod_revision"]) if rev_kvs else 0
+        if not pending_kvs:
+            return int(r["header"]["revision"]), store_revision, None, 0
+        pending = json.loads(base64.b64decode(pending_kvs[0]["value"]))
+        return int(r["header"]["revision"]), store_revision, pending, int(pending_kvs[0]["mod_revision"])
+
+    # desired objects ---------------------------------------------------------------------
+    def revision(self) -> int:
+        _, meta = self._get(self._k("rev"))
+        return int(meta.get("mod_revision", 0))
+
+    def snapshot(self) -> Snapshot:
+        at, revision, pending, pending_revision = self._head()
+        objects = {}
+        for value, meta in self._range_all(self._k("obj/"), at):
+            obj = req.stored(value, int(value.get("rev") or meta["mod_revision"]))
+            objects[obj.key] = obj
+        if pending is not None:
+            for value, _ in self._range_all(self._k("stage", pending["txid"]) + "/", at):
+                key = (value["kind"], value["name"])
+                if value["op"] == "delete":
+                    objects.pop(key, None)
+                else:
+                    objects[key] = req.stored(value, pending_revision)
+        return Snapshot(revision, objects)
+
+    def get(self, kind: str, name: str) -> StoredObject | None:
+        at, _, pending, pending_revision = self._head()
+        if pending is not None:
+            staged, _ = self._get(self._k("stage", pending["txid"], kind, name), at)
+            if staged is not None:
+                return None if staged["op"] == "delete" else req.stored(staged, pending_revision)
+        value, meta = self._get(self._k("obj", kind, name), at)
+        return None if value is None else req.stored(value, int(value.get("rev") or meta["mod_revision"]))
+
+    def commit(self, ops: Sequence[Op], base_revision: int | None = None) -> int:
+        check_ops(ops)
+        if not ops:
+            return self.revision()
+        if any(op.expect is not None for op in ops):
+            base_revision = self._check_expected(ops, base_revision)
+        txid = uuid.uuid4().hex
+        if len(ops) <= MAX_TXN_OPS - 2 and sum(map(req.op_size, ops)) <= MAX_TXN_BYTES:
+            revision = self._commit_direct(ops, base_revision, txid)
+        else:
+            revision = self._commit_staged(ops, base_revision, txid)
+        self.writes += len(ops)
+        return revision
+
+    def _check_expected(self, ops: Sequence[Op], base_revision: int | None) -> int:
+        snapshot = self.snapshot()
+        if base_revision is not None and snapshot.revision != base_revision:
+            raise ConflictError(
+                f"{self.url}: the store is at revision {snapshot.revision}, not {base_revision} as read"
+            )
+        for op in ops:
+            stored = snapshot.objects.get((op.kind, op.name))
+            have = 0 if stored is None else stored.revision
+            if op.expect is not None and have != op.expect:
+                raise ConflictError(f"{op.kind}/{op.name} is at revision {have}, not {op.expect}")
+        return snapshot.revision
+
+    def _guards(self, base_revision: int | None) -> list[Kv]:
+        guards = [req.absent(self._k("pending"))]
+        if base_revision is not None:
+            guards.append(req.same_mod(self._k("rev"), base_revision))
+        return guards
+
+    def _commit_direct(self, ops: Sequence[Op], base_revision: int | None, txid: str) -> int:
+        writes = [
+            req.put(self._k("obj", op.kind, op.name), req.object_value(op))
+            if isinstance(op, Put)
+            else req.delete(self._k("obj", op.kind, op.name))
+            for op in ops
+        ]
+        writes.append(req.put(self._k("rev"), {"txid": txid}))
+        writes.append(req.put(self._k("audit", txid), {"changes": [req.audit_row(op) for op in ops]}))
+        return self._flip(self._guards(base_revision), writes, base_revision)
+
+    def _flip(self, guards: list[Kv], writes: list[Kv], base_revision: int | None, sentinel: str = "") -> int:
+        """Run the commit txn; fold a pending commit that blocks it and try again."""
+        while True:
+            r = self._txn(guards, writes)
+            if r.get("succeeded"):
+                return int(r["header"]["revision"])
+            if sentinel and self._get(sentinel)[0] is None:
+                raise StoreUnavailableError(f"{self.url}: staging took longer than its {STAGING_TTL}s lease; try again")
+            if not self._fold_pending():
+                current = self.revision()
+                raise ConflictError(f"{self.url}: the store is at revision {current}, not {base_revision} as read")
+
+    def _commit_staged(self, ops: Sequence[Op], base_revision: int | None, txid: str) -> int:
+        self._fold_pending()
+        self._collect_stale_stages()
+        lease = self._call(self._client.lease, STAGING_TTL)
+        sentinel = self._k("stagers", txid)
+        self._txn([], [req.put(sentinel, {"when": time.time()}, lease.id)])
+        chunks = list(req.chunks(ops, req.op_size))
+        for n, chunk in enumerate(chunks):
+            self._stage_chunk(txid, n, chunk)
+            self._call(lease.refresh)
+        guards = [*self._guards(base_revision), req.present(sentinel)]
+        writes = [
+            req.put(self._k("rev"), {"txid": txid}),
+            req.put(self._k("pending"), {"txid": txid}),
+            req.put(self._k("audit", txid), {"chunks": len(chunks)}),
+            req.delete(sentinel),
+        ]
+        try:
+            revision = self._flip(guards, writes, base_revision, sentinel)
+        finally:
+            self._call(lease.revoke)
+        self._fold(txid, revision)
+        return revision
+
+    def _stage_chunk(self, txid: str, n: int, chunk: Sequence[Op]) -> None:
+        writes = [
+            req.put(
+                self._k("stage", txid, op.kind, op.name),
+                {"op": "put", **req.object_value(op)}
+                if isinstance(op, Put)
+                else {"op": "delete", "kind": op.kind, "name": op.name},
+            )
+            for op in chunk
+        ]
+        writes.append(
+            req.put(self._k("auditchunk", txid, f"{n:08d}"), {"changes": [req.audit_row(op) for op in chunk]})
+        )
+        self._txn([], writes)
+
+    def _fold_pending(self) -> bool:
+        """Finish folding a pending staged commit (left by us or by a killed writer)."""
+        _, _, pending, revision = self._head()
+        if pending is None:
+            return False
+        self._fold(pending["txid"], revision)
+        return True
+
+    def _fold(self, txid: str, revision: int) -> None:
+        guard = [req.same_mod(self._k("pending"), revision)]
+        staged = [value for value, _ in self._range_all(self._k("stage", txid) + "/")]
+        for chunk in req.chunks(staged, lambda v: len(json.dumps(v)) * 4 // 3 + 200, MAX_TXN_OPS):
+            writes = [
+                req.delete(self._k("obj", v["kind"], v["name"]))
+                if v["op"] == "delete"
+                else req.put(self._k("obj", v["kind"], v["name"]), {**req.unstaged(v), "rev": revision})
+                for v in chunk
+            ]
+            if not self._txn(guard, writes).get("succeeded"):
+                return  # another writer finished this fold
+        self._txn(guard, [req.delete(self._k("stage", txid) + "/", prefix=True), req.delete(self._k("pending"))])
+
+    def _collect_stale_stages(self) -> None:
+        """Remove stages whose writer died (no live sentinel, never committed)."""
+        live = {m["key"].decode().rsplit("/", 1)[1] for _, m in self._range_all(self._k("stagers/"), keys_only=True)}
+        staged = {
+            m["key"].decode()[len(self._k("stage/")) :].split("/", 1)[0]
+            for _, m in self._range_all(self._k("stage/"), keys_only=True)
+        }
+        for txid in staged - live:
+            self._txn(
+                [req.absent(self._k("stagers", txid)), req.absent(self._k("audit", txid))],
+                [
+                    req.delete(self._k("stage", txid) + "/", prefix=True),
+                    req.delete(self._k("auditchunk", txid) + "/", prefix=True),
+                ],
+            )
+
+    def audit(self, since_revision: int = 0) -> list[AuditEntry]:
+        entries: list[AuditEntry] = []
+        for value, meta in self._audit_records(since_revision):
+            revision = int(meta["create_revision"])
+            rows: Iterable[Any] = value.get("changes", ())
+            if "chunks" in value:
+                txid = meta["key"].decode().rsplit("/", 1)[1]
+                chunks = self._range_all(self._k("auditchunk", txid) + "/")
+                rows = [row for chunk, _ in chunks for row in chunk["changes"]]
+            entries.extend(AuditEntry.from_row(revision, row) for row in rows)
+        return entries
+
+    def _audit_records(self, since_revision: int) -> list[tuple[Kv, Kv]]:
+        prefix = self._k("audit/")
+        out: list[tuple[Kv, Kv]] = []
+        while True:
+            page = self._kvs(
+                prefix,
+                range_end=req.end(prefix),
+                sort_order="ascend",
+                sort_target="create",
+                min_create_revision=since_revision + 1,
+                limit=PAGE,
+            )
+            out.extend((json.loads(v), m) for v, m in page)
+            if len(page) < PAGE:
+                return out
+            since_revision = int(page[-1][1]["create_revision"])
+
+    def wait(self, after_revision: int, timeout: float) -> int:
+        revision = self.revision()
+        if revision > after_revision or timeout <= 0:
+            return revision
+        try:
+            self._client.watch_once(self._k("rev"), timeout=timeout, start_revision=after_revision + 1)
+        except etcd_errors.WatchTimedOut:
+            pass
+        except (etcd_errors.Etcd3Exception, requests.RequestException) as e:
+            raise StoreUnavailableError(f"{self.url}: watch failed ({e})") from e
+        return self.revision()
+
+    # live state records --------------------------------------------------------------------
+    def record_deploy(self, record: DeployRecord) -> None:
+        self._txn([], [req.put(self._k("deploy", record.access_node), record.to_dict())])
+
+    def deploy_records(self) -> dict[str, DeployRecord]:
+        records = [DeployRecord.from_dict(v) for v, _ in self._range_all(self._k("deploy/"))]
+        return {r.access_node: r for r in records}
+
+    def record_health(self, records: Sequence[HealthRecord]) -> None:
+        for chunk in req.chunks(records, lambda r: 600, MAX_TXN_OPS):
+            self._txn([], [req.put(self._k("health", *r.key), r.to_dict()) for r in chunk])
+
+    def health_records(self) -> dict[tuple[str, str, str], HealthRecord]:
+        records = [HealthRecord.from_dict(v) for v, _ in self._range_all(self._k("health/"))]
+        return {r.key: r for r in records}
+
+    # locks ----------------------------------------------------------------------------------
+    def acquire_lock(self, name: str, holder: str, ttl: int) -> Lock | None:
+        lease = self._call(self._client.lease, ttl)
+        key = self._k("lock", name)
+        if self._txn([req.absent(key)], [req.put(key, {"holder": holder}, lease.id)]).get("succeeded"):
+            return EtcdLock(self, name, holder, ttl, lease)
+        self._call(lease.revoke)
+        return None
+
+    def lock_holder(self, name: str) -> str | None:
+        value, _ = self._get(self._k("lock", name))
+        return None if value is None else str(value["holder"])
+
+    def _refresh_lock(self, lock: EtcdLock) -> bool:
+        if self._call(lock.lease.refresh) <= 0:
+            return False
+        _, meta = self._get(self._k("lock", lock.name))
+        return int(meta.get("lease", 0)) == lock.lease.id
+
+    # the store itself -------------------------------------------------------------------
+    def check_health(self) -> StoreHealth:
+        status = self._call(self._client.status)
+        r = self._call(self._client.session.get, self._client.base_url + "/health", timeout=self._client.timeout)
+        healthy = r.ok and r.json().get("health") == "true"
+        detail = f"etcd {status.get('version', '?')}, {'healthy' if healthy else 'unhealthy: ' + r.text.strip()}"
+        return StoreHealth(healthy, detail)
+
+    def close(self) -> None:
+        self._client.session.close()
+
+
+class EtcdLock(Lock):
+    def __init__(self, store: EtcdStore, name: str, holder: str, ttl: int, lease: Lease) -> None:
+        super().__init__(name, holder, ttl)
+        self.lease = lease
+        self._store = store
+
+    def refresh(self) -> bool:
+        return self._store._refresh_lock(self)
+
+    def release(self) -> None:
+        self._store._call(self.lease.revoke)
