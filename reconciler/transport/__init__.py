@@ -1,0 +1,72 @@
+"""Transports: how obreconcile runs commands and moves files on an access node.
+
+``open_transport(access_node, ...)`` picks the implementation from ``connection.type``:
+``LocalTransport`` (subprocess, os) or ``SSHTransport`` (paramiko, SFTP). Both implement
+``Transport`` (see ``base``): ``run``, ``run_batch``, ``read_file``, ``read_files``,
+``write_file``, ``rename``, ``close``, ``describe``. See docs/transport.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from reconciler.manifest.model import AccessNode
+from reconciler.transport.base import DEFAULT_COMMAND_TIMEOUT, CommandResult, Transport
+from reconciler.transport.connect import ConnectionPool, SSHSettings, resolve_target
+from reconciler.transport.local import LocalTransport
+from reconciler.transport.ssh import SSHTransport
+
+__all__ = [
+    "CommandResult",
+    "ConnectionPool",
+    "LocalTransport",
+    "SSHSettings",
+    "SSHTransport",
+    "Transport",
+    "open_transport",
+]
+
+
+def open_transport(
+    access_node: AccessNode,
+    *,
+    known_hosts: Path | None = None,
+    accept_new_host_keys: bool = False,
+    connect_timeout: float = 10.0,
+    connect_retries: int = 2,
+    retry_backoff: float = 0.5,
+    command_timeout: float | None = DEFAULT_COMMAND_TIMEOUT,
+    pool: ConnectionPool | None = None,
+    ssh_config: Path | None = None,
+    allow_agent: bool = True,
+) -> Transport:
+    """A connected transport to ``access_node`` (SSH errors surface here, not at first use).
+
+    ``known_hosts`` / ``accept_new_host_keys`` are the CLI's ``--known-hosts`` and
+    ``--accept-new-host-keys``. With ``pool`` the SSH connection is reused across transports
+    of the run and stays open on ``close()`` until ``pool.close()``; without it the transport
+    owns its connection. Raises ``UnreachableError``, ``HostKeyError``, ``AuthenticationError``.
+    """
+    connection = access_node.connection
+    if connection.type == "local":
+        return LocalTransport(access_node.name, sudo=connection.sudo, command_timeout=command_timeout)
+    if connection.type != "ssh":
+        raise ValueError(f"unknown connection type {connection.type!r}")
+    settings = SSHSettings(
+        known_hosts=known_hosts,
+        accept_new_host_keys=accept_new_host_keys,
+        connect_timeout=connect_timeout,
+        connect_retries=connect_retries,
+        retry_backoff=retry_backoff,
+        ssh_config=ssh_config,
+        allow_agent=allow_agent,
+    )
+    transport = SSHTransport(
+        access_node.name,
+        resolve_target(connection, settings),
+        settings,
+        sudo=connection.sudo,
+        command_timeout=command_timeout,
+        pool=pool,
+    )
+    return transport.connect()

@@ -1,0 +1,266 @@
+"""Setting up SSH connections: ~/.ssh/config, authentication, host keys, retries, the pool.
+
+Only connection setup is retried (refused, timed out, reset, no banner), with exponential
+backoff; host-key and authentication failures are permanent and never retried, and a
+command is never re-run. Every paramiko or socket error is wrapped here, where it enters.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import NoReturn
+
+import paramiko
+
+from reconciler.errors import AuthenticationError, HostKeyError, TransportError, UnreachableError
+from reconciler.manifest.model import Connection
+from reconciler.transport.hostkeys import HostKeyPolicy, changed_key_message, load_known_hosts
+
+log = logging.getLogger("reconciler.transport")
+# paramiko logs failures of its own threads (with tracebacks) at ERROR; without a handler they
+# would reach stderr through logging's last resort. Records still propagate to the root logger.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+
+DEFAULT_SSH_CONFIG = Path("~/.ssh/config")
+DEFAULT_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
+
+
+@dataclass(frozen=True)
+class SSHSettings:
+    """How to connect, for a whole run (the CLI's --known-hosts, --accept-new-host-keys...).
+
+    ``known_hosts`` None means ~/.ssh/config's UserKnownHostsFile, else ~/.ssh/known_hosts.
+    ``ssh_config`` None means ~/.ssh/config when it exists. ``connect_timeout`` bounds the
+    TCP connect, the banner, the key exchange and authentication, each; ``connect_retries``
+    more attempts follow a failed setup after ``retry_backoff``, doubled each time.
+    """
+
+    known_hosts: Path | None = None
+    accept_new_host_keys: bool = False
+    connect_timeout: float = 10.0
+    connect_retries: int = 2
+    retry_backoff: float = 0.5
+    ssh_config: Path | None = None
+    allow_agent: bool = True
+
+
+@dataclass(frozen=True)
+class SSHTarget:
+    """Where and as whom to connect, after ~/.ssh/config was applied."""
+
+    host: str
+    port: int
+    user: str
+    identity_files: tuple[str, ...]
+    identities_only: bool
+    known_hosts: Path
+
+    @property
+    def key(self) -> tuple[str, int, str]:
+        return (self.host, self.port, self.user)
+
+    @property
+    def label(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.user}@{host}:{self.port}"
+
+
+def resolve_target(connection: Connection, settings: SSHSettings) -> SSHTarget:
+    """Apply ~/.ssh/config (HostName, Port, User, IdentityFile, IdentitiesOnly, UserKnownHostsFile).
+
+    The manifest wins where it says something: its ``user`` and ``identity_file``, and its
+    ``port`` unless that is the default 22. A missing ``identity_file`` is an error now.
+    """
+    entry = _ssh_config_entry(connection.host, settings.ssh_config)
+    host = entry.get("hostname") or connection.host
+    label = f"{connection.user or entry.get('user') or getpass.getuser()}@{host}:{connection.port}"
+    if "proxyjump" in entry or "proxycommand" in entry:
+        raise TransportError(label, "ProxyJump and ProxyCommand in ~/.ssh/config are not supported")
+    port = connection.port if connection.port != 22 else int(entry.get("port", 22))
+    user = connection.user or entry.get("user") or getpass.getuser()
+    files: list[str] = []
+    if connection.identity_file:
+        path = os.path.expanduser(connection.identity_file)
+        if not os.path.isfile(path):
+            raise AuthenticationError(label, f"identity_file {connection.identity_file} does not exist")
+        files.append(path)
+    files += [p for p in (os.path.expanduser(f) for f in entry.get("identityfile", [])) if os.path.isfile(p)]
+    known = settings.known_hosts
+    if known is None:
+        configured = entry.get("userknownhostsfile", "").split()
+        known = Path(configured[0] if configured else DEFAULT_KNOWN_HOSTS)
+    return SSHTarget(
+        host,
+        port,
+        user,
+        tuple(dict.fromkeys(files)),
+        entry.get("identitiesonly", "no").lower() == "yes",
+        known.expanduser(),
+    )
+
+
+def _ssh_config_entry(host: str, path: Path | None) -> paramiko.SSHConfigDict:
+    config_path = (path or DEFAULT_SSH_CONFIG).expanduser()
+    if not config_path.is_file():
+        return paramiko.SSHConfigDict()
+    return paramiko.SSHConfig.from_path(str(config_path)).lookup(host)
+
+
+class _SetupFailed(Exception):
+    """A connection attempt failed in a way that a later attempt may not (internal)."""
+
+
+def connect(target: SSHTarget, settings: SSHSettings) -> paramiko.SSHClient:
+    """An authenticated SSHClient; ``UnreachableError`` after every attempt failed."""
+    attempts = max(1, settings.connect_retries + 1)
+    delay = settings.retry_backoff
+    for attempt in range(1, attempts + 1):
+        try:
+            return _connect_once(target, settings)
+        except _SetupFailed as e:
+            if attempt == attempts:
+                plural = "s" if attempts > 1 else ""
+                raise UnreachableError(target.label, f"cannot connect ({e}) after {attempts} attempt{plural}") from (
+                    e.__cause__
+                )
+            log.info("%s: %s; attempt %d of %d in %.1fs", target.label, e, attempt + 1, attempts, delay)
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
+
+
+def _connect_once(target: SSHTarget, settings: SSHSettings) -> paramiko.SSHClient:
+    client = paramiko.SSHClient()
+    timeout = settings.connect_timeout
+    connected = False
+    try:
+        load_known_hosts(client, target.known_hosts)
+        client.set_missing_host_key_policy(
+            HostKeyPolicy(
+                target.label, target.known_hosts, target.host, target.port, accept_new=settings.accept_new_host_keys
+            )
+        )
+        client.connect(
+            target.host,
+            target.port,
+            username=target.user,
+            key_filename=list(target.identity_files) or None,
+            timeout=timeout,
+            banner_timeout=timeout,
+            auth_timeout=timeout,
+            channel_timeout=timeout,
+            allow_agent=settings.allow_agent and not target.identities_only,
+            look_for_keys=not target.identities_only,
+        )
+        connected = True
+    except (TransportError, paramiko.SSHException, OSError, EOFError) as e:
+        _raise_setup_error(target, settings, e)
+    finally:
+        if not connected:
+            client.close()
+    log.debug("%s: connected", target.label)
+    return client
+
+
+def _raise_setup_error(target: SSHTarget, settings: SSHSettings, e: Exception) -> NoReturn:
+    """Turn what paramiko or the socket raised into our errors (always raises)."""
+    label = target.label
+    if isinstance(e, TransportError):
+        raise e
+    if isinstance(e, paramiko.BadHostKeyException):
+        message = changed_key_message(target.known_hosts, target.host, target.port, e.key, e.expected_key)
+        raise HostKeyError(label, message) from e
+    if isinstance(e, paramiko.PasswordRequiredException):
+        raise AuthenticationError(label, "the private key is encrypted: load it into ssh-agent") from e
+    if isinstance(e, paramiko.AuthenticationException):
+        raise AuthenticationError(label, f"authentication as {target.user} failed: {_tried(target, settings)}") from e
+    if isinstance(e, paramiko.ssh_exception.NoValidConnectionsError):
+        raise _SetupFailed("connection refused") from e
+    if isinstance(e, TimeoutError):
+        raise _SetupFailed(f"timed out after {settings.connect_timeout:g}s") from e
+    if isinstance(e, socket.gaierror):
+        raise _SetupFailed(f"cannot resolve {target.host}: {e.strerror}") from e
+    if isinstance(e, (OSError, EOFError)):
+        raise _SetupFailed(getattr(e, "strerror", None) or type(e).__name__) from e
+    if isinstance(e, paramiko.SSHException):
+        text = str(e)
+        if "No authentication methods available" in text:
+            raise AuthenticationError(label, f"no key to offer: {_tried(target, settings)}") from e
+        # start_client gives up silently at its timeout ("No existing session" follows), or the
+        # banner read times out first: the same thing seen from two threads.
+        if "No existing session" in text or "Negotiation" in text or "banner" in text:
+            raise _SetupFailed(f"no SSH banner and key exchange within {settings.connect_timeout:g}s") from e
+        if "reset" in text.lower() or "EOF" in text:
+            raise _SetupFailed(text) from e
+        raise TransportError(label, f"SSH setup failed: {text}") from e
+    raise e
+
+
+def _tried(target: SSHTarget, settings: SSHSettings) -> str:
+    sources = [f"identity file {f}" for f in target.identity_files]
+    if settings.allow_agent and not target.identities_only:
+        sources.append("ssh-agent")
+    if not target.identities_only:
+        sources.append("~/.ssh/id_*")
+    return "no offered key was accepted (tried " + ", ".join(sources) + ")"
+
+
+def alive(client: paramiko.SSHClient) -> bool:
+    transport = client.get_transport()
+    return transport is not None and transport.is_active()
+
+
+class ConnectionPool:
+    """SSH connections reused within a run, keyed by (host, port, user); the caller closes it.
+
+    Safe to share between threads: each key connects once (a dead connection is replaced on
+    the next request). ``connects`` counts the connections set up (for tests and benchmarks).
+    """
+
+    def __init__(self) -> None:
+        self._clients: dict[tuple[str, int, str], paramiko.SSHClient] = {}
+        self._locks: dict[tuple[str, int, str], threading.Lock] = {}
+        self._lock = threading.Lock()
+        self.connects = 0
+
+    def client(self, target: SSHTarget, settings: SSHSettings, *, renew: bool = False) -> paramiko.SSHClient:
+        """The live connection for ``target``, set up if there is none (or ``renew``)."""
+        with self._lock:
+            key_lock = self._locks.setdefault(target.key, threading.Lock())
+        with key_lock:
+            current = self._clients.get(target.key)
+            if current is not None and alive(current) and not renew:
+                return current
+            if current is not None:
+                current.close()
+                del self._clients[target.key]
+            client = connect(target, settings)
+            self._clients[target.key] = client
+            self.connects += 1
+            return client
+
+    def close(self) -> None:
+        """Close every connection; the pool can be used again afterwards."""
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    def __enter__(self) -> ConnectionPool:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,107 @@
+"""The local transport: commands through /bin/sh in a subprocess, files with os and tempfile.
+
+For an access node whose ``connection.type`` is ``local`` (nginx on the controller itself,
+and the tests). With ``sudo`` every operation goes through the shell paths of the base class.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tempfile
+from collections.abc import Sequence
+
+from reconciler.errors import CommandTimeout, TransportError
+from reconciler.transport.base import CommandResult, Transport, shorten
+
+TARGET = "local"
+
+
+class LocalTransport(Transport):
+    """Runs everything on this machine, as the current user (or root through ``sudo -n``)."""
+
+    def __init__(self, name: str = TARGET, *, sudo: bool = False, command_timeout: float | None = None) -> None:
+        super().__init__(name, TARGET, sudo=sudo, command_timeout=command_timeout)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def _execute(self, line: str, input: bytes | None, timeout: float | None) -> CommandResult:
+        # A session of its own, so that a timeout kills the whole process group: a grandchild
+        # holding the pipes open would otherwise keep communicate() waiting.
+        with subprocess.Popen(
+            line,
+            shell=True,
+            executable="/bin/sh",
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        ) as process:
+            try:
+                stdout, stderr = process.communicate(input or b"", timeout=timeout)
+            except subprocess.TimeoutExpired as e:
+                _kill_group(process)
+                process.communicate()
+                raise CommandTimeout(self.target, f"command did not finish within {timeout}s: {shorten(line)}") from e
+            return CommandResult(process.returncode, stdout, stderr)
+
+    def read_file(self, path: str) -> bytes | None:
+        if self.sudo:
+            return super().read_file(path)
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise TransportError(self.target, f"cannot read {path}: {e.strerror or e}") from e
+
+    def read_files(self, paths: Sequence[str]) -> dict[str, bytes | None]:
+        if self.sudo:
+            return super().read_files(paths)
+        return {path: self.read_file(path) for path in paths}
+
+    def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        if self.sudo:
+            return super().write_file(path, data, mode)
+        directory, base = os.path.split(path)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{base}.obr-", suffix=".tmp", dir=directory or ".")
+        except OSError as e:
+            raise TransportError(self.target, f"cannot write {path}: {e.strerror or e}") from e
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                os.fchmod(f.fileno(), mode)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as e:
+            _remove_quietly(tmp)
+            raise TransportError(self.target, f"cannot write {path}: {e.strerror or e}") from e
+        return None
+
+    def rename(self, src: str, dst: str) -> None:
+        if self.sudo:
+            return super().rename(src, dst)
+        try:
+            os.replace(src, dst)
+        except OSError as e:
+            raise TransportError(self.target, f"cannot rename {src} to {dst}: {e.strerror or e}") from e
+        return None
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

@@ -1,0 +1,202 @@
+"""The SSH transport (paramiko): commands over exec channels, files over SFTP.
+
+A command runs on its own channel of the (pooled) connection: stdin is streamed while
+stdout and stderr are read, so neither side can block the other; the exit status comes
+from the channel. A timeout closes the channel and raises ``CommandTimeout`` (the remote
+process, having no terminal, may keep running until it writes to the closed channel).
+
+Without sudo, files go over one SFTP session per transport: written to a hidden temporary
+file beside the target, chmod-ed, then ``posix-rename@openssh.com`` over it (an atomic
+``rename(2)`` on the server). With sudo, the shell paths of ``Transport`` are used instead
+(``sudo -n sh -c`` running mktemp + cat + chmod + ``mv -T``, data on stdin, one round trip).
+"""
+
+from __future__ import annotations
+
+import select
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import paramiko
+
+from reconciler.errors import CommandTimeout, ConnectionLost, TransportError
+from reconciler.transport.base import CommandResult, Transport, shorten, temporary_path
+from reconciler.transport.connect import ConnectionPool, SSHSettings, SSHTarget, alive
+
+CHUNK = 32768
+T = TypeVar("T")
+_LINK_ERRORS = (paramiko.SSHException, OSError, EOFError)
+
+
+class SSHTransport(Transport):
+    """One access node over SSH. Its connection comes from ``pool`` (reused across the run,
+    closed by the pool's owner) or, without a pool, is its own and closed by ``close()``."""
+
+    def __init__(
+        self,
+        name: str,
+        target: SSHTarget,
+        settings: SSHSettings,
+        *,
+        sudo: bool = False,
+        command_timeout: float | None = None,
+        pool: ConnectionPool | None = None,
+    ) -> None:
+        super().__init__(name, target.label, sudo=sudo, command_timeout=command_timeout)
+        self.ssh_target = target
+        self.settings = settings
+        self._own_pool = pool is None
+        self.pool = pool if pool is not None else ConnectionPool()
+        self._sftp: paramiko.SFTPClient | None = None
+        self._sftp_owner: paramiko.SSHClient | None = None
+
+    def connect(self) -> SSHTransport:
+        """Set up the connection now (errors surface here rather than at the first command)."""
+        self._client()
+        return self
+
+    def close(self) -> None:
+        if self._sftp is not None:
+            try:
+                self._sftp.close()
+            except _LINK_ERRORS:
+                pass
+            self._sftp = self._sftp_owner = None
+        if self._own_pool:
+            self.pool.close()
+
+    def _client(self, *, renew: bool = False) -> paramiko.SSHClient:
+        return self.pool.client(self.ssh_target, self.settings, renew=renew)
+
+    def _open_channel(self) -> paramiko.Channel:
+        try:
+            return _session(self._client(), self.settings.connect_timeout)
+        except _LINK_ERRORS:
+            # The pooled connection died since its last use. Nothing was started on it,
+            # so setting up a new one is connection setup, not a re-run.
+            try:
+                return _session(self._client(renew=True), self.settings.connect_timeout)
+            except _LINK_ERRORS as e:
+                raise ConnectionLost(self.target, f"cannot open a channel: {e}") from e
+
+    def _execute(self, line: str, input: bytes | None, timeout: float | None) -> CommandResult:
+        channel = self._open_channel()
+        try:
+            channel.exec_command(line)
+            return self._collect(channel, line, input, timeout)
+        except _LINK_ERRORS as e:
+            raise ConnectionLost(
+                self.target, f"connection lost while running (it may or may not have run): {shorten(line)}"
+            ) from e
+        finally:
+            channel.close()
+
+    def _collect(
+        self, channel: paramiko.Channel, line: str, input: bytes | None, timeout: float | None
+    ) -> CommandResult:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        readable = channel.fileno()  # a pipe set whenever stdout or stderr data (or EOF) arrives
+        pending = memoryview(input) if input else None
+        if pending is None:
+            channel.shutdown_write()
+        stdout, stderr = bytearray(), bytearray()
+        while True:
+            while channel.recv_ready():
+                stdout += channel.recv(CHUNK)
+            while channel.recv_stderr_ready():
+                stderr += channel.recv_stderr(CHUNK)
+            if pending is not None and (channel.eof_received or channel.closed):
+                pending = None  # the command is done with its input
+            if pending is not None and channel.send_ready():
+                pending = pending[channel.send(bytes(pending[:CHUNK])) :] or None
+                if pending is None:
+                    channel.shutdown_write()
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise CommandTimeout(self.target, f"command did not finish within {timeout:g}s: {shorten(line)}")
+            finished = channel.eof_received or channel.closed
+            if finished and not channel.recv_ready() and not channel.recv_stderr_ready():
+                if channel.status_event.wait(remaining):
+                    break
+                continue
+            select.select([readable], [], [], 0.01 if pending is not None else remaining)
+        while channel.recv_ready():
+            stdout += channel.recv(CHUNK)
+        while channel.recv_stderr_ready():
+            stderr += channel.recv_stderr(CHUNK)
+        return CommandResult(channel.recv_exit_status(), bytes(stdout), bytes(stderr))
+
+    def _sftp_session(self) -> paramiko.SFTPClient:
+        client = self._client()
+        if self._sftp is None or self._sftp_owner is not client:
+            try:
+                self._sftp = client.open_sftp()
+            except _LINK_ERRORS as e:
+                raise ConnectionLost(self.target, f"cannot open an SFTP session: {e}") from e
+            self._sftp_owner = client
+        return self._sftp
+
+    def _file_operation(self, what: str, operation: Callable[[paramiko.SFTPClient], T]) -> T:
+        sftp = self._sftp_session()
+        try:
+            return operation(sftp)
+        except _LINK_ERRORS as e:
+            if self._sftp_owner is None or not alive(self._sftp_owner):
+                raise ConnectionLost(self.target, f"connection lost while trying to {what}") from e
+            reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
+            raise TransportError(self.target, f"cannot {what}: {reason}") from e
+
+    def read_file(self, path: str) -> bytes | None:
+        if self.sudo:
+            return super().read_file(path)
+
+        def read(sftp: paramiko.SFTPClient) -> bytes | None:
+            try:
+                with sftp.open(path, "rb") as f:
+                    return bytes(f.read())
+            except FileNotFoundError:
+                return None
+
+        return self._file_operation(f"read {path}", read)
+
+    def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        if self.sudo:
+            return super().write_file(path, data, mode)
+        tmp = temporary_path(path)
+
+        def write(sftp: paramiko.SFTPClient) -> None:
+            try:
+                with sftp.open(tmp, "wx") as f:
+                    f.chmod(mode)
+                    f.set_pipelined(True)
+                    f.write(data)
+                sftp.posix_rename(tmp, path)
+            except BaseException:
+                _remove_quietly(sftp, tmp)
+                raise
+
+        return self._file_operation(f"write {path}", write)
+
+    def rename(self, src: str, dst: str) -> None:
+        if self.sudo:
+            return super().rename(src, dst)
+
+        def rename(sftp: paramiko.SFTPClient) -> None:
+            sftp.posix_rename(src, dst)
+
+        return self._file_operation(f"rename {src} to {dst}", rename)
+
+
+def _session(client: paramiko.SSHClient, timeout: float) -> paramiko.Channel:
+    transport = client.get_transport()
+    if transport is None or not transport.is_active():
+        raise paramiko.SSHException("connection is closed")
+    return transport.open_session(timeout=timeout)
+
+
+def _remove_quietly(sftp: paramiko.SFTPClient, path: str) -> None:
+    try:
+        sftp.remove(path)
+    except _LINK_ERRORS:
+        pass

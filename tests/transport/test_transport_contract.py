@@ -1,0 +1,175 @@
+"""The Transport contract, run against LocalTransport and SSHTransport (a real sshd) alike."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from reconciler.errors import CommandError, CommandTimeout, TransportError
+from reconciler.transport import Transport
+
+
+def test_run_returns_exit_code_and_both_streams(transport: Transport) -> None:
+    result = transport.run("echo out; echo err >&2; exit 3")
+    assert (result.exit_code, result.stdout, result.stderr) == (3, b"out\n", b"err\n")
+    assert not result.ok
+    assert transport.run("true").ok
+
+
+def test_an_argv_list_is_quoted(transport: Transport) -> None:
+    result = transport.run(["printf", "%s|", "a b", "it's", "$HOME", "; echo injected"])
+    assert result.text == "a b|it's|$HOME|; echo injected|"
+
+
+def test_stdin_is_streamed_while_output_is_read(transport: Transport) -> None:
+    data = os.urandom(3 * 1024 * 1024)  # larger than any pipe or SSH window
+    result = transport.run("cat; echo done >&2", input=data)
+    assert result.stdout == data
+    assert result.stderr == b"done\n"
+
+
+def test_without_input_stdin_is_empty(transport: Transport) -> None:
+    assert transport.run("cat", timeout=5).stdout == b""
+
+
+def test_input_ignored_by_the_command_does_not_hang(transport: Transport) -> None:
+    assert transport.run("echo ok", input=b"x" * 1024 * 1024, timeout=10).stdout == b"ok\n"
+
+
+def test_timeout_raises_and_the_transport_stays_usable(transport: Transport) -> None:
+    started = time.monotonic()
+    with pytest.raises(CommandTimeout) as caught:
+        transport.run("sleep 10", timeout=0.5)
+    assert time.monotonic() - started < 3
+    assert "0.5s" in str(caught.value) and transport.target in str(caught.value)
+    assert transport.run("echo still here").stdout == b"still here\n"
+
+
+def test_check_raises_command_error_with_stderr(transport: Transport) -> None:
+    with pytest.raises(CommandError) as caught:
+        transport.run("echo boom >&2; exit 7", check=True)
+    assert caught.value.exit_code == 7
+    assert caught.value.stderr == b"boom\n"
+    assert "boom" in str(caught.value)
+
+
+def test_run_batch_runs_every_command_in_one_call(transport: Transport) -> None:
+    results = transport.run_batch(
+        {
+            "first": "echo one",
+            "failing": "echo bad >&2; exit 5",
+            "exits": "exit 9",
+            "no-newline": ["printf", "%s", "tail"],
+            "binary": "printf '\\000\\377\\n\\n'",
+            "stdin": "cat",
+            "last": "echo two; echo warn >&2",
+        }
+    )
+    assert list(results) == ["first", "failing", "exits", "no-newline", "binary", "stdin", "last"]
+    assert (results["first"].exit_code, results["first"].stdout) == (0, b"one\n")
+    assert (results["failing"].exit_code, results["failing"].stderr) == (5, b"bad\n")
+    assert results["exits"].exit_code == 9
+    assert results["no-newline"].stdout == b"tail"
+    assert results["binary"].stdout == b"\x00\xff\n\n"
+    assert results["stdin"].stdout == b""
+    assert (results["last"].stdout, results["last"].stderr) == (b"two\n", b"warn\n")
+
+
+def test_read_file(transport: Transport, tmp_path: Path) -> None:
+    path = tmp_path / "present.bin"
+    data = bytes(range(256)) * 300
+    path.write_bytes(data)
+    assert transport.read_file(str(path)) == data
+    assert transport.read_file(str(tmp_path / "missing")) is None
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    assert transport.read_file(str(tmp_path / "dangling")) is None
+
+
+def test_read_files_in_one_call(transport: Transport, tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"A")
+    (tmp_path / "b").write_bytes(b"")
+    paths = [str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "c")]
+    assert transport.read_files(paths) == {paths[0]: b"A", paths[1]: b"", paths[2]: None}
+
+
+def test_reading_a_directory_is_an_error(transport: Transport, tmp_path: Path) -> None:
+    with pytest.raises(TransportError):
+        transport.read_file(str(tmp_path))
+
+
+def test_write_file_creates_with_mode(transport: Transport, tmp_path: Path) -> None:
+    path = tmp_path / "new.conf"
+    transport.write_file(str(path), b"server {}\n", mode=0o640)
+    assert path.read_bytes() == b"server {}\n"
+    assert path.stat().st_mode & 0o777 == 0o640
+    assert os.listdir(tmp_path) == ["new.conf"]  # no temporary file left behind
+
+
+def test_write_file_replaces_by_rename_never_in_place(transport: Transport, tmp_path: Path) -> None:
+    path = tmp_path / "live.conf"
+    path.write_bytes(b"old\n")
+    before = path.stat().st_ino
+    hard_link = tmp_path / "old-inode"
+    os.link(path, hard_link)  # a reader still holding the old file keeps seeing it whole
+    transport.write_file(str(path), b"new\n")
+    assert path.read_bytes() == b"new\n"
+    assert path.stat().st_ino != before
+    assert hard_link.read_bytes() == b"old\n"
+    assert sorted(os.listdir(tmp_path)) == ["live.conf", "old-inode"]
+
+
+def test_readers_never_see_a_partial_file(transport: Transport, tmp_path: Path) -> None:
+    path = tmp_path / "busy.conf"
+    versions = [bytes([65 + i]) * (512 * 1024) for i in range(2)]
+    path.write_bytes(versions[0])
+    seen: set[bytes] = set()
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            seen.add(path.read_bytes())
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for i in range(8):
+            transport.write_file(str(path), versions[(i + 1) % 2])
+    finally:
+        stop.set()
+        thread.join()
+    assert seen <= set(versions)
+
+
+def test_write_file_into_a_missing_directory_fails_cleanly(transport: Transport, tmp_path: Path) -> None:
+    with pytest.raises(TransportError) as caught:
+        transport.write_file(str(tmp_path / "no" / "such.conf"), b"x")
+    assert "such.conf" in str(caught.value) or "mktemp" in str(caught.value)
+
+
+def test_rename_replaces_the_destination_atomically(transport: Transport, tmp_path: Path) -> None:
+    src, dst = tmp_path / "staged", tmp_path / "current"
+    src.write_bytes(b"new")
+    dst.write_bytes(b"old")
+    transport.rename(str(src), str(dst))
+    assert dst.read_bytes() == b"new" and not src.exists()
+    with pytest.raises(TransportError):
+        transport.rename(str(tmp_path / "missing"), str(dst))
+    assert dst.read_bytes() == b"new"
+
+
+def test_rename_swaps_a_symlink(transport: Transport, tmp_path: Path) -> None:
+    (tmp_path / "rev1").mkdir()
+    (tmp_path / "rev2").mkdir()
+    (tmp_path / "current").symlink_to("rev1")
+    (tmp_path / "next").symlink_to("rev2")
+    transport.rename(str(tmp_path / "next"), str(tmp_path / "current"))
+    assert os.readlink(tmp_path / "current") == "rev2"
+
+
+def test_describe_names_the_access_node(transport: Transport) -> None:
+    assert transport.name in transport.describe()
+    assert transport.target in transport.describe()
