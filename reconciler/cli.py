@@ -22,6 +22,8 @@ from reconciler.manifest.load import DEFAULT_MAX_FILE_SIZE
 from reconciler.manifest.model import KINDS, DesiredState
 from reconciler.manifest.validate import load_desired_state
 from reconciler.passwords import hash_password
+from reconciler.status import read_status
+from reconciler.store import open_store
 
 DEFAULT_STORE = "sqlite:///.obreconcile/state.db"
 
@@ -137,6 +139,34 @@ def hash_password_command(ctx: Context) -> None:
         ctx.emit_json({"password_hash": digest})
     else:
         click.echo(digest)
+
+
+@cli.command()
+@pass_context
+def status(ctx: Context) -> None:
+    """Show the store's health and revision, the master, and each access node's last deploy.
+
+    Per access node: the revision deployed there, converged, drifted or failed, and the last
+    error ("never deployed" until apply has run). Exit 0; 1 when the store cannot be read.
+    """
+    with open_store(ctx.store) as store:
+        report = read_status(store)
+    if ctx.output == "json":
+        ctx.emit_json(report.to_dict())
+        return
+    health = "[green]healthy[/green]" if report.healthy else "[red]unhealthy[/red]"
+    ctx.out.print(f"store     {report.kind} {report.url}: {health} ({report.detail})", soft_wrap=True)
+    ctx.out.print(f"revision  {report.revision}")
+    ctx.out.print(f"master    {report.master or 'none'}", markup=False)
+    ctx.out.print(f"access nodes: {len(report.access_nodes)}")
+    for node in report.access_nodes:
+        line = f"  {node.name}  {node.state}"
+        if node.deployed_revision is not None:
+            behind = f" (store at {report.revision})" if node.deployed_revision != report.revision else ""
+            line += f" at revision {node.deployed_revision}{behind}"
+        if node.error:
+            line += f": {node.error}"
+        ctx.out.print(line, markup=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -64,6 +64,19 @@ T = TypeVar("T")
 Kv = dict[str, Any]
 
 
+def _cause(error: object) -> str:
+    """The root cause of a requests error, without urllib3's pool and object reprs."""
+    text = str(error)
+    for words, cause in (
+        ("refused", "connection refused"),
+        ("timed out", "timed out"),
+        ("Name or service", "unknown host"),
+    ):
+        if words in text:
+            return cause
+    return text
+
+
 class EtcdStore(Store):
     kind = "etcd"
 
@@ -82,11 +95,11 @@ class EtcdStore(Store):
         try:
             return fn(*args, **kwargs)
         except (etcd_errors.ConnectionFailedError, etcd_errors.ConnectionTimeoutError) as e:
-            raise StoreUnavailableError(f"{self.url}: etcd is not answering ({e.detail_text or e})") from e
+            raise StoreUnavailableError(f"{self.url}: etcd is not answering ({_cause(e.detail_text or e)})") from e
         except etcd_errors.Etcd3Exception as e:
             raise StoreError(f"{self.url}: etcd refused a request: {e.detail_text or e}") from e
         except requests.RequestException as e:
-            raise StoreUnavailableError(f"{self.url}: etcd is not answering ({e})") from e
+            raise StoreUnavailableError(f"{self.url}: etcd is not answering ({_cause(e)})") from e
 
     def _txn(self, compare: list[Kv], success: list[Kv]) -> Kv:
         txn = {"compare": compare, "success": success, "failure": []}

@@ -1,0 +1,63 @@
+"""What `obreconcile status` (and later GET /status) reports: the store, the master, each access node."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from reconciler.store import Store
+
+MASTER_LOCK = "master"  # the lock that `serve` controllers elect their master with
+NEVER_DEPLOYED = "never deployed"
+
+
+@dataclass(frozen=True)
+class AccessNodeStatus:
+    name: str
+    state: str  # "never deployed", or the last DeployRecord's result: converged, drifted, failed
+    deployed_revision: int | None = None
+    error: str = ""
+    when: float | None = None
+
+
+@dataclass(frozen=True)
+class StoreStatus:
+    kind: str
+    url: str
+    healthy: bool
+    detail: str
+    revision: int
+    master: str | None
+    access_nodes: tuple[AccessNodeStatus, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "store": {"kind": self.kind, "url": self.url, "healthy": self.healthy, "detail": self.detail},
+            "revision": self.revision,
+            "master": self.master,
+            "access_nodes": {n.name: {k: v for k, v in asdict(n).items() if k != "name"} for n in self.access_nodes},
+        }
+
+
+def read_status(store: Store) -> StoreStatus:
+    """The status of ``store``: every access node it declares or has a deploy record of."""
+    health = store.check_health()
+    snapshot = store.snapshot()
+    records = store.deploy_records()
+    names = {name for kind, name in snapshot.objects if kind == "AccessNode"} | set(records)
+    nodes = []
+    for name in sorted(names):
+        record = records.get(name)
+        if record is None:
+            nodes.append(AccessNodeStatus(name, NEVER_DEPLOYED))
+        else:
+            nodes.append(AccessNodeStatus(name, record.result, record.revision, record.error, record.when))
+    return StoreStatus(
+        store.kind,
+        store.url,
+        health.ok,
+        health.detail,
+        snapshot.revision,
+        store.lock_holder(MASTER_LOCK),
+        tuple(nodes),
+    )
