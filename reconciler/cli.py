@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import click
@@ -22,8 +23,10 @@ from reconciler.manifest.load import DEFAULT_MAX_FILE_SIZE
 from reconciler.manifest.model import KINDS, DesiredState
 from reconciler.manifest.validate import load_desired_state
 from reconciler.passwords import hash_password
+from reconciler.render import Renderer
 from reconciler.status import read_status
 from reconciler.store import open_store
+from reconciler.write import write_access_node
 
 DEFAULT_STORE = "sqlite:///.obreconcile/state.db"
 
@@ -118,6 +121,75 @@ def _report_problems(ctx: Context, problems: list[Problem]) -> None:
     ctx.err.print(
         f"[red]invalid[/red]: {len(problems)} problem{'s' * (len(problems) != 1)} in {files} file{'s' * (files != 1)}"
     )
+
+
+@cli.command("render")
+@manifest_paths
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write each access node's files under DIR/<access node>/.",
+)
+@click.option(
+    "--templates",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="Directory of templates used before the shipped ones (see docs/render.md).",
+)
+@click.option("--limit", multiple=True, metavar="NAME", help="Only this access node (repeatable).")
+@max_file_size
+@pass_context
+def render_command(
+    ctx: Context,
+    paths: tuple[str, ...],
+    out_dir: Path,
+    templates: str | None,
+    limit: tuple[str, ...],
+    max_file_size: int,
+) -> None:
+    """Render each access node's nginx configuration into DIR/<access node>/.
+
+    Backend hostnames are resolved now (a name that does not resolve is a warning, see
+    docs/render.md); every backend counts as up. Files the new rendering no longer has are
+    removed; nothing else in DIR is touched. Exit 0, or 1 when the manifests are invalid.
+    """
+    try:
+        state = load_desired_state(paths, max_file_size)
+    except ManifestError as e:
+        _report_problems(ctx, e.problems)
+        sys.exit(1)
+    rendered = Renderer(templates).render(state, limit=limit or None)
+    results = {name: write_access_node(out_dir, node) for name, node in rendered.items()}
+    if ctx.output == "json":
+        ctx.emit_json(
+            {
+                "access_nodes": [
+                    {
+                        "name": name,
+                        "revision": node.revision,
+                        "directory": str(results[name].directory),
+                        "files": list(node.files),
+                        "written": list(results[name].written),
+                        "removed": list(results[name].removed),
+                        "warnings": list(node.warnings),
+                    }
+                    for name, node in rendered.items()
+                ]
+            }
+        )
+        return
+    for name, node in rendered.items():
+        done = results[name]
+        for warning in node.warnings:
+            ctx.err.print(f"[yellow]warning[/yellow]: {name}: {warning}", highlight=False, soft_wrap=True)
+        ctx.out.print(
+            f"{name}: revision {node.revision}, {len(node.files)} files in {done.directory} "
+            f"({len(done.written)} written, {len(done.removed)} removed, {len(node.warnings)} warnings)",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 @cli.command("hash-password")

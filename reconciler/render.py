@@ -62,13 +62,18 @@ class _PreparedUpstream:
 
 
 def make_environment(templates: str | Path | None = None) -> jinja2.Environment:
-    """The Jinja2 environment: a user's ``templates`` directory (if any) in front of the shipped one."""
+    """The Jinja2 environment: a user's ``templates`` directory (if any) in front of the shipped one.
+
+    The shipped templates are also reachable as ``obreconcile/<name>``, so that a user's
+    template of the same name can ``{% extends "obreconcile/<name>" %}`` and override blocks.
+    """
     loaders: list[jinja2.BaseLoader] = []
     if templates is not None:
         if not Path(templates).is_dir():
             raise RenderError(f"template directory {str(templates)!r} does not exist")
         loaders.append(jinja2.FileSystemLoader(str(templates)))
-    loaders.append(jinja2.FileSystemLoader(str(template_dir())))
+    shipped = jinja2.FileSystemLoader(str(template_dir()))
+    loaders += [shipped, jinja2.PrefixLoader({"obreconcile": shipped})]
     return jinja2.Environment(
         loader=jinja2.ChoiceLoader(loaders),
         undefined=jinja2.StrictUndefined,

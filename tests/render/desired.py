@@ -9,18 +9,34 @@ import yaml
 
 from reconciler.errors import ManifestError
 from reconciler.manifest.load import load_bytes
-from reconciler.manifest.model import DesiredState
+from reconciler.manifest.model import KINDS, DesiredState, build_object
 from reconciler.manifest.validate import validate
 
 GROUP = {"apiVersion": "openbalancer/v1", "kind": "Group", "name": "ops"}
 
 
-def state_of(documents: Iterable[Mapping[str, Any]]) -> DesiredState:
-    """The validated desired state of manifest ``documents`` (apiVersion and owner filled in)."""
+def state_of(documents: Iterable[Mapping[str, Any]], validated: bool = True) -> DesiredState:
+    """The validated desired state of manifest ``documents`` (apiVersion and owner filled in).
+
+    ``validated=False`` builds the model directly (for large generated states that are valid
+    by construction: schema validation of thousands of backends is slow).
+    """
     docs = [GROUP]
     for doc in documents:
         docs.append({"apiVersion": "openbalancer/v1", "owner": "ops", **doc})
-    loaded, problems = load_bytes("test.yaml", yaml.safe_dump_all(docs, sort_keys=False).encode())
+    if not validated:
+        by_kind: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
+        for doc in docs:
+            by_kind[doc["kind"]][doc["name"]] = build_object(doc["kind"], doc)
+        return DesiredState(
+            groups=by_kind["Group"],
+            users=by_kind["User"],
+            checks=by_kind["Check"],
+            upstreams=by_kind["Upstream"],
+            access_nodes=by_kind["AccessNode"],
+        )
+    text = yaml.dump_all(docs, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False)
+    loaded, problems = load_bytes("test.yaml", text.encode())
     state, more = validate(loaded)
     if problems or more or state is None:
         raise ManifestError(problems + more)
@@ -61,4 +77,4 @@ def large_fleet(upstreams: int = 300, nodes: int = 10, access_nodes: int = 5) ->
     for a in range(access_nodes):
         served = [f"svc-{u:04d}" for u in range(upstreams) if u % access_nodes != a]
         docs.append(access_node(f"lb{a}.example.com:{8080 + a}", *served))
-    return state_of(docs)
+    return state_of(docs, validated=False)

@@ -1,0 +1,93 @@
+"""Hypothesis: for arbitrary valid models, rendering succeeds, is deterministic, and nginx -t accepts it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from reconciler.render import render
+from reconciler.resolve import StaticResolver
+from tests.render.desired import access_node, state_of, upstream
+from tests.services.nginx import Nginx, include_http, include_stream
+
+RESOLVER = StaticResolver({"app.internal": ["10.1.1.1"], "multi.internal": ["10.1.1.2", "fd00::2", "10.1.1.3"]})
+LABEL = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?", fullmatch=True)
+PORT = st.integers(1, 65535)
+
+
+@st.composite
+def hostnames(draw: st.DrawFn) -> str:
+    host = draw(
+        st.one_of(
+            st.sampled_from(["app.internal", "multi.internal", "gone.internal"]),
+            st.ip_addresses(v=4).map(str),
+            st.ip_addresses(v=6).map(lambda ip: f"[{ip}]"),
+        )
+    )
+    port = draw(st.none() | PORT)
+    return host if port is None else f"{host}:{port}"
+
+
+@st.composite
+def backends(draw: st.DrawFn) -> dict[str, Any]:
+    node: dict[str, Any] = {"hostname": draw(hostnames())}
+    for key, strategy in {
+        "weight": st.integers(1, 1000),
+        "max_fails": st.integers(0, 1000),
+        "fail_timeout": st.from_regex(r"[0-9]{1,6}(ms|s|m|h|d)?", fullmatch=True),
+        "force_status": st.sampled_from(["up", "down", "normal", "u", "d", "n"]),
+        "failover": st.integers(0, 100),
+    }.items():
+        if draw(st.booleans()):
+            node[key] = draw(strategy)
+    return node
+
+
+def _address_key(node: dict[str, Any]) -> str:
+    hostname = str(node["hostname"])
+    return hostname if hostname.rpartition(":")[2].isdigit() and not hostname.endswith("]") else hostname + ":80"
+
+
+@st.composite
+def fleets(draw: st.DrawFn) -> tuple[list[dict[str, Any]], dict[str, dict[str, bool]]]:
+    http_port = draw(PORT)
+    names = draw(st.lists(LABEL, min_size=1, max_size=4, unique=True))
+    tcp_ports = iter(draw(st.lists(PORT.filter(lambda p: p != http_port), min_size=4, max_size=4, unique=True)))
+    docs: list[dict[str, Any]] = []
+    health: dict[str, dict[str, bool]] = {}
+    for name in names:
+        nodes = draw(st.lists(backends(), max_size=5, unique_by=_address_key))
+        usable = sum(1 for n in nodes if n.get("force_status", "normal") not in ("down", "d"))
+        if nodes and not usable:
+            nodes[0]["force_status"] = "up"
+            usable = 1
+        fields: dict[str, Any] = {"min_servers": draw(st.integers(1, max(usable, 1)))}
+        if draw(st.booleans()):
+            fields["listen"] = {"protocol": "tcp", "port": next(tcp_ports)}
+        elif draw(st.booleans()):
+            labels = draw(st.lists(LABEL, min_size=1, max_size=3, unique=True))
+            shapes = ["{}.{}.test", "*.{}.{}.test", "{}.{}.*"]
+            picks = [draw(st.sampled_from(shapes)) for _ in labels]
+            fields["listen"] = {"server_names": [p.format(label, name) for label, p in zip(labels, picks, strict=True)]}
+        docs.append(upstream(name, *nodes, **fields))
+        health[name] = {n["hostname"]: draw(st.booleans()) for n in nodes}
+    address = draw(st.sampled_from(["*", "127.0.0.1", "[::1]"]))
+    docs.append(access_node(f"lb.test:{http_port}", *names, listen_address=address))
+    return docs, health
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fleets())
+def test_valid_models_render_deterministically_and_nginx_accepts_them(
+    nginx: Nginx, fleet: tuple[list[dict[str, Any]], dict[str, dict[str, bool]]]
+) -> None:
+    docs, health = fleet
+    state = state_of(docs)  # the generated model is valid
+    first = render(state, resolver=RESOLVER, health=health)
+    assert first == render(state_of(list(reversed(docs))), resolver=RESOLVER, health=health)
+    (node,) = first.values()
+    config_dir = nginx.install(node.files)
+    nginx.configure(http=include_http(config_dir), stream=include_stream(config_dir))
+    nginx.test()
