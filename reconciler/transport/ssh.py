@@ -125,7 +125,10 @@ class SSHTransport(Transport):
             stdout += channel.recv(CHUNK)
         while channel.recv_stderr_ready():
             stderr += channel.recv_stderr(CHUNK)
-        return CommandResult(channel.recv_exit_status(), bytes(stdout), bytes(stderr))
+        status = channel.recv_exit_status()  # -1: no status (killed by a signal, or the link dropped)
+        if status == -1 and not channel.get_transport().is_active():
+            raise EOFError("the connection closed before the command's exit status arrived")
+        return CommandResult(status, bytes(stdout), bytes(stderr))
 
     def _sftp_session(self) -> paramiko.SFTPClient:
         client = self._client()

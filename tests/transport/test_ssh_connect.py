@@ -13,7 +13,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from reconciler.errors import AuthenticationError, HostKeyError, TransportError, UnreachableError
+from reconciler.errors import AuthenticationError, ConnectionLost, HostKeyError, TransportError, UnreachableError
 from reconciler.manifest.model import AccessNode, Connection
 from reconciler.transport import ConnectionPool, LocalTransport, SSHTransport, Transport, open_transport
 from tests.services.sshd import SSHServer, free_port, keygen
@@ -220,3 +220,15 @@ def _private_key_lines(path: Path) -> list[str]:
     lines = [line for line in path.read_text().splitlines() if line and not line.startswith("-----")]
     assert lines and paramiko.Ed25519Key.from_private_key_file(str(path))
     return lines
+
+
+def test_a_connection_dropped_mid_command_is_connection_lost_and_not_rerun(sshd: SSHServer, tmp_path: Path) -> None:
+    counter = tmp_path / "runs"
+    with ConnectionPool() as pool:
+        transport = ssh_transport(sshd, pool=pool)
+        # $PPID is the sshd process serving this connection: killing it drops the connection
+        with pytest.raises(ConnectionLost, match="may or may not have run"):
+            transport.run(f"echo run >> {counter}; kill -9 $PPID; sleep 2", timeout=10)
+        assert counter.read_text() == "run\n"  # ran once, never retried
+        assert transport.run("echo back").stdout == b"back\n"  # the next command reconnects
+        assert pool.connects == 2
