@@ -181,7 +181,10 @@ def _raise_setup_error(target: SSHTarget, settings: SSHSettings, e: Exception) -
     if isinstance(e, paramiko.PasswordRequiredException):
         raise AuthenticationError(label, "the private key is encrypted: load it into ssh-agent") from e
     if isinstance(e, paramiko.AuthenticationException):
-        raise AuthenticationError(label, f"authentication as {target.user} failed: {_tried(target, settings)}") from e
+        message = (
+            f"authentication as {target.user} failed: no offered key was accepted (tried {_tried(target, settings)})"
+        )
+        raise AuthenticationError(label, message) from e
     if isinstance(e, paramiko.ssh_exception.NoValidConnectionsError):
         raise _SetupFailed("connection refused") from e
     if isinstance(e, TimeoutError):
@@ -193,7 +196,11 @@ def _raise_setup_error(target: SSHTarget, settings: SSHSettings, e: Exception) -
     if isinstance(e, paramiko.SSHException):
         text = str(e)
         if "No authentication methods available" in text:
-            raise AuthenticationError(label, f"no key to offer: {_tried(target, settings)}") from e
+            message = (
+                f"no key to offer as {target.user} (looked in {_tried(target, settings)}): set identity_file, "
+                "IdentityFile in ~/.ssh/config, or load a key into ssh-agent"
+            )
+            raise AuthenticationError(label, message) from e
         # start_client gives up silently at its timeout ("No existing session" follows), or the
         # banner read times out first: the same thing seen from two threads.
         if "No existing session" in text or "Negotiation" in text or "banner" in text:
@@ -210,7 +217,7 @@ def _tried(target: SSHTarget, settings: SSHSettings) -> str:
         sources.append("ssh-agent")
     if not target.identities_only:
         sources.append("~/.ssh/id_*")
-    return "no offered key was accepted (tried " + ", ".join(sources) + ")"
+    return ", ".join(sources)
 
 
 def alive(client: paramiko.SSHClient) -> bool:

@@ -232,3 +232,45 @@ def test_a_connection_dropped_mid_command_is_connection_lost_and_not_rerun(sshd:
         assert counter.read_text() == "run\n"  # ran once, never retried
         assert transport.run("echo back").stdout == b"back\n"  # the next command reconnects
         assert pool.connects == 2
+
+
+def test_an_encrypted_key_asks_for_the_agent(sshd: SSHServer, tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "correct horse", "-f", str(locked)], check=True, capture_output=True
+    )
+    node = sshd.access_node(identity_file=str(locked))
+    with pytest.raises(AuthenticationError) as caught:
+        open_transport(node, known_hosts=sshd.known_hosts, allow_agent=False)
+    assert "correct horse" not in str(caught.value)
+    assert "the private key is encrypted: load it into ssh-agent" in str(caught.value)
+
+
+def test_no_key_at_all_says_where_to_put_one(sshd: SSHServer) -> None:
+    with pytest.raises(AuthenticationError, match=r"no key to offer as .*set identity_file"):
+        open_transport(sshd.access_node(identity_file=None), known_hosts=sshd.known_hosts, allow_agent=False)
+
+
+@pytest.fixture
+def ssh_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A real ssh-agent on a socket in tmp_path, as SSH_AUTH_SOCK; stopped by PID."""
+    socket_path = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(socket_path)], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 5
+        while not socket_path.exists():
+            if agent.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("ssh-agent did not start (install openssh-client)", pytrace=False)
+            time.sleep(0.01)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(socket_path))
+        yield socket_path
+    finally:
+        agent.terminate()
+        agent.wait(timeout=5)
+
+
+def test_keys_from_ssh_agent_are_used(sshd: SSHServer, ssh_agent: Path) -> None:
+    subprocess.run(["ssh-add", "-q", str(sshd.client_key)], check=True, capture_output=True)
+    node = sshd.access_node(identity_file=None)
+    with open_transport(node, known_hosts=sshd.known_hosts) as transport:
+        assert transport.run("echo agent").stdout == b"agent\n"
