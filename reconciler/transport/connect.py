@@ -203,8 +203,10 @@ def _raise_setup_error(target: SSHTarget, settings: SSHSettings, e: Exception) -
             raise AuthenticationError(label, message) from e
         # start_client gives up silently at its timeout ("No existing session" follows), or the
         # banner read times out first: the same thing seen from two threads.
-        if "No existing session" in text or "Negotiation" in text or "banner" in text:
+        if "No existing session" in text or "Negotiation" in text or text == "Error reading SSH protocol banner":
             raise _SetupFailed(f"no SSH banner and key exchange within {settings.connect_timeout:g}s") from e
+        if "banner" in text:  # the banner read failed for a reason it names ("...banner[Errno 104] ...")
+            raise _SetupFailed(text) from e
         if "reset" in text.lower() or "EOF" in text:
             raise _SetupFailed(text) from e
         raise TransportError(label, f"SSH setup failed: {text}") from e

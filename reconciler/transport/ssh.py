@@ -70,15 +70,18 @@ class SSHTransport(Transport):
         return self.pool.client(self.ssh_target, self.settings, renew=renew)
 
     def _open_channel(self) -> paramiko.Channel:
+        client = self._client()
         try:
-            return _session(self._client(), self.settings.connect_timeout)
-        except _LINK_ERRORS:
-            # The pooled connection died since its last use. Nothing was started on it,
-            # so setting up a new one is connection setup, not a re-run.
-            try:
-                return _session(self._client(renew=True), self.settings.connect_timeout)
-            except _LINK_ERRORS as e:
-                raise ConnectionLost(self.target, f"cannot open a channel: {e}") from e
+            return _session(client, self.settings.connect_timeout)
+        except _LINK_ERRORS as e:
+            if alive(client):  # refused by the server (MaxSessions...), not a dead connection
+                raise TransportError(self.target, f"cannot open a channel: {e}") from e
+        # The pooled connection died since its last use. Nothing was started on it,
+        # so setting up a new one is connection setup, not a re-run.
+        try:
+            return _session(self._client(renew=True), self.settings.connect_timeout)
+        except _LINK_ERRORS as e:
+            raise ConnectionLost(self.target, f"cannot open a channel: {e}") from e
 
     def _execute(self, line: str, input: bytes | None, timeout: float | None) -> CommandResult:
         channel = self._open_channel()
