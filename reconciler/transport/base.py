@@ -18,9 +18,11 @@ A ``Transport`` is used by one thread at a time; open one per access node and wo
 
 from __future__ import annotations
 
+import logging
 import posixpath
 import secrets
 import shlex
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from reconciler.errors import CommandError
 from reconciler.transport.batch import batch_script, parse_batch
 
 Command = str | Sequence[str]
+log = logging.getLogger("reconciler.transport")
 
 #: exit code of ``read_script`` when the file does not exist
 MISSING_EXIT = 44
@@ -148,7 +151,10 @@ class Transport(ABC):
         on a non-zero exit. A command is never retried.
         """
         line = self.wrap(command)
+        started = time.monotonic()
         result = self._execute(line, input, timeout if timeout is not None else self.command_timeout)
+        # Only the command line (never its input or output): file data travels on stdin.
+        log.debug("%s: exit %d in %.3fs: %s", self.name, result.exit_code, time.monotonic() - started, shorten(line))
         if check and not result.ok:
             raise CommandError(self.target, line, result.exit_code, result.stderr)
         return result
