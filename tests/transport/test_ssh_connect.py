@@ -153,6 +153,8 @@ def test_a_pool_reuses_one_connection_per_access_node(sshd_factory: Factory) -> 
         second.write_file(str(server.directory / "f"), b"x")
         assert pool.connects == 1 and len(pool) == 1
         assert server.connections() == 1
+        sock = pool.client(first.ssh_target, first.settings).get_transport().sock  # type: ignore[attr-defined]
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)  # no Nagle stalls on small writes
     assert len(pool) == 0
     with ssh_transport(server) as own:
         own.run("true")
