@@ -3,18 +3,20 @@
 Keys under ``PREFIX/`` (``etcd://host:port/PREFIX``, default ``obreconcile``)::
 
     rev                     touched by every commit: its mod_revision IS the store revision
-    obj/KIND/NAME           an object: {kind, name, body, prov[, rev]}
+    obj/KIND/NAME           an object: {kind, name, body, prov, fp[, rev]}
+    idx/KIND/NAME           the same without the body: a re-sync reads only these
     audit/TXID              one per commit (create_revision = the commit's revision):
                             {changes: [...]} inline, or {chunks: n} for a staged commit
     auditchunk/TXID/N       the audit rows of a staged commit, written while staging
     pending                 {txid} while a staged commit is not yet folded into obj/
-    stage/TXID/KIND/NAME    a staged change {op, kind, name, body, prov}
+    stage/TXID/KIND/NAME    a staged change {op, kind, name, body, prov, fp}
     stagers/TXID            a sentinel under a lease while a writer stages
     deploy/NODE, health/UPSTREAM/BACKEND/CHECK, lock/NAME
 
 A commit that fits in one etcd transaction (default limits: 128 ops, 1.5 MiB) is one txn
-that compares ``rev``'s mod_revision with the writer's base revision, writes the objects,
-``rev`` and the audit record. A bigger one (the first sync of 10,000 upstreams) is *staged*:
+that compares ``rev``'s mod_revision with the writer's base revision, writes the objects
+(obj/ and idx/), ``rev`` and the audit record. An object's revision is its keys' mod_revision,
+or the ``rev`` written into them when a staged commit was folded. A bigger one (the first sync of 10,000 upstreams) is *staged*:
 the changes are written under ``stage/TXID/`` in chunks, invisible to readers, and then one
 small txn flips ``rev`` and creates ``pending`` (compare-and-swap as above). That flip is the
 commit: readers read at one etcd revision and lay the pending stage over ``obj/``, so they see
@@ -45,12 +47,14 @@ from reconciler.store.base import (
     DeployRecord,
     HealthRecord,
     Lock,
+    ObjectKey,
     Op,
     Put,
     Snapshot,
     Store,
     StoredObject,
     StoreHealth,
+    StoreIndex,
     check_ops,
 )
 
@@ -62,19 +66,6 @@ MAX_TXN_BYTES = req.MAX_TXN_BYTES
 
 T = TypeVar("T")
 Kv = dict[str, Any]
-
-
-def _cause(error: object) -> str:
-    """The root cause of a requests error, without urllib3's pool and object reprs."""
-    text = str(error)
-    for words, cause in (
-        ("refused", "connection refused"),
-        ("timed out", "timed out"),
-        ("Name or service", "unknown host"),
-    ):
-        if words in text:
-            return cause
-    return text
 
 
 class EtcdStore(Store):
@@ -95,11 +86,13 @@ class EtcdStore(Store):
         try:
             return fn(*args, **kwargs)
         except (etcd_errors.ConnectionFailedError, etcd_errors.ConnectionTimeoutError) as e:
-            raise StoreUnavailableError(f"{self.url}: etcd is not answering ({_cause(e.detail_text or e)})") from e
+            raise StoreUnavailableError(
+                f"{self.url}: etcd is not answering ({req.failure_cause(e.detail_text or e)})"
+            ) from e
         except etcd_errors.Etcd3Exception as e:
             raise StoreError(f"{self.url}: etcd refused a request: {e.detail_text or e}") from e
         except requests.RequestException as e:
-            raise StoreUnavailableError(f"{self.url}: etcd is not answering ({_cause(e)})") from e
+            raise StoreUnavailableError(f"{self.url}: etcd is not answering ({req.failure_cause(e)})") from e
 
     def _txn(self, compare: list[Kv], success: list[Kv]) -> Kv:
         txn = {"compare": compare, "success": success, "failure": []}
@@ -150,19 +143,25 @@ class EtcdStore(Store):
         return int(meta.get("mod_revision", 0))
 
     def snapshot(self) -> Snapshot:
+        return Snapshot(*self._read_all("obj/", req.stored))
+
+    def index(self) -> StoreIndex:
+        return StoreIndex(*self._read_all("idx/", req.index_entry))
+
+    def _read_all(self, prefix: str, make: Callable[[Kv, int], T]) -> tuple[int, dict[ObjectKey, T]]:
+        """Every object under ``prefix`` at one etcd revision, with a pending stage laid over."""
         at, revision, pending, pending_revision = self._head()
         objects = {}
-        for value, meta in self._range_all(self._k("obj/"), at):
-            obj = req.stored(value, int(value.get("rev") or meta["mod_revision"]))
-            objects[obj.key] = obj
+        for value, meta in self._range_all(self._k(prefix), at):
+            objects[(value["kind"], value["name"])] = make(value, int(value.get("rev") or meta["mod_revision"]))
         if pending is not None:
             for value, _ in self._range_all(self._k("stage", pending["txid"]) + "/", at):
                 key = (value["kind"], value["name"])
                 if value["op"] == "delete":
                     objects.pop(key, None)
                 else:
-                    objects[key] = req.stored(value, pending_revision)
-        return Snapshot(revision, objects)
+                    objects[key] = make(value, pending_revision)
+        return revision, objects
 
     def get(self, kind: str, name: str) -> StoredObject | None:
         at, _, pending, pending_revision = self._head()
@@ -180,7 +179,8 @@ class EtcdStore(Store):
         if any(op.expect is not None for op in ops):
             base_revision = self._check_expected(ops, base_revision)
         txid = uuid.uuid4().hex
-        if len(ops) <= MAX_TXN_OPS - 2 and sum(map(req.op_size, ops)) <= MAX_TXN_BYTES:
+        ops = [op.with_fingerprint() if isinstance(op, Put) else op for op in ops]
+        if 2 * len(ops) + 2 <= MAX_TXN_OPS and sum(map(req.op_size, ops)) <= MAX_TXN_BYTES:
             revision = self._commit_direct(ops, base_revision, txid)
         else:
             revision = self._commit_staged(ops, base_revision, txid)
@@ -206,12 +206,18 @@ class EtcdStore(Store):
             guards.append(req.same_mod(self._k("rev"), base_revision))
         return guards
 
+    def _object_writes(self, kind: str, name: str, value: Kv | None) -> list[Kv]:
+        """Put (or, for None, delete) an object's obj/ and idx/ keys."""
+        obj, idx = self._k("obj", kind, name), self._k("idx", kind, name)
+        if value is None:
+            return [req.delete(obj), req.delete(idx)]
+        return [req.put(obj, value), req.put(idx, req.index_value(value))]
+
     def _commit_direct(self, ops: Sequence[Op], base_revision: int | None, txid: str) -> int:
         writes = [
-            req.put(self._k("obj", op.kind, op.name), req.object_value(op))
-            if isinstance(op, Put)
-            else req.delete(self._k("obj", op.kind, op.name))
+            w
             for op in ops
+            for w in self._object_writes(op.kind, op.name, req.object_value(op) if isinstance(op, Put) else None)
         ]
         writes.append(req.put(self._k("rev"), {"txid": txid}))
         writes.append(req.put(self._k("audit", txid), {"changes": [req.audit_row(op) for op in ops]}))
@@ -279,12 +285,13 @@ class EtcdStore(Store):
     def _fold(self, txid: str, revision: int) -> None:
         guard = [req.same_mod(self._k("pending"), revision)]
         staged = [value for value, _ in self._range_all(self._k("stage", txid) + "/")]
-        for chunk in req.chunks(staged, lambda v: len(json.dumps(v)) * 4 // 3 + 200, MAX_TXN_OPS):
+        for chunk in req.chunks(staged, lambda v: len(json.dumps(v)) * 4 // 3 + 200, MAX_TXN_OPS // 2):
             writes = [
-                req.delete(self._k("obj", v["kind"], v["name"]))
-                if v["op"] == "delete"
-                else req.put(self._k("obj", v["kind"], v["name"]), {**req.unstaged(v), "rev": revision})
+                w
                 for v in chunk
+                for w in self._object_writes(
+                    v["kind"], v["name"], None if v["op"] == "delete" else {**req.unstaged(v), "rev": revision}
+                )
             ]
             if not self._txn(guard, writes).get("succeeded"):
                 return  # another writer finished this fold

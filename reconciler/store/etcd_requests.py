@@ -1,4 +1,4 @@
-"""The JSON bodies of etcd gateway requests (/v3/kv/txn), and how values are laid out.
+"""The JSON bodies of etcd gateway requests (/v3/kv/txn), how values are laid out, and why a request failed.
 
 Every key and value is base64 in etcd's JSON gateway; values are compact JSON here.
 """
@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from reconciler.store.base import Op, Provenance, Put, StoredObject
+from reconciler.store.base import IndexEntry, Op, Provenance, Put, StoredObject
 
 MAX_TXN_OPS = 100  # etcd's default --max-txn-ops is 128
 MAX_TXN_BYTES = 900_000  # etcd's default --max-request-bytes is 1.5 MiB; base64 adds a third
@@ -84,11 +84,19 @@ def audit_row(op: Op) -> list[Any]:
     return [op.kind, op.name, "put" if isinstance(op, Put) else "delete", p.source, p.origin, p.when]
 
 
-def object_value(op: Put, revision: int | None = None) -> Kv:
-    value: Kv = {"kind": op.kind, "name": op.name, "body": op.body, "prov": op.provenance.to_dict()}
-    if revision is not None:
-        value["rev"] = revision
-    return value
+def object_value(op: Put) -> Kv:
+    """The value of obj/KIND/NAME: kind, name, body, prov, fp (and rev once folded)."""
+    return {"kind": op.kind, "name": op.name, "body": op.body, "prov": op.provenance.to_dict(), "fp": op.fingerprint}
+
+
+def index_value(value: Kv) -> Kv:
+    """The value of idx/KIND/NAME: an object's value without its body."""
+    return {k: v for k, v in value.items() if k not in ("body", "op")}
+
+
+def index_entry(value: Kv, revision: int) -> IndexEntry:
+    prov = value["prov"]
+    return IndexEntry(revision, prov["source"], prov["origin"], float(prov["when"]), value.get("fp", ""))
 
 
 def stored(value: Kv, revision: int) -> StoredObject:
@@ -97,3 +105,16 @@ def stored(value: Kv, revision: int) -> StoredObject:
 
 def unstaged(value: Kv) -> Kv:
     return {k: v for k, v in value.items() if k != "op"}
+
+
+def failure_cause(error: object) -> str:
+    """The root cause of a requests error, without urllib3's pool and object reprs."""
+    text = str(error)
+    for words, cause in (
+        ("refused", "connection refused"),
+        ("timed out", "timed out"),
+        ("Name or service", "unknown host"),
+    ):
+        if words in text:
+            return cause
+    return text

@@ -30,6 +30,7 @@ from reconciler.store.base import (
     Delete,
     DeployRecord,
     HealthRecord,
+    IndexEntry,
     Lock,
     Op,
     Provenance,
@@ -38,11 +39,13 @@ from reconciler.store.base import (
     Store,
     StoredObject,
     StoreHealth,
+    StoreIndex,
     check_ops,
 )
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 POLL_INTERVAL = 0.02
+BIG_COMMIT = 1000  # objects; after such a commit the WAL is checkpointed at once
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (  # 0 -> 1: the first schema
@@ -60,6 +63,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             record TEXT NOT NULL, PRIMARY KEY (upstream, backend, check_name)) WITHOUT ROWID""",
         """CREATE TABLE locks (name TEXT PRIMARY KEY, holder TEXT NOT NULL, token TEXT NOT NULL,
             expires REAL NOT NULL)""",
+    ),
+    (  # 1 -> 2: fingerprints, so that a re-sync reads no bodies (the empty one never matches)
+        "ALTER TABLE objects ADD COLUMN fingerprint TEXT NOT NULL DEFAULT ''",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -182,6 +188,13 @@ class SqliteStore(Store):
             ).fetchone()
         return None if row is None else _stored(row)
 
+    def index(self) -> StoreIndex:
+        with self._read() as db:
+            revision = int(db.execute("SELECT revision FROM state").fetchone()[0])
+            rows = db.execute("SELECT kind, name, revision, source, origin, at, fingerprint FROM objects").fetchall()
+        entries = {(r[0], r[1]): IndexEntry(*r[2:]) for r in rows}
+        return StoreIndex(revision, entries)
+
     def commit(self, ops: Sequence[Op], base_revision: int | None = None) -> int:
         check_ops(ops)
         if not ops:
@@ -191,11 +204,19 @@ class SqliteStore(Store):
             if base_revision is not None and current != base_revision:
                 raise ConflictError(f"{self.url}: the store is at revision {current}, not {base_revision} as read")
             self._check_expected(db, ops)
+            ops = [op.with_fingerprint() if isinstance(op, Put) else op for op in ops]
             revision = current + 1
             self._write_objects(db, ops, revision)
             db.execute("UPDATE state SET revision = ?", (revision,))
         self.writes += len(ops)
+        if len(ops) >= BIG_COMMIT:
+            self._checkpoint()
         return revision
+
+    def _checkpoint(self) -> None:
+        """Copy a big commit from the WAL into the database now, not in the next small commit."""
+        with self._mutex, self._errors():
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def _check_expected(self, db: sqlite3.Connection, ops: Sequence[Op]) -> None:
         for op in ops:
@@ -210,17 +231,10 @@ class SqliteStore(Store):
         puts = [op for op in ops if isinstance(op, Put)]
         deletes = [op for op in ops if isinstance(op, Delete)]
         db.executemany(
-            "INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO objects (kind, name, body, revision, source, origin, at, fingerprint)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                (
-                    p.kind,
-                    p.name,
-                    json.dumps(p.body),
-                    revision,
-                    p.provenance.source,
-                    p.provenance.origin,
-                    p.provenance.when,
-                )
+                (p.kind, p.name, json.dumps(p.body), revision, *_provenance_row(p.provenance), p.fingerprint)
                 for p in puts
             ],
         )
@@ -337,6 +351,10 @@ class SqliteLock(Lock):
 
     def release(self) -> None:
         self._store._release_lock(self)
+
+
+def _provenance_row(p: Provenance) -> tuple[str, str, float]:
+    return (p.source, p.origin, p.when)
 
 
 def _stored(row: Sequence[object]) -> StoredObject:

@@ -4,20 +4,31 @@ Objects whose provenance is the manifests are replaced by what the manifests now
 object deleted in Git is removed from the store. Objects created through the API are left
 alone unless ``prune_api``; one the manifests now declare is taken over by Git. Only objects
 that differ are written, so a re-sync with one upstream changed writes exactly one object.
-``plan_sync`` is the pure half (plan shows it); ``sync_manifests`` commits it.
+``plan_sync`` only reads (plan shows it); ``sync_manifests`` commits it.
 """
 
 from __future__ import annotations
 
+import gc
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from reconciler.errors import ConflictError
 from reconciler.manifest.model import KINDS, DesiredState, to_manifest
-from reconciler.store.base import Delete, ObjectKey, Op, Provenance, Put, Snapshot, Store, StoredObject
+from reconciler.store.base import (
+    Delete,
+    ObjectKey,
+    Op,
+    Provenance,
+    Put,
+    Store,
+    StoredObject,
+    fingerprint,
+)
 
 MANIFESTS = "manifests"  # the origin of an object built without a source file
 
@@ -39,16 +50,17 @@ class SyncChange:
     old: StoredObject | None
     new_body: Mapping[str, Any] | None
     new_provenance: Provenance
+    fingerprint: str = ""
 
     def to_op(self) -> Op:
         if self.new_body is None:
             return Delete(self.kind, self.name, self.new_provenance)
-        return Put(self.kind, self.name, self.new_body, self.new_provenance)
+        return Put(self.kind, self.name, self.new_body, self.new_provenance, fingerprint=self.fingerprint)
 
 
 @dataclass(frozen=True)
 class SyncPlan:
-    """What a sync would do against one snapshot, and the API objects it leaves alone."""
+    """What a sync would do against the store at ``base_revision``, and the API objects it keeps."""
 
     base_revision: int
     changes: tuple[SyncChange, ...]
@@ -64,41 +76,74 @@ class SyncResult:
     writes: int
 
 
-def plan_sync(snapshot: Snapshot, desired: DesiredState, prune_api: bool = False, now: float | None = None) -> SyncPlan:
-    """The object-level changes that make the store say what ``desired`` says (pure)."""
-    when = time.time() if now is None else now
-    changes: list[SyncChange] = []
+@dataclass(frozen=True)
+class _Declared:
+    kind: str
+    name: str
+    obj: Any
+    provenance: Provenance
+    fingerprint: str
+
+
+def plan_sync(store: Store, desired: DesiredState, prune_api: bool = False, now: float | None = None) -> SyncPlan:
+    """The object-level changes that make the store say what ``desired`` says (reads only).
+
+    Objects are compared by fingerprint first, from the store's index; only those that differ
+    are turned into manifest form and compared with their stored bodies.
+    """
+    with _without_gc_passes():
+        return _plan(store, desired, prune_api, time.time() if now is None else now)
+
+
+@contextmanager
+def _without_gc_passes() -> Iterator[None]:
+    """No cyclic-GC passes while a sync runs.
+
+    A sync allocates tens of thousands of short-lived tuples beside a large live model (the
+    DesiredState); CPython's collector would walk that model again and again, which costs as
+    much as the sync itself (measured: 0.43 s against 0.25 s for 10,000 upstreams).
+    Nothing here makes cycles; collection resumes when the sync ends.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _plan(store: Store, desired: DesiredState, prune_api: bool, when: float) -> SyncPlan:
+    index = store.index()
+    candidates: list[_Declared] = []
     declared: set[ObjectKey] = set()
     for kind in KINDS:
         for name, obj in sorted(desired.of_kind(kind).items()):
             declared.add((kind, name))
-            body = to_manifest(kind, obj)
-            provenance = Provenance("manifest", obj.source.file or MANIFESTS, when)
-            change = _declared_change(snapshot.objects.get((kind, name)), kind, name, body, provenance)
-            if change is not None:
-                changes.append(change)
-    kept: list[ObjectKey] = []
-    for key, stored in sorted(snapshot.objects.items()):
-        if key in declared:
-            continue
-        if stored.provenance.source == "api" and not prune_api:
-            kept.append(key)
-            continue
-        removed_by = Provenance("manifest", MANIFESTS, when)
-        changes.append(SyncChange(SyncAction.REMOVE, key[0], key[1], stored, None, removed_by))
-    return SyncPlan(snapshot.revision, tuple(changes), tuple(kept))
+            origin = obj.source.file or MANIFESTS
+            entry = index.entries.get((kind, name))
+            fp = fingerprint(obj)
+            if entry is None or entry.fingerprint != fp or entry.source != "manifest" or entry.origin != origin:
+                candidates.append(_Declared(kind, name, obj, Provenance("manifest", origin, when), fp))
+    gone = sorted(k for k in index.entries if k not in declared)
+    kept = tuple(k for k in gone if index.entries[k].source == "api" and not prune_api)
+    removed = [k for k in gone if k not in kept]
+    old = store.get_many([(c.kind, c.name) for c in candidates if (c.kind, c.name) in index.entries] + removed)
+    changes = [change for c in candidates if (change := _declared_change(old.get((c.kind, c.name)), c)) is not None]
+    removed_by = Provenance("manifest", MANIFESTS, when)
+    changes += [SyncChange(SyncAction.REMOVE, k[0], k[1], old.get(k), None, removed_by) for k in removed]
+    return SyncPlan(index.revision, tuple(changes), kept)
 
 
-def _declared_change(
-    stored: StoredObject | None, kind: str, name: str, body: dict[str, Any], provenance: Provenance
-) -> SyncChange | None:
+def _declared_change(stored: StoredObject | None, c: _Declared) -> SyncChange | None:
+    body = to_manifest(c.kind, c.obj)
     if stored is None:
-        return SyncChange(SyncAction.ADD, kind, name, None, body, provenance)
+        return SyncChange(SyncAction.ADD, c.kind, c.name, None, body, c.provenance, c.fingerprint)
     if stored.provenance.source == "api":
-        return SyncChange(SyncAction.TAKEOVER, kind, name, stored, body, provenance)
-    if stored.body != body or stored.provenance.origin != provenance.origin:
-        return SyncChange(SyncAction.CHANGE, kind, name, stored, body, provenance)
-    return None
+        return SyncChange(SyncAction.TAKEOVER, c.kind, c.name, stored, body, c.provenance, c.fingerprint)
+    if stored.body != body or stored.provenance.origin != c.provenance.origin:
+        return SyncChange(SyncAction.CHANGE, c.kind, c.name, stored, body, c.provenance, c.fingerprint)
+    return None  # same content; only the fingerprint scheme differs
 
 
 def sync_manifests(store: Store, desired: DesiredState, prune_api: bool = False) -> SyncResult:
@@ -107,13 +152,13 @@ def sync_manifests(store: Store, desired: DesiredState, prune_api: bool = False)
     Raises ConflictError when another writer changed the store between the read and the
     commit (nothing is written then; running again recomputes against the new state).
     """
-    snapshot = store.snapshot()
-    plan = plan_sync(snapshot, desired, prune_api)
+    plan = plan_sync(store, desired, prune_api)
     if not plan.changes:
         return SyncResult(plan.base_revision, plan.base_revision, (), plan.kept_api, 0)
     ops = [change.to_op() for change in plan.changes]
     try:
-        revision = store.commit(ops, base_revision=plan.base_revision)
+        with _without_gc_passes():
+            revision = store.commit(ops, base_revision=plan.base_revision)
     except ConflictError as e:
         raise ConflictError(f"{e}; the manifests were not applied, run again to apply them") from e
     return SyncResult(plan.base_revision, revision, plan.changes, plan.kept_api, len(ops))

@@ -66,7 +66,7 @@ def test_git_takes_over_an_api_object_and_plan_says_so(store: Store) -> None:
     sync_manifests(store, desired)
     store.commit([Put("Group", "team-b", to_manifest("Group", Group("team-b", ("GLOBAL_RO",))), BOB)])
     declared = replace(desired, groups={**desired.groups, "team-b": Group("team-b")})
-    plan = plan_sync(store.snapshot(), declared)
+    plan = plan_sync(store, declared)
     assert [(c.action, c.name, c.old.provenance.source) for c in plan.changes] == [  # type: ignore[union-attr]
         (SyncAction.TAKEOVER, "team-b", "api")
     ]
@@ -84,3 +84,24 @@ def test_moving_an_object_to_another_file_updates_its_provenance(store: Store) -
     assert actions(result) == [("change", "Upstream", "u00000")]
     stored = store.get("Upstream", "u00000")
     assert stored is not None and stored.provenance.origin == "moved.yaml"
+
+
+def test_every_compared_model_field_is_in_the_fingerprint() -> None:
+    """fingerprint() hashes the dataclass repr: a compared field left out of it would hide changes."""
+    from dataclasses import fields, is_dataclass
+
+    from reconciler.manifest import model
+
+    classes = [c for c in vars(model).values() if isinstance(c, type) and is_dataclass(c)]
+    assert len(classes) >= 10
+    for cls in classes:
+        for f in fields(cls):
+            assert f.repr or not f.compare, f"{cls.__name__}.{f.name} is compared but not in repr"
+
+
+def test_a_stale_fingerprint_makes_a_body_comparison_not_a_write(store: Store) -> None:
+    desired = fleet(upstreams=2)
+    sync_manifests(store, desired)
+    body = to_manifest("Upstream", desired.upstreams["u00000"])
+    store.commit([Put("Upstream", "u00000", body, Provenance("manifest", "upstreams.yaml"), fingerprint="old-scheme")])
+    assert sync_manifests(store, desired).writes == 0
