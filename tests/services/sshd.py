@@ -13,6 +13,7 @@ test failure, never a skip. No pytest import here: bench/ uses this module too.
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import socket
@@ -71,8 +72,6 @@ class SSHServer:
 
     @property
     def user(self) -> str:
-        import getpass
-
         return getpass.getuser()
 
     def connection(self, **overrides: object) -> Connection:
