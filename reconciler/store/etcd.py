@@ -1,29 +1,18 @@
 """The etcd store (etcd3gw over etcd's JSON gateway at /v3/), for several controllers.
 
-Keys under ``PREFIX/`` (``etcd://host:port/PREFIX``, default ``obreconcile``)::
+Keys under ``PREFIX/``: ``rev`` (every commit writes it; its mod_revision IS the store revision),
+``obj/KIND/NAME`` and ``idx/KIND/NAME`` (an object, and the same without its body),
+``audit/TXID`` (+ ``auditchunk/TXID/N``), ``pending``, ``stage/TXID/KIND/NAME``, ``stagers/TXID``,
+``deploy/NODE``, ``health/UPSTREAM/BACKEND/CHECK``, ``lock/NAME``. docs/store.md explains them.
 
-    rev                     touched by every commit: its mod_revision IS the store revision
-    obj/KIND/NAME           an object: {kind, name, body, prov, fp[, rev]}
-    idx/KIND/NAME           the same without the body: a re-sync reads only these
-    audit/TXID              one per commit (create_revision = the commit's revision):
-                            {changes: [...]} inline, or {chunks: n} for a staged commit
-    auditchunk/TXID/N       the audit rows of a staged commit, written while staging
-    pending                 {txid} while a staged commit is not yet folded into obj/
-    stage/TXID/KIND/NAME    a staged change {op, kind, name, body, prov, fp}
-    stagers/TXID            a sentinel under a lease while a writer stages
-    deploy/NODE, health/UPSTREAM/BACKEND/CHECK, lock/NAME
-
-A commit that fits in one etcd transaction (default limits: 128 ops, 1.5 MiB) is one txn
-that compares ``rev``'s mod_revision with the writer's base revision, writes the objects
-(obj/ and idx/), ``rev`` and the audit record. An object's revision is its keys' mod_revision,
-or the ``rev`` written into them when a staged commit was folded. A bigger one (the first sync of 10,000 upstreams) is *staged*:
-the changes are written under ``stage/TXID/`` in chunks, invisible to readers, and then one
-small txn flips ``rev`` and creates ``pending`` (compare-and-swap as above). That flip is the
-commit: readers read at one etcd revision and lay the pending stage over ``obj/``, so they see
-all of the commit or none of it. The stage is then copied into ``obj/`` (any writer finishes
-a fold left by a killed one; each chunk is guarded by ``pending`` so a late chunk can never
-overwrite a newer commit) and ``pending`` removed. A writer killed while staging leaves only
-unreferenced stage keys, removed by the next staged commit once their sentinel's lease ends.
+A commit that fits in one etcd transaction (128 ops, 1.5 MiB by default) is one txn comparing
+``rev``'s mod_revision with the writer's base revision. A bigger one is *staged*: changes go to
+``stage/TXID/`` in chunks, invisible to readers, then one small compare-and-swap txn flips
+``rev`` and creates ``pending``: that flip is the commit. Readers read at one etcd revision and
+lay a pending stage over ``obj/``, so they see all of a commit or none of it. The stage is then
+folded into ``obj/`` (each chunk guarded by ``pending``; any writer finishes a fold left by a
+killed one, and no commit is accepted while ``pending`` exists). A writer killed while staging
+leaves unreferenced stage keys, removed by a later staged commit once its sentinel lease ended.
 """
 
 from __future__ import annotations
@@ -164,7 +153,24 @@ class EtcdStore(Store):
         return revision, objects
 
     def get(self, kind: str, name: str) -> StoredObject | None:
-        at, _, pending, pending_revision = self._head()
+        return self._get_many([(kind, name)])[1].get((kind, name))
+
+    def get_many(self, keys: Sequence[ObjectKey]) -> dict[ObjectKey, StoredObject]:
+        if len(keys) > 100:
+            return super().get_many(keys)
+        return self._get_many(keys)[1]
+
+    def _get_many(self, keys: Sequence[ObjectKey]) -> tuple[int, dict[ObjectKey, StoredObject]]:
+        """(store revision, the objects of ``keys`` that exist), all read at one etcd revision."""
+        at, revision, pending, pending_revision = self._head()
+        found = {}
+        for kind, name in keys:
+            obj = self._get_at(kind, name, at, pending, pending_revision)
+            if obj is not None:
+                found[(kind, name)] = obj
+        return revision, found
+
+    def _get_at(self, kind: str, name: str, at: int, pending: Kv | None, pending_revision: int) -> StoredObject | None:
         if pending is not None:
             staged, _ = self._get(self._k("stage", pending["txid"], kind, name), at)
             if staged is not None:
@@ -188,17 +194,16 @@ class EtcdStore(Store):
         return revision
 
     def _check_expected(self, ops: Sequence[Op], base_revision: int | None) -> int:
-        snapshot = self.snapshot()
-        if base_revision is not None and snapshot.revision != base_revision:
-            raise ConflictError(
-                f"{self.url}: the store is at revision {snapshot.revision}, not {base_revision} as read"
-            )
+        """Check each op's ``expect`` at one revision; the commit then compares against it."""
+        revision, found = self._get_many([(op.kind, op.name) for op in ops if op.expect is not None])
+        if base_revision is not None and revision != base_revision:
+            raise ConflictError(f"{self.url}: the store is at revision {revision}, not {base_revision} as read")
         for op in ops:
-            stored = snapshot.objects.get((op.kind, op.name))
+            stored = found.get((op.kind, op.name))
             have = 0 if stored is None else stored.revision
             if op.expect is not None and have != op.expect:
                 raise ConflictError(f"{op.kind}/{op.name} is at revision {have}, not {op.expect}")
-        return snapshot.revision
+        return revision
 
     def _guards(self, base_revision: int | None) -> list[Kv]:
         guards = [req.absent(self._k("pending"))]

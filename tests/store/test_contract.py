@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -196,3 +198,26 @@ def test_audit_log_is_complete(store: Store) -> None:
 
 def test_store_reports_healthy(store: Store) -> None:
     assert store.check_health().ok
+
+
+WRITER = """
+import sys
+from reconciler.store import Provenance, Put, open_store
+url, who = sys.argv[1], sys.argv[2]
+with open_store(url) as store:
+    for i in range(20):
+        body = {"apiVersion": "openbalancer/v1", "kind": "Group", "name": f"{who}-{i}", "global_permissions": []}
+        store.commit([Put("Group", f"{who}-{i}", body, Provenance("api", who))])
+"""
+
+
+def test_two_processes_write_at_once(store_url: str, store: Store) -> None:
+    """Two CLI runs (or a CLI beside serve) writing the same store: every write lands, in order."""
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, store_url, who]) for who in ("p1", "p2")]
+    assert [w.wait(60) for w in writers] == [0, 0]
+    entries = store.audit()
+    assert len(entries) == 40 and len(store.snapshot().objects) == 40
+    revisions = [e.revision for e in entries]
+    assert revisions == sorted(set(revisions)) and store.revision() == revisions[-1]
+    for who in ("p1", "p2"):
+        assert [e.name for e in entries if e.provenance.origin == who] == [f"{who}-{i}" for i in range(20)]
