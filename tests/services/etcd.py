@@ -4,7 +4,7 @@
     server.url("test-1")                       # etcd://127.0.0.1:PORT/test-1 (a store URL)
     server.stop()                              # by PID, always (the fixtures do it in a finaliser)
 
-Debian's ``etcd-server`` (3.4) is used; install it with ``apt-get install etcd-server`` when
+Debian's ``etcd-server`` (3.4) is used; ``make system-packages`` installs it when
 missing. ``start_etcd`` raises ``EtcdStartError`` with etcd's own log when etcd is missing or does
 not come up; the fixtures turn that into a test failure, never a skip. No pytest import here:
 bench/ uses this module too.
@@ -71,7 +71,7 @@ class EtcdServer:
 def start_etcd(directory: Path, attempts: int = 3, timeout: float = 15.0) -> EtcdServer:
     """Start etcd under ``directory`` on free ports and wait until it reports healthy."""
     if not (os.path.exists(ETCD) or shutil.which(ETCD)):
-        raise EtcdStartError(f"{ETCD} not found: install Debian's etcd-server (apt-get install etcd-server)")
+        raise EtcdStartError(f"{ETCD} not found: install Debian's etcd-server (make system-packages)")
     directory.mkdir(parents=True, exist_ok=True)
     problem = ""
     for attempt in range(attempts):
