@@ -17,7 +17,7 @@ from typing import Any
 from jsonschema import ValidationError
 
 from reconciler.errors import ManifestError, Problem
-from reconciler.manifest.load import DEFAULT_MAX_FILE_SIZE, Document, PathPart, load_paths
+from reconciler.manifest.load import DEFAULT_MAX_FILE_SIZE, Document, PathPart, gc_paused, load_paths
 from reconciler.manifest.model import (
     API_VERSION,
     BASE_CHECKS,
@@ -27,10 +27,11 @@ from reconciler.manifest.model import (
     build_object,
     split_hostport,
 )
-from reconciler.manifest.schemas import validator_for
+from reconciler.manifest.schemas import fast_validator_for, validator_for
 from reconciler.passwords import password_hash_problem
 
 _SHOWN = 60  # characters of an offending value shown in a message
+_ENVELOPE = ("apiVersion", "kind")  # checked before the schemas, reported once
 
 
 @dataclass
@@ -94,8 +95,9 @@ def load_desired_state(
     paths: Iterable[str | os.PathLike[str]], max_file_size: int = DEFAULT_MAX_FILE_SIZE
 ) -> DesiredState:
     """Load and validate the manifests under ``paths``; raises ManifestError with every problem."""
-    docs, problems = load_paths(paths, max_file_size)
-    state, more = validate(docs)
+    with gc_paused():
+        docs, problems = load_paths(paths, max_file_size)
+        state, more = validate(docs)
     problems = sorted(problems + more)
     if problems or state is None:
         raise ManifestError(problems)
@@ -126,23 +128,49 @@ def _check_schema(doc: Document, report: _Report) -> _Object | None:
         return None
     ok = True
     if data.get("apiVersion") != API_VERSION:
-        where = ("apiVersion",) if "apiVersion" in data else ()
+        where = ("apiVersion",)
         got = f"got {_shown(data['apiVersion'])}" if "apiVersion" in data else "missing"
         report.add(doc, where, f"must be {API_VERSION!r} ({got})")
         ok = False
     kind = data.get("kind")
     if kind not in KINDS:
-        where = ("kind",) if "kind" in data else ()
+        where = ("kind",)
         got = f"got {_shown(kind)}" if "kind" in data else "missing"
         report.add(doc, where, f"must be one of {', '.join(KINDS)} ({got})")
         return None
     before = len(report.problems)
-    for error in validator_for(kind).iter_errors(data):
-        _report_schema_error(doc, error, report)
+    if not fast_validator_for(kind).is_valid(data):
+        errors = list(validator_for(kind).iter_errors(data))
+        for error in _one_error_per_value(errors):
+            _report_schema_error(doc, error, report)
+        if not errors:  # the two validators disagree: never accept, say what the fast one saw
+            first = next(iter(fast_validator_for(kind).iter_errors(data)), None)
+            report.add(doc, list(first.instance_path) if first else [], first.message if first else "invalid")
     name = data.get("name")
     if not isinstance(name, str):
         return None
     return _Object(kind, name, doc, ok and len(report.problems) == before)
+
+
+# When one value breaks several keywords, the most telling one is reported.
+_KEYWORD_RANK = {"type": 0, "const": 1, "enum": 1, "pattern": 2, "additionalProperties": 2, "required": 2}
+
+
+def _one_error_per_value(errors: Iterable[ValidationError]) -> list[ValidationError]:
+    """One error per (path, keyword group); apiVersion and kind are left to the envelope check."""
+    best: dict[tuple[PathPart, ...], ValidationError] = {}
+    extra: list[ValidationError] = []
+    for error in errors:
+        path = tuple(error.absolute_path)
+        if path[:1] in (("apiVersion",), ("kind",)):
+            continue
+        if error.validator in ("required", "additionalProperties", "not"):
+            extra.append(error)  # about the fields of a mapping, not the mapping's value
+            continue
+        current = best.get(path)
+        if current is None or _KEYWORD_RANK.get(str(error.validator), 3) < _KEYWORD_RANK.get(str(current.validator), 3):
+            best[path] = error
+    return [*best.values(), *extra]
 
 
 def _json_type(value: Any) -> str:
@@ -186,7 +214,7 @@ def _report_schema_error(doc: Document, error: ValidationError, report: _Report)
                 )
     elif keyword == "required":
         for missing in value:
-            if isinstance(instance, dict) and missing not in instance:
+            if isinstance(instance, dict) and missing not in instance and (path or missing not in _ENVELOPE):
                 report.add(doc, [*path, missing], "required field is missing")
     elif keyword == "not" and isinstance(value, dict) and "required" in value:
         for present in value["required"]:
@@ -349,7 +377,7 @@ def _check_backends(obj: _Object, report: _Report) -> None:
         if hostname is None:
             continue
         address = split_hostport(hostname, 80)
-        message = _ip_literal_problem(address[0])
+        message = _ip_literal_problem(address[0]) if obj.valid else ""
         if message:
             report.add(obj.doc, ("nodes", i, "hostname"), message)
         key = (address[0].lower(), address[1])
@@ -386,11 +414,11 @@ def _ip_literal_problem(host: str) -> str:
 def _check_access_node(obj: _Object, upstreams: dict[str, _Object], report: _Report) -> None:
     data = obj.data
     host, http_port = split_hostport(obj.name, 80)
-    message = _ip_literal_problem(host)
+    message = _ip_literal_problem(host) if obj.valid else ""
     if message:
         report.add(obj.doc, ("name",), message)
     address = _text(data, "listen_address", "*")
-    if address and address != "*":
+    if obj.valid and address and address != "*":
         message = _ip_literal_problem(address.strip("[]"))
         if message:
             report.add(obj.doc, ("listen_address",), message)
