@@ -16,6 +16,7 @@ from reconciler.store.base import (
     Delete,
     DeployRecord,
     HealthRecord,
+    IndexEntry,
     Lock,
     Op,
     Provenance,
@@ -24,6 +25,8 @@ from reconciler.store.base import (
     Store,
     StoredObject,
     StoreHealth,
+    StoreIndex,
+    fingerprint,
 )
 from reconciler.store.sync import SyncAction, SyncChange, SyncPlan, SyncResult, plan_sync, sync_manifests
 
@@ -32,6 +35,7 @@ __all__ = [
     "Delete",
     "DeployRecord",
     "HealthRecord",
+    "IndexEntry",
     "Lock",
     "Op",
     "Provenance",
@@ -39,11 +43,13 @@ __all__ = [
     "Snapshot",
     "Store",
     "StoreHealth",
+    "StoreIndex",
     "StoredObject",
     "SyncAction",
     "SyncChange",
     "SyncPlan",
     "SyncResult",
+    "fingerprint",
     "open_store",
     "plan_sync",
     "sync_manifests",

@@ -18,7 +18,11 @@ def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer
     try:
         server = start_etcd(tmp_path_factory.mktemp("etcd"))
     except EtcdStartError as e:
-        pytest.fail(f"these tests need a real etcd and it could not be started: {e}", pytrace=False)
+        problem = str(e)
+    else:
+        problem = ""
+    if problem:
+        pytest.fail(f"these tests need a real etcd and it could not be started: {problem}", pytrace=False)
     try:
         yield server
     finally:
