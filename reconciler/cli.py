@@ -248,7 +248,7 @@ def main() -> None:
 
 def _run(command: Callable[..., Any]) -> None:
     try:
-        command(standalone_mode=False)
+        command(standalone_mode=False, prog_name="obreconcile")
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)

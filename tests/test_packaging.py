@@ -1,0 +1,76 @@
+"""`pip install .` (not editable) gives a working `obreconcile` that finds its schemas and templates."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_wheel_installs_into_a_fresh_venv_and_validates_an_example(tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(ROOT)],
+        check=True,
+        timeout=300,
+    )
+    [wheel] = dist.glob("obreconcile-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "reconciler/_data/schemas/upstream.schema.json" in names
+    assert any(n.startswith("reconciler/_data/templates/") and n.endswith(".j2") for n in names)
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    # The dependencies come from this test run's environment (no network needed); the
+    # package itself only from the wheel: the source tree is never on the fresh venv's path.
+    purelib = Path(
+        subprocess.check_output(
+            [str(venv / "bin/python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True
+        ).strip()
+    )
+    (purelib / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run(
+        [str(venv / "bin/python"), "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True, timeout=300
+    )
+
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    where = subprocess.run(
+        [
+            str(venv / "bin/python"),
+            "-c",
+            "import reconciler.resources as r; print(r.schema_dir()); print(r.template_dir())",
+        ],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert all(str(venv) in w for w in where), where
+
+    result = subprocess.run(
+        [str(venv / "bin/obreconcile"), "validate", str(ROOT / "examples/fleet")],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("valid: ")
+    out = tmp_path / "rendered"
+    result = subprocess.run(
+        [str(venv / "bin/obreconcile"), "render", str(ROOT / "examples/quickstart"), "--out", str(out)],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert any(out.rglob("*.conf"))
