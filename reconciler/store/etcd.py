@@ -49,7 +49,7 @@ from reconciler.store.base import (
 
 DEFAULT_PREFIX = "obreconcile"
 STAGING_TTL = 60
-PAGE = 2000
+PAGE = req.PAGE
 MAX_TXN_OPS = req.MAX_TXN_OPS
 MAX_TXN_BYTES = req.MAX_TXN_BYTES
 
@@ -57,7 +57,7 @@ T = TypeVar("T")
 Kv = dict[str, Any]
 
 
-class EtcdStore(Store):
+class EtcdStore(req.Gateway, Store):
     kind = "etcd"
 
     def __init__(self, host: str, port: int, prefix: str = DEFAULT_PREFIX, timeout: float = 10.0) -> None:
@@ -66,54 +66,6 @@ class EtcdStore(Store):
         self._client = Etcd3Client(host, port, api_path="/v3/", timeout=timeout)
         self._p = prefix.strip("/") + "/"
         self._call(self._client.status)  # fail now, clearly, when etcd is not there
-
-    def _k(self, *parts: str) -> str:
-        return self._p + "/".join(parts)
-
-    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Call etcd3gw; its errors become StoreErrors that name the store."""
-        try:
-            return fn(*args, **kwargs)
-        except (etcd_errors.ConnectionFailedError, etcd_errors.ConnectionTimeoutError) as e:
-            raise StoreUnavailableError(
-                f"{self.url}: etcd is not answering ({req.failure_cause(e.detail_text or e)})"
-            ) from e
-        except etcd_errors.Etcd3Exception as e:
-            raise StoreError(f"{self.url}: etcd refused a request: {e.detail_text or e}") from e
-        except requests.RequestException as e:
-            raise StoreUnavailableError(f"{self.url}: etcd is not answering ({req.failure_cause(e)})") from e
-
-    def _txn(self, compare: list[Kv], success: list[Kv]) -> Kv:
-        txn = {"compare": compare, "success": success, "failure": []}
-        return dict(self._call(self._client.transaction, txn))
-
-    def _kvs(self, key: str, **options: Any) -> list[tuple[bytes, Kv]]:
-        """etcd3gw's range with metadata: [(value, metadata with the key decoded)]."""
-        client = self._client
-        return self._call(lambda: [(v, dict(m)) for v, m in client.get(key, metadata=True, **options)])
-
-    def _get(self, key: str, revision: int | None = None) -> tuple[Kv | None, Kv]:
-        kvs = self._kvs(key, revision=revision)
-        if not kvs:
-            return None, {}
-        return json.loads(kvs[0][0]), dict(kvs[0][1])
-
-    def _range_all(self, prefix: str, revision: int | None = None, keys_only: bool = False) -> list[tuple[Kv, Kv]]:
-        """Every (value, metadata) under ``prefix`` at ``revision``, read in pages, by key."""
-        out: list[tuple[Kv, Kv]] = []
-        start, end = prefix, req.end(prefix)
-        while True:
-            page = self._kvs(
-                start,
-                range_end=end,
-                limit=PAGE,
-                revision=revision,
-                keys_only=keys_only,
-            )
-            out.extend(({} if keys_only else json.loads(v), m) for v, m in page)
-            if len(page) < PAGE:
-                return out
-            start = page[-1][1]["key"].decode() + "\0"
 
     def _head(self) -> tuple[int, int, Kv | None, int]:
         """(etcd revision, store revision, pending record, its revision) read at one revision."""
@@ -259,6 +211,9 @@ class EtcdStore(Store):
         ]
         try:
             revision = self._flip(guards, writes, base_revision, sentinel)
+        except StoreError:
+            self._discard_stage(txid)
+            raise
         finally:
             self._call(lease.revoke)
         self._fold(txid, revision)
@@ -310,13 +265,17 @@ class EtcdStore(Store):
             for _, m in self._range_all(self._k("stage/"), keys_only=True)
         }
         for txid in staged - live:
-            self._txn(
-                [req.absent(self._k("stagers", txid)), req.absent(self._k("audit", txid))],
-                [
-                    req.delete(self._k("stage", txid) + "/", prefix=True),
-                    req.delete(self._k("auditchunk", txid) + "/", prefix=True),
-                ],
-            )
+            self._discard_stage(txid, req.absent(self._k("stagers", txid)))
+
+    def _discard_stage(self, txid: str, *guards: Kv) -> None:
+        """Delete an uncommitted stage and its audit rows (never those of a committed one)."""
+        self._txn(
+            [req.absent(self._k("audit", txid)), *guards],
+            [
+                req.delete(self._k("stage", txid) + "/", prefix=True),
+                req.delete(self._k("auditchunk", txid) + "/", prefix=True),
+            ],
+        )
 
     def audit(self, since_revision: int = 0) -> list[AuditEntry]:
         entries: list[AuditEntry] = []

@@ -1,6 +1,8 @@
-"""The JSON bodies of etcd gateway requests (/v3/kv/txn), how values are laid out, and why a request failed.
+"""Talking to etcd's JSON gateway: request bodies, value layout, and ``Gateway`` (the calls).
 
-Every key and value is base64 in etcd's JSON gateway; values are compact JSON here.
+Every key and value is base64 in the gateway's JSON; our values are compact JSON. ``Gateway``
+wraps etcd3gw: each call's errors become StoreErrors naming the store (a refused connection
+says "connection refused", not urllib3's pool repr), and ranges are read in pages.
 """
 
 from __future__ import annotations
@@ -10,9 +12,15 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
+import requests
+from etcd3gw import exceptions as etcd_errors
+from etcd3gw.client import Etcd3Client
+
+from reconciler.errors import StoreError, StoreUnavailableError
 from reconciler.store.base import IndexEntry, Op, Provenance, Put, StoredObject
 
 MAX_TXN_OPS = 100  # etcd's default --max-txn-ops is 128
+PAGE = 2000  # keys per range request
 MAX_TXN_BYTES = 900_000  # etcd's default --max-request-bytes is 1.5 MiB; base64 adds a third
 
 T = TypeVar("T")
@@ -118,3 +126,59 @@ def failure_cause(error: object) -> str:
         if words in text:
             return cause
     return text
+
+
+class Gateway:
+    """Calls to etcd through etcd3gw, with its errors turned into StoreErrors naming the store."""
+
+    url: str
+    _client: Etcd3Client
+    _p: str  # the key prefix, ending in "/"
+
+    def _k(self, *parts: str) -> str:
+        return self._p + "/".join(parts)
+
+    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Call etcd3gw; its errors become StoreErrors that name the store."""
+        try:
+            return fn(*args, **kwargs)
+        except (etcd_errors.ConnectionFailedError, etcd_errors.ConnectionTimeoutError) as e:
+            raise StoreUnavailableError(
+                f"{self.url}: etcd is not answering ({failure_cause(e.detail_text or e)})"
+            ) from e
+        except etcd_errors.Etcd3Exception as e:
+            raise StoreError(f"{self.url}: etcd refused a request: {e.detail_text or e}") from e
+        except requests.RequestException as e:
+            raise StoreUnavailableError(f"{self.url}: etcd is not answering ({failure_cause(e)})") from e
+
+    def _txn(self, compare: list[Kv], success: list[Kv]) -> Kv:
+        txn = {"compare": compare, "success": success, "failure": []}
+        return dict(self._call(self._client.transaction, txn))
+
+    def _kvs(self, key: str, **options: Any) -> list[tuple[bytes, Kv]]:
+        """etcd3gw's range with metadata: [(value, metadata with the key decoded)]."""
+        client = self._client
+        return self._call(lambda: [(v, dict(m)) for v, m in client.get(key, metadata=True, **options)])
+
+    def _get(self, key: str, revision: int | None = None) -> tuple[Kv | None, Kv]:
+        kvs = self._kvs(key, revision=revision)
+        if not kvs:
+            return None, {}
+        return json.loads(kvs[0][0]), dict(kvs[0][1])
+
+    def _range_all(self, prefix: str, revision: int | None = None, keys_only: bool = False) -> list[tuple[Kv, Kv]]:
+        """Every (value, metadata) under ``prefix`` at ``revision``, read in pages, by key."""
+        out: list[tuple[Kv, Kv]] = []
+        start, stop = prefix, end(prefix)
+        while True:
+            page = self._kvs(
+                start,
+                range_end=stop,
+                limit=PAGE,
+                revision=revision,
+                keys_only=keys_only,
+            )
+            out.extend(({} if keys_only else json.loads(v), m) for v, m in page)
+            if len(page) < PAGE:
+                return out
+            start = page[-1][1]["key"].decode() + "\0"
