@@ -25,9 +25,10 @@ SAFE_VALUE = re.compile(r"[A-Za-z0-9._:/\[\]*@+=,~%-]+")
 def refuse_unsafe(context: Context, value: Any) -> Any:
     """Return ``value`` unchanged when it is safe to print into nginx configuration."""
     kind = type(value)
-    if kind is int or kind is bool:
-        return value
-    if kind is str and SAFE_VALUE.fullmatch(value):
+    if kind is str:
+        if SAFE_VALUE.fullmatch(value):
+            return value
+    elif kind is int or kind is bool:
         return value
     if isinstance(value, Undefined):
         return value  # StrictUndefined raises when printed

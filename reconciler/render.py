@@ -8,17 +8,22 @@ managed directory (``nginx.config_dir``), laid out as docs/render.md describes:
     stream/<upstream>.conf    one per tcp upstream: stream upstream ob_<name> + its server
 
 Output is deterministic: the same model, health and resolver answers give byte-identical
-files. Every file's header names the access node's revision (:func:`revision_of`), a digest
-of everything its files are rendered from. Templates come from ``templates/`` (or a user's
-directory in front of it); every value printed passes :func:`refuse_unsafe`.
+files. Each upstream file's body is rendered first; the access node's revision
+(:func:`revision_of`) is a digest of those bodies, the access node's own settings and the
+templates; then the header (``header.conf.j2``, naming the revision) is put in front of every
+file and the default server (which answers the revision) is rendered. Templates: see
+:mod:`reconciler.jinja`; every value printed passes :func:`reconciler.finaliser.refuse_unsafe`.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -27,18 +32,23 @@ import jinja2
 
 from reconciler import __version__
 from reconciler.errors import RenderError
-from reconciler.finaliser import refuse_unsafe
 from reconciler.health.select import Role, select
+from reconciler.jinja import make_environment, templates_digest
 from reconciler.manifest.model import AccessNode, Backend, DesiredState, Upstream, duration_seconds
-from reconciler.resolve import Resolver, SystemResolver, ip_literal
-from reconciler.resources import template_dir
+from reconciler.resolve import CANONICAL_IPV4, Resolver, SystemResolver, ip_literal
 
 BLOCK_PREFIX = "ob_"
 DEFAULT_FILE = "http/_default.conf"
-TEMPLATES = {"http": "http_upstream.conf.j2", "tcp": "stream_upstream.conf.j2", "default": "http_default.conf.j2"}
+TEMPLATES = {
+    "header": "header.conf.j2",
+    "default": "http_default.conf.j2",
+    "http": "http_upstream.conf.j2",
+    "tcp": "stream_upstream.conf.j2",
+}
 DIRECTORIES = {"http": "http", "tcp": "stream"}
 
 Health = Mapping[str, Mapping[str, bool]]
+IPV4_HOSTPORT = re.compile(rf"{CANONICAL_IPV4.pattern}(:[1-9][0-9]{{0,4}})?")
 
 
 @dataclass(frozen=True)
@@ -53,67 +63,25 @@ class RenderedAccessNode:
 
 @dataclass(frozen=True)
 class _PreparedUpstream:
-    """An upstream's template context (None when it is not rendered), digest and warnings."""
+    """An upstream's template context (None when it is not rendered) and warnings."""
 
     upstream: Upstream
     context: dict[str, Any] | None
-    digest: str
     warnings: tuple[str, ...]
 
 
-def make_environment(templates: str | Path | None = None) -> jinja2.Environment:
-    """The Jinja2 environment: a user's ``templates`` directory (if any) in front of the shipped one.
-
-    The shipped templates are also reachable as ``obreconcile/<name>``, so that a user's
-    template of the same name can ``{% extends "obreconcile/<name>" %}`` and override blocks.
-    """
-    loaders: list[jinja2.BaseLoader] = []
-    if templates is not None:
-        if not Path(templates).is_dir():
-            raise RenderError(f"template directory {str(templates)!r} does not exist")
-        loaders.append(jinja2.FileSystemLoader(str(templates)))
-    shipped = jinja2.FileSystemLoader(str(template_dir()))
-    loaders += [shipped, jinja2.PrefixLoader({"obreconcile": shipped})]
-    return jinja2.Environment(
-        loader=jinja2.ChoiceLoader(loaders),
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        finalize=refuse_unsafe,
-        auto_reload=False,
-    )
-
-
-def templates_digest(environment: jinja2.Environment) -> str:
-    """A digest of every template the environment sees (the user's before the shipped ones)."""
-    digest = hashlib.sha256()
-    for name in sorted(environment.list_templates(extensions=["j2"])):
-        assert environment.loader is not None
-        source = environment.loader.get_source(environment, name)[0]
-        digest.update(f"{name}\0{source}\0".encode())
-    return digest.hexdigest()
-
-
-def revision_of(node_context: Mapping[str, Any], upstream_digests: Iterable[tuple[str, str]], templates: str) -> str:
+def revision_of(node_context: Mapping[str, Any], bodies: Mapping[str, str], templates: str) -> str:
     """The revision of an access node: 16 hex digits of a sha256 over what its files are made of.
 
-    ``node_context`` is the access node's template context, ``upstream_digests`` the (name,
-    digest) of every upstream it renders, ``templates`` the digest of the template set.
+    ``node_context`` is the access node's template context, ``bodies`` the rendered upstream
+    files without their header (relative path → text), ``templates`` the template set's digest.
     """
-    document = {
-        "version": __version__,
-        "templates": templates,
-        "access_node": node_context,
-        "upstreams": sorted(upstream_digests),
-    }
-    return _digest(document)[:16]
-
-
-def _digest(document: Any) -> str:
-    text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(text.encode()).hexdigest()
+    digest = hashlib.sha256()
+    document = {"version": __version__, "templates": templates, "access_node": node_context}
+    digest.update(json.dumps(document, sort_keys=True, separators=(",", ":")).encode())
+    for path in sorted(bodies):
+        digest.update(f"\0{path}\0{bodies[path]}".encode())
+    return digest.hexdigest()[:16]
 
 
 def listen_value(address: str, port: int) -> str:
@@ -165,7 +133,12 @@ class Renderer:
         prepared: dict[str, _PreparedUpstream] | None = None,
     ) -> RenderedAccessNode:
         """The files of one access node; ``prepared`` caches upstreams across access nodes."""
-        prepared = {} if prepared is None else prepared
+        with _collector_paused():
+            return self._render_access_node(state, node, health, {} if prepared is None else prepared)
+
+    def _render_access_node(
+        self, state: DesiredState, node: AccessNode, health: Health | None, prepared: dict[str, _PreparedUpstream]
+    ) -> RenderedAccessNode:
         upstreams = []
         for name in sorted(set(node.upstreams)):
             if name not in prepared:
@@ -174,30 +147,34 @@ class Renderer:
                     raise RenderError(f"access node {node.name}: unknown upstream {name!r}", access_node=node.name)
                 prepared[name] = self._prepare(upstream, (health or {}).get(name, {}))
             upstreams.append(prepared[name])
-        node_context: dict[str, Any] = {
+        http_listen = listen_value(node.listen_address, node.http_port)
+        node_context = {
             "name": node.name,
             "http_port": node.http_port,
             "listen_address": node.listen_address,
             "config_dir": node.nginx.config_dir,
-            "http_listen": listen_value(node.listen_address, node.http_port),
+            "http_listen": http_listen,
         }
-        rendered = [p for p in upstreams if p.context is not None]
-        revision = revision_of(node_context, [(p.upstream.name, p.digest) for p in rendered], self.templates_digest)
-        base = {"version": __version__, "revision": revision, "access_node": node_context}
-        files = {DEFAULT_FILE: self._render_file("default", node.name, {**base, "listen": node_context["http_listen"]})}
-        for p in rendered:
-            assert p.context is not None
+        base = {"version": __version__, "access_node": node_context}
+        bodies = {}
+        for p in upstreams:
+            if p.context is None:
+                continue
             protocol = p.upstream.listen.protocol
-            if protocol == "tcp":
-                listen = listen_value(node.listen_address, p.upstream.listen.port or 0)
-            else:
-                listen = node_context["http_listen"]
+            listen = (
+                listen_value(node.listen_address, p.upstream.listen.port or 0) if protocol == "tcp" else http_listen
+            )
             path = f"{DIRECTORIES[protocol]}/{p.upstream.name}.conf"
-            files[path] = self._render_file(protocol, node.name, {**base, "listen": listen, "upstream": p.context})
+            bodies[path] = self._render(protocol, node.name, {**base, "listen": listen, "upstream": p.context})
+        revision = revision_of(node_context, bodies, self.templates_digest)
+        with_revision = {**base, "revision": revision}
+        header = self._render("header", node.name, with_revision)
+        files = {DEFAULT_FILE: header + self._render("default", node.name, {**with_revision, "listen": http_listen})}
+        files.update((path, header + body) for path, body in bodies.items())
         warnings = tuple(w for p in upstreams for w in p.warnings)
         return RenderedAccessNode(node.name, revision, dict(sorted(files.items())), warnings)
 
-    def _render_file(self, key: str, node: str, context: dict[str, Any]) -> str:
+    def _render(self, key: str, node: str, context: dict[str, Any]) -> str:
         try:
             return self._templates[key].render(context)
         except RenderError as e:
@@ -210,12 +187,12 @@ class Renderer:
         warnings: list[str] = []
         if not upstream.nodes:
             warnings.append(f"upstream {upstream.name}: has no backends, not rendered")
-            return _PreparedUpstream(upstream, None, "", tuple(warnings))
-        addresses: dict[str, tuple[str, ...]] = {}
-        for backend in upstream.nodes:
-            addresses[backend.hostname] = self._addresses(upstream, backend, warnings)
+            return _PreparedUpstream(upstream, None, tuple(warnings))
+        addresses = {b.hostname: self._addresses(upstream, b, warnings) for b in upstream.nodes}
         left_out = sorted(h for h, a in addresses.items() if not a)
-        resolvable = replace(upstream, nodes=tuple(b for b in upstream.nodes if addresses[b.hostname]))
+        resolvable = (
+            replace(upstream, nodes=tuple(b for b in upstream.nodes if addresses[b.hostname])) if left_out else upstream
+        )
         selection = select(resolvable, health)
         if selection.panic:
             warnings.append(
@@ -223,9 +200,20 @@ class Renderer:
             )
         if not any(s.role is Role.ENABLED for s in selection.backends):
             warnings.append(f"upstream {upstream.name}: no backend can be enabled, not rendered")
-            return _PreparedUpstream(upstream, None, "", tuple(warnings))
+            return _PreparedUpstream(upstream, None, tuple(warnings))
         servers = [
-            _server(s.backend, s.role, address) for s in selection.backends for address in addresses[s.backend.hostname]
+            {
+                "hostname": backend.hostname,
+                "address": address,
+                "weight": backend.weight,
+                "max_fails": backend.max_fails,
+                "fail_timeout": fail_timeout(backend.fail_timeout),
+                "failover": backend.failover,
+                "force_status": backend.force_status,
+                "role": role.value,
+            }
+            for backend, role in selection.backends
+            for address in addresses[backend.hostname]
         ]
         context = {
             "name": upstream.name,
@@ -238,9 +226,12 @@ class Renderer:
             "servers": servers,
             "left_out": left_out,
         }
-        return _PreparedUpstream(upstream, context, _digest(context), tuple(warnings))
+        return _PreparedUpstream(upstream, context, tuple(warnings))
 
     def _addresses(self, upstream: Upstream, backend: Backend, warnings: list[str]) -> tuple[str, ...]:
+        ipv4 = IPV4_HOSTPORT.fullmatch(backend.hostname)
+        if ipv4 is not None:  # the common case, in one step
+            return (backend.hostname if ipv4[1] else backend.hostname + ":80",)
         host, port = backend.address
         literal = ip_literal(host)
         if literal is not None:
@@ -252,24 +243,28 @@ class Renderer:
         return tuple(server_address(a, port) for a in resolution.addresses)
 
 
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while rendering.
+
+    A render allocates a few hundred thousand short-lived, acyclic objects; each allocation
+    burst triggers a full collection that walks the whole (large) desired state: about a
+    tenth of the render time for nothing. Reference counting still frees everything.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def fail_timeout(duration: str) -> str:
     """nginx reads an upstream's fail_timeout in whole seconds ('500ms' is refused): round ms up."""
     if duration.endswith("ms"):
         return f"{math.ceil(duration_seconds(duration))}s"
     return duration
-
-
-def _server(backend: Backend, role: Role, address: str) -> dict[str, Any]:
-    return {
-        "hostname": backend.hostname,
-        "address": address,
-        "weight": backend.weight,
-        "max_fails": backend.max_fails,
-        "fail_timeout": fail_timeout(backend.fail_timeout),
-        "failover": backend.failover,
-        "force_status": backend.force_status,
-        "role": role.value,
-    }
 
 
 def render(

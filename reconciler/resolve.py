@@ -10,6 +10,7 @@ last known address. A resolver answers a :class:`Resolution`: the addresses to r
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -34,8 +35,14 @@ class Resolver(Protocol):
         ...
 
 
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+CANONICAL_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+
+
 def ip_literal(host: str) -> str | None:
     """The canonical text of ``host`` when it is an IP address (no brackets), else None."""
+    if CANONICAL_IPV4.fullmatch(host):
+        return host  # the common case, without ipaddress's cost
     if not host or not (host[0].isdigit() or ":" in host):
         return None
     try:

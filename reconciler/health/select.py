@@ -18,7 +18,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from itertools import groupby
+from operator import attrgetter
+from typing import NamedTuple
 
 from reconciler.manifest.model import Backend, Upstream
 
@@ -31,8 +32,7 @@ class Role(StrEnum):
     DOWN = "down"
 
 
-@dataclass(frozen=True)
-class Selected:
+class Selected(NamedTuple):
     backend: Backend
     role: Role
 
@@ -54,34 +54,43 @@ class Selection:
         return {s.backend.hostname: s.role for s in self.backends}
 
 
-def backend_order(backend: Backend) -> tuple[int, str]:
-    """The order of SPEC.md section 3: (failover, hostname)."""
-    return backend.failover, backend.hostname
+backend_order = attrgetter("failover", "hostname")
+"""The order of SPEC.md section 3: (failover, hostname)."""
 
 
 def select(upstream: Upstream, health: Mapping[str, bool] | None = None) -> Selection:
     """The role of every backend of ``upstream`` given ``health`` (hostname -> up; missing = up)."""
-    health = health or {}
     ordered = sorted(upstream.nodes, key=backend_order)
-    eligible = {
-        b.hostname
-        for b in ordered
-        if b.force_status == "up" or (b.force_status == "normal" and health.get(b.hostname, True))
-    }
+    if health:
+        eligible = {
+            b.hostname
+            for b in ordered
+            if b.force_status == "up" or (b.force_status == "normal" and health.get(b.hostname, True))
+        }
+    else:
+        eligible = {b.hostname for b in ordered if b.force_status != "down"}
     if not eligible:
         return Selection(
-            tuple(Selected(b, Role.DOWN if b.force_status == "down" else Role.ENABLED) for b in ordered),
+            tuple([Selected(b, _DOWN if b.force_status == "down" else _ENABLED) for b in ordered]),
             panic=bool(ordered),
         )
     enabled: set[str] = set()
-    for _, tier in groupby(ordered, key=lambda b: b.failover):
-        enabled.update(b.hostname for b in tier if b.hostname in eligible)
-        if len(enabled) >= upstream.min_servers:
-            break
-    return Selection(tuple(Selected(b, _role(b.hostname, eligible, enabled)) for b in ordered))
+    tier = ordered[0].failover
+    for b in ordered:  # tiers in ascending order; stop after the first reaching min_servers
+        if b.failover != tier:
+            if len(enabled) >= upstream.min_servers:
+                break
+            tier = b.failover
+        if b.hostname in eligible:
+            enabled.add(b.hostname)
+    return Selection(
+        tuple(
+            [
+                Selected(b, _ENABLED if b.hostname in enabled else _BACKUP if b.hostname in eligible else _DOWN)
+                for b in ordered
+            ]
+        )
+    )
 
 
-def _role(hostname: str, eligible: set[str], enabled: set[str]) -> Role:
-    if hostname in enabled:
-        return Role.ENABLED
-    return Role.BACKUP if hostname in eligible else Role.DOWN
+_ENABLED, _BACKUP, _DOWN = Role.ENABLED, Role.BACKUP, Role.DOWN

@@ -64,8 +64,9 @@ def test_limit_selects_access_nodes(tmp_path: Path) -> None:
 def test_templates_directory_overrides_and_extends_the_shipped_ones(tmp_path: Path) -> None:
     templates = tmp_path / "templates"
     templates.mkdir()
+    (templates / "header.conf.j2").write_text("# managed by obreconcile, revision {{ revision }}\n")
     (templates / "http_default.conf.j2").write_text(
-        '{% extends "layout.conf.j2" %}{% block body %}# custom default for {{ access_node.name }}\n{% endblock %}'
+        '{% extends "obreconcile/http_default.conf.j2" %}{% block default_response %}        return 444;\n{% endblock %}'
     )
     (templates / "http_upstream.conf.j2").write_text(
         '{% extends "obreconcile/http_upstream.conf.j2" %}'
@@ -74,8 +75,10 @@ def test_templates_directory_overrides_and_extends_the_shipped_ones(tmp_path: Pa
     out = tmp_path / "out"
     code, _, _ = run("render", QUICKSTART, "--out", str(out), "--templates", str(templates))
     assert code == 0
-    assert (out / NODE / "http" / "_default.conf").read_text().endswith(f"# custom default for {NODE}\n")
+    default = (out / NODE / "http" / "_default.conf").read_text()
+    assert default.startswith("# managed by obreconcile, revision ") and "        return 444;\n" in default
     web = (out / NODE / "http" / "web.conf").read_text()
+    assert web.startswith("# managed by obreconcile, revision ")
     assert "    client_max_body_size 10m;\n" in web and "proxy_pass http://ob_web;" in web
 
 
