@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from reconciler.errors import RenderError
 from reconciler.render import DEFAULT_FILE, Renderer, listen_value, render
 from reconciler.resolve import Resolution, StaticResolver, SystemResolver
+from reconciler.write import directory_name
 from tests.render.desired import access_node, state_of, upstream
 
 NO_DNS = StaticResolver({})
@@ -192,3 +194,18 @@ def test_limit_renders_only_named_access_nodes() -> None:
 def test_access_node_without_upstreams_still_has_its_default_server() -> None:
     out = render(state_of([access_node("lb")]), resolver=NO_DNS)
     assert list(out["lb"].files) == [DEFAULT_FILE] and "listen 80 default_server;" in out["lb"].files[DEFAULT_FILE]
+
+
+def test_an_unknown_upstream_is_a_render_error_naming_the_access_node() -> None:
+    state = dataclasses.replace(fleet(), upstreams={})
+    with pytest.raises(RenderError, match=r"access node lb1\.example\.com:8080: unknown upstream 'api'") as caught:
+        render(state, resolver=NO_DNS)
+    assert caught.value.access_node == "lb1.example.com:8080"
+
+
+@pytest.mark.parametrize(
+    ("name", "directory"),
+    [("lb1.example.com:80", "lb1.example.com:80"), ("[::1]:8080", "[::1]:8080"), ("a/b", "a_b"), ("..", "_..")],
+)
+def test_access_node_directory_names_are_safe(name: str, directory: str) -> None:
+    assert directory_name(name) == directory
