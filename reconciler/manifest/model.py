@@ -139,6 +139,7 @@ class NginxSettings:
     config_dir: str = "/etc/nginx/openbalancer"
     test_command: str = "nginx -t"
     reload_command: str = "nginx -s reload"
+    error_log: str = "/var/log/nginx/error.log"
 
 
 @dataclass(frozen=True)
@@ -259,6 +260,7 @@ def _access_node(data: Mapping[str, Any], source: Source) -> AccessNode:
             nginx.get("config_dir", defaults.config_dir),
             nginx.get("test_command", defaults.test_command),
             nginx.get("reload_command", defaults.reload_command),
+            nginx.get("error_log", defaults.error_log),
         ),
         source,
     )

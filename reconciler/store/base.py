@@ -295,6 +295,15 @@ class Store(ABC):
     def __init__(self) -> None:
         self.writes = 0  # object writes (puts and deletes) made through this handle
 
+    @abstractmethod
+    def store_id(self) -> str:
+        """A random id made when the store was created: revisions compare only within one store.
+
+        Access nodes record it with the revision they run (fencing, see docs/apply.md), so that a
+        push from a stale controller of the same store is refused, while a push from another
+        store (a fresh CI checkout's SQLite file) is told apart rather than compared.
+        """
+
     # desired objects ---------------------------------------------------------------------
     @abstractmethod
     def revision(self) -> int:

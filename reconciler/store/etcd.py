@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -77,6 +78,14 @@ class EtcdStore(req.Gateway, Store):
             return int(r["header"]["revision"]), store_revision, None, 0
         pending = json.loads(base64.b64decode(pending_kvs[0]["value"]))
         return int(r["header"]["revision"]), store_revision, pending, int(pending_kvs[0]["mod_revision"])
+
+    def store_id(self) -> str:
+        key = self._k("meta", "store_id")
+        value, _ = self._get(key)
+        if value is None:  # the first to ask makes it; a concurrent maker's value wins if first
+            self._txn([req.absent(key)], [req.put(key, {"id": secrets.token_hex(16)})])
+            value, _ = self._get(key)
+        return str(value["id"]) if value else ""
 
     # desired objects ---------------------------------------------------------------------
     def revision(self) -> int:

@@ -67,6 +67,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (  # 1 -> 2: fingerprints, so that a re-sync reads no bodies (the empty one never matches)
         "ALTER TABLE objects ADD COLUMN fingerprint TEXT NOT NULL DEFAULT ''",
     ),
+    (  # 2 -> 3: the store's identity, recorded on access nodes beside the revision (fencing)
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        "INSERT INTO meta VALUES ('store_id', lower(hex(randomblob(16))))",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -167,6 +171,10 @@ class SqliteStore(Store):
                     db.execute(statement)
             if version != SCHEMA_VERSION:
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def store_id(self) -> str:
+        with self._mutex, self._errors():
+            return str(self._db.execute("SELECT value FROM meta WHERE key = 'store_id'").fetchone()[0])
 
     # desired objects ---------------------------------------------------------------------
     def revision(self) -> int:

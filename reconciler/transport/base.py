@@ -31,6 +31,7 @@ from typing import Self
 
 from reconciler.errors import CommandError
 from reconciler.transport.batch import batch_script, parse_batch
+from reconciler.transport.held import HeldCommand
 
 Command = str | Sequence[str]
 log = logging.getLogger("reconciler.transport")
@@ -164,6 +165,16 @@ class Transport(ABC):
         """The exact line ``run`` sends: ``sudo -n sh -c '…'`` around it when ``sudo`` is set."""
         line = command_line(command)
         return sudo_command(line) if self.sudo else line
+
+    def hold(self, command: Command) -> HeldCommand:
+        """Start ``command`` with stdin left open; see ``reconciler.transport.held``."""
+        line = self.wrap(command)
+        log.debug("%s: holding: %s", self.name, shorten(line))
+        return self._hold(line)
+
+    @abstractmethod
+    def _hold(self, line: str) -> HeldCommand:
+        """Start one shell command line (already wrapped for sudo) with stdin left open."""
 
     def run_batch(self, commands: Mapping[str, Command], *, timeout: float | None = None) -> dict[str, CommandResult]:
         """Run several commands in one round trip; their results by name, in the given order.

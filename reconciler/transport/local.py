@@ -7,6 +7,7 @@ and the tests). With ``sudo`` every operation goes through the shell paths of th
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import tempfile
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 
 from reconciler.errors import CommandTimeout, TransportError
 from reconciler.transport.base import CommandResult, Transport, shorten
+from reconciler.transport.held import HeldCommand, HeldStart
 
 TARGET = "local"
 
@@ -46,6 +48,18 @@ class LocalTransport(Transport):
                 process.communicate()
                 raise CommandTimeout(self.target, f"command did not finish within {timeout}s: {shorten(line)}") from e
             return CommandResult(process.returncode, stdout, stderr)
+
+    def _hold(self, line: str) -> HeldCommand:
+        process = subprocess.Popen(
+            line,
+            shell=True,
+            executable="/bin/sh",
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        return _LocalHeld(process, self.target, line)
 
     def read_file(self, path: str) -> bytes | None:
         if self.sudo:
@@ -91,6 +105,39 @@ class LocalTransport(Transport):
         except OSError as e:
             raise TransportError(self.target, f"cannot rename {src} to {dst}: {e.strerror or e}") from e
         return None
+
+
+class _LocalHeld(HeldCommand):
+    def __init__(self, process: subprocess.Popen[bytes], target: str, line: str) -> None:
+        self.process = process
+        self.target = target
+        self.line = line
+
+    def first_line(self, timeout: float) -> HeldStart:
+        assert self.process.stdout is not None and self.process.stderr is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        if not ready:
+            raise CommandTimeout(self.target, f"no answer within {timeout:g}s: {shorten(self.line)}")
+        line = self.process.stdout.readline()
+        if line:
+            return HeldStart(line.decode("utf-8", "replace").rstrip("\n"), None)
+        code = self.process.wait(timeout)
+        return HeldStart(None, code, self.process.stderr.read().decode("utf-8", "replace"))
+
+    def release(self) -> None:
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            try:
+                self.process.stdin.close()
+            except OSError:
+                pass
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            _kill_group(self.process)
+            self.process.wait()
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:

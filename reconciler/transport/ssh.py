@@ -23,6 +23,7 @@ import paramiko
 from reconciler.errors import CommandTimeout, ConnectionLost, TransportError
 from reconciler.transport.base import CommandResult, Transport, shorten, temporary_path
 from reconciler.transport.connect import ConnectionPool, SSHSettings, SSHTarget, alive
+from reconciler.transport.held import HeldCommand, HeldStart
 
 CHUNK = 32768
 T = TypeVar("T")
@@ -94,6 +95,15 @@ class SSHTransport(Transport):
             ) from e
         finally:
             channel.close()
+
+    def _hold(self, line: str) -> HeldCommand:
+        channel = self._open_channel()
+        try:
+            channel.exec_command(line)
+        except _LINK_ERRORS as e:
+            channel.close()
+            raise ConnectionLost(self.target, f"connection lost starting: {shorten(line)}") from e
+        return _SSHHeld(channel, self.target, line)
 
     def _collect(
         self, channel: paramiko.Channel, line: str, input: bytes | None, timeout: float | None
@@ -193,6 +203,42 @@ class SSHTransport(Transport):
             sftp.posix_rename(src, dst)
 
         return self._file_operation(f"rename {src} to {dst}", rename)
+
+
+class _SSHHeld(HeldCommand):
+    def __init__(self, channel: paramiko.Channel, target: str, line: str) -> None:
+        self.channel = channel
+        self.target = target
+        self.line = line
+        self.buffer = bytearray()
+
+    def first_line(self, timeout: float) -> HeldStart:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            if self.channel.recv_ready():
+                self.buffer += self.channel.recv(CHUNK)
+                continue
+            if self.channel.exit_status_ready() or self.channel.closed:
+                stderr = bytearray()
+                while self.channel.recv_stderr_ready():
+                    stderr += self.channel.recv_stderr(CHUNK)
+                return HeldStart(None, self.channel.recv_exit_status(), stderr.decode("utf-8", "replace"))
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise CommandTimeout(self.target, f"no answer within {timeout:g}s: {shorten(self.line)}")
+            select.select([self.channel.fileno()], [], [], min(remaining, 0.5))
+        line, _, _ = bytes(self.buffer).partition(b"\n")
+        return HeldStart(line.decode("utf-8", "replace"), None)
+
+    def release(self) -> None:
+        try:
+            if not self.channel.closed:
+                self.channel.shutdown_write()
+                self.channel.status_event.wait(10)
+        except _LINK_ERRORS:
+            pass
+        finally:
+            self.channel.close()
 
 
 def _session(client: paramiko.SSHClient, timeout: float) -> paramiko.Channel:

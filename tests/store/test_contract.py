@@ -223,3 +223,20 @@ def test_two_processes_write_at_once(store_url: str, store: Store) -> None:
     assert revisions == sorted(set(revisions)) and store.revision() == revisions[-1]
     for who in ("p1", "p2"):
         assert [e.name for e in entries if e.provenance.origin == who] == [f"{who}-{i}" for i in range(20)]
+
+
+def test_store_id_is_stable_for_a_store_and_differs_between_stores(
+    store: Store, open_handle: Callable[[], Store], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    first = store.store_id()
+    assert len(first) == 32 and int(first, 16) >= 0
+    store.commit([put("a")])
+    with open_handle() as again:
+        assert again.store_id() == first
+    from reconciler.store import open_store
+
+    other = open_store(f"sqlite:///{tmp_path_factory.mktemp('other')}/state.db")
+    try:
+        assert other.store_id() != first
+    finally:
+        other.close()
