@@ -22,7 +22,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -168,8 +168,10 @@ class Renderer:
             bodies[path] = self._render(protocol, node.name, {**base, "listen": listen, "upstream": p.context})
         revision = revision_of(node_context, bodies, self.templates_digest)
         with_revision = {**base, "revision": revision}
+        names = [n for p in upstreams if p.context is not None for n in p.context["server_names"]]
+        default_context = {**with_revision, "listen": http_listen, "names_hash": server_names_hash(names)}
         header = self._render("header", node.name, with_revision)
-        files = {DEFAULT_FILE: header + self._render("default", node.name, {**with_revision, "listen": http_listen})}
+        files = {DEFAULT_FILE: header + self._render("default", node.name, default_context)}
         files.update((path, header + body) for path, body in bodies.items())
         warnings = tuple(w for p in upstreams for w in p.warnings)
         return RenderedAccessNode(node.name, revision, dict(sorted(files.items())), warnings)
@@ -241,6 +243,25 @@ class Renderer:
             kept = "keeps its last known address" if resolution.addresses else "left out"
             warnings.append(f"upstream {upstream.name}: backend {backend.hostname} {resolution.error}; {kept}")
         return tuple(server_address(a, port) for a in resolution.addresses)
+
+
+def server_names_hash(names: Sequence[str]) -> dict[str, int | None]:
+    """nginx's ``server_names_hash_{bucket,max}_size`` when its defaults (64, 512) would not do.
+
+    A name takes ``align8(10 + len)`` bytes in a bucket that keeps 8 for its end: with the
+    default bucket, a name of 48 characters or more makes nginx refuse the configuration.
+    With more than 512 names nginx wants a larger hash, and buckets that hold several names.
+    """
+    longest = max((len(n) for n in names), default=0)
+    needed = (10 + longest + 7) // 8 * 8 + 8
+    bucket = 64
+    while bucket < needed:
+        bucket *= 2
+    max_size = None
+    if len(names) > 512:
+        bucket = max(bucket, 128)
+        max_size = 1 << (len(names) - 1).bit_length()
+    return {"bucket_size": bucket if bucket > 64 else None, "max_size": max_size}
 
 
 @contextmanager
