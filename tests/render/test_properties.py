@@ -13,7 +13,7 @@ from tests.render.desired import access_node, state_of, upstream
 from tests.services.nginx import Nginx, include_http, include_stream
 
 RESOLVER = StaticResolver({"app.internal": ["10.1.1.1"], "multi.internal": ["10.1.1.2", "fd00::2", "10.1.1.3"]})
-LABEL = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?", fullmatch=True)
+LABEL = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", fullmatch=True)
 PORT = st.integers(1, 65535)
 
 
