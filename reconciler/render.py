@@ -107,8 +107,10 @@ class Renderer:
         try:
             self.templates_digest = templates_digest(self.environment)
             self._templates = {key: self.environment.get_template(name) for key, name in TEMPLATES.items()}
+        except jinja2.TemplateSyntaxError as e:
+            raise RenderError(f"template {e.filename or e.name}:{e.lineno}: {e.message}") from e
         except jinja2.TemplateError as e:
-            raise RenderError(f"template {getattr(e, 'name', '') or ''}: {e}") from e
+            raise RenderError(f"template: {e}") from e
 
     def render(
         self, state: DesiredState, health: Health | None = None, limit: Iterable[str] | None = None
@@ -181,7 +183,7 @@ class Renderer:
             return self._templates[key].render(context)
         except RenderError as e:
             raise RenderError(f"access node {node}: {e}", access_node=node, field=e.field) from e
-        except jinja2.TemplateError as e:
+        except Exception as e:  # a user's template may raise anything: name it, never a traceback
             raise RenderError(f"access node {node}: template {TEMPLATES[key]}: {e}", access_node=node) from e
 
     def _prepare(self, upstream: Upstream, health: Mapping[str, bool]) -> _PreparedUpstream:

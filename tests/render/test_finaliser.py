@@ -87,3 +87,15 @@ def test_undefined_variables_are_errors(tmp_path: Path) -> None:
     (tmp_path / "http_default.conf.j2").write_text("{{ nope }}")
     with pytest.raises(RenderError, match="'nope' is undefined"):
         render(DesiredState(access_nodes={"lb": AccessNode("lb", "ops", Connection())}), templates=tmp_path)
+
+
+def test_a_broken_user_template_is_a_render_error_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "http_upstream.conf.j2").write_text("line one\n{% if %}\n")
+    with pytest.raises(RenderError, match=r"http_upstream\.conf\.j2:2: "):
+        render(DesiredState(), templates=tmp_path)
+
+
+def test_an_error_raised_by_a_user_template_is_a_render_error(tmp_path: Path) -> None:
+    (tmp_path / "header.conf.j2").write_text("{{ 1 // 0 }}")
+    with pytest.raises(RenderError, match=r"access node lb: template header\.conf\.j2: integer division"):
+        render(DesiredState(access_nodes={"lb": AccessNode("lb", "ops", Connection())}), templates=tmp_path)
