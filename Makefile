@@ -5,8 +5,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint setup system-packages bench clean
 
-demo: $(STAMP)
-	$(VENV)/bin/obreconcile validate examples/quickstart examples/fleet
+demo: $(STAMP) system-packages
+	bash scripts/demo.sh
 
 test: $(STAMP) system-packages
 	$(VENV)/bin/ruff check reconciler tests bench

@@ -6,11 +6,9 @@ Every option can also be set by an ``OBRECONCILE_<OPTION>`` environment variable
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +16,17 @@ import click
 from rich.console import Console
 
 from reconciler import __version__
-from reconciler.errors import ManifestError, ObreconcileError, Problem
-from reconciler.manifest.load import DEFAULT_MAX_FILE_SIZE
+from reconciler.cli_context import (
+    DEFAULT_STORE,
+    Context,
+    load_or_exit,
+    manifest_paths,
+    max_file_size,
+    pass_context,
+    report_problems,
+)
+from reconciler.cli_rollout import apply_command, plan_command
+from reconciler.errors import ManifestError, ObreconcileError
 from reconciler.manifest.model import KINDS, DesiredState
 from reconciler.manifest.validate import load_desired_state
 from reconciler.passwords import hash_password
@@ -27,35 +34,6 @@ from reconciler.render import Renderer
 from reconciler.status import read_status
 from reconciler.store import open_store
 from reconciler.write import write_access_node
-
-DEFAULT_STORE = "sqlite:///.obreconcile/state.db"
-
-
-@dataclass
-class Context:
-    """What every command gets from the global options."""
-
-    store: str
-    output: str
-    out: Console
-    err: Console
-
-    def emit_json(self, document: Any) -> None:
-        click.echo(json.dumps(document, indent=2, sort_keys=True))
-
-
-pass_context = click.make_pass_decorator(Context)
-
-manifest_paths = click.argument(
-    "paths", nargs=-1, required=True, type=click.Path(exists=False, dir_okay=True, file_okay=True)
-)
-max_file_size = click.option(
-    "--max-file-size",
-    type=click.IntRange(min=1),
-    default=DEFAULT_MAX_FILE_SIZE,
-    show_default=True,
-    help="Largest manifest file read, in bytes.",
-)
 
 
 @click.group(context_settings={"auto_envvar_prefix": "OBRECONCILE", "help_option_names": ["-h", "--help"]})
@@ -97,7 +75,7 @@ def validate(ctx: Context, paths: tuple[str, ...], max_file_size: int) -> None:
     try:
         state = load_desired_state(paths, max_file_size)
     except ManifestError as e:
-        _report_problems(ctx, e.problems)
+        report_problems(ctx, e.problems)
         sys.exit(1)
     counts = _counts(state)
     if ctx.output == "json":
@@ -109,18 +87,6 @@ def validate(ctx: Context, paths: tuple[str, ...], max_file_size: int) -> None:
 
 def _counts(state: DesiredState) -> dict[str, int]:
     return {kind: len(state.of_kind(kind)) for kind in KINDS}
-
-
-def _report_problems(ctx: Context, problems: list[Problem]) -> None:
-    if ctx.output == "json":
-        ctx.emit_json({"valid": False, "errors": [p.to_dict() for p in problems]})
-        return
-    for problem in problems:
-        ctx.out.print(str(problem), markup=False, highlight=False, soft_wrap=True)
-    files = len({p.file for p in problems})
-    ctx.err.print(
-        f"[red]invalid[/red]: {len(problems)} problem{'s' * (len(problems) != 1)} in {files} file{'s' * (files != 1)}"
-    )
 
 
 @cli.command("render")
@@ -155,11 +121,7 @@ def render_command(
     docs/render.md); every backend counts as up. Files the new rendering no longer has are
     removed; nothing else in DIR is touched. Exit 0, or 1 when the manifests are invalid.
     """
-    try:
-        state = load_desired_state(paths, max_file_size)
-    except ManifestError as e:
-        _report_problems(ctx, e.problems)
-        sys.exit(1)
+    state = load_or_exit(ctx, paths, max_file_size)
     rendered = Renderer(templates).render(state, limit=limit or None)
     results = {name: write_access_node(out_dir, node) for name, node in rendered.items()}
     if ctx.output == "json":
@@ -239,6 +201,10 @@ def status(ctx: Context) -> None:
         if node.error:
             line += f": {node.error}"
         ctx.out.print(line, markup=False, soft_wrap=True)
+
+
+cli.add_command(plan_command)
+cli.add_command(apply_command)
 
 
 def main() -> None:

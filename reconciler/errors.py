@@ -14,9 +14,10 @@
           +-- StoreUnavailableError  temporary: etcd not answering, SQLite file locked or unreadable
           +-- StoreCorruptError      permanent: not a database, failed integrity check, newer schema
           +-- ConflictError          a concurrent writer changed the store first (compare-and-swap; API 409)
+     +-- NodeError                   applying on one access node failed; carries node, step, stderr
+     +-- PlanError                   a saved plan cannot be applied (stale, unreadable)
 
-Later stages add their own subclasses here (transport, node, store), each with the facts an
-operator needs: the access node, the step, nginx's stderr.
+Each carries the facts an operator needs: the access node, the step, nginx's stderr.
 """
 
 from __future__ import annotations
@@ -154,3 +155,32 @@ class ConflictError(StoreError):
     """A compare-and-swap failed: the store changed since the revision the writer read."""
 
     temporary = True
+
+
+class NodeError(ObreconcileError):
+    """Applying on one access node failed at ``step`` (lock, plan, stage, switch, test, reload,
+    verify); ``stderr`` is the command's own message (nginx's), ``rolled_back`` whether the
+    previous release was put back after a reload."""
+
+    def __init__(
+        self,
+        access_node: str,
+        step: str,
+        message: str,
+        stderr: bytes | str = b"",
+        *,
+        reloaded: bool = False,
+        rolled_back: bool = False,
+    ) -> None:
+        text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr
+        self.access_node = access_node
+        self.step = step
+        self.stderr = text.strip()
+        self.message = f"{message}: {self.stderr}" if self.stderr else message
+        self.reloaded = reloaded
+        self.rolled_back = rolled_back
+        super().__init__(f"{access_node}: {step}: {self.message}")
+
+
+class PlanError(ObreconcileError):
+    """A saved plan cannot be applied: unreadable, or the desired state or a node moved since."""

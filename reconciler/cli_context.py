@@ -1,0 +1,72 @@
+"""What every command of the CLI shares: the global options' Context, common options, printing
+manifest problems. The commands live in cli.py (manifests, store) and cli_rollout.py (plan, apply).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+
+from reconciler.errors import ManifestError, Problem
+from reconciler.manifest.load import DEFAULT_MAX_FILE_SIZE
+from reconciler.manifest.model import DesiredState
+from reconciler.manifest.validate import load_desired_state
+
+DEFAULT_STORE = "sqlite:///.obreconcile/state.db"
+
+
+@dataclass
+class Context:
+    """What every command gets from the global options."""
+
+    store: str
+    output: str
+    out: Console
+    err: Console
+
+    def emit_json(self, document: Any) -> None:
+        click.echo(json.dumps(document, indent=2, sort_keys=True))
+
+
+pass_context = click.make_pass_decorator(Context)
+
+manifest_paths = click.argument(
+    "paths", nargs=-1, required=True, type=click.Path(exists=False, dir_okay=True, file_okay=True)
+)
+max_file_size = click.option(
+    "--max-file-size",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_FILE_SIZE,
+    show_default=True,
+    help="Largest manifest file read, in bytes.",
+)
+
+
+def report_problems(ctx: Context, problems: list[Problem]) -> None:
+    if ctx.output == "json":
+        ctx.emit_json({"valid": False, "errors": [p.to_dict() for p in problems]})
+        return
+    for problem in problems:
+        ctx.out.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+    files = len({p.file for p in problems})
+    ctx.err.print(
+        f"[red]invalid[/red]: {len(problems)} problem{'s' * (len(problems) != 1)} in {files} file{'s' * (files != 1)}"
+    )
+
+
+def load_or_exit(ctx: Context, paths: tuple[str, ...], max_file_size: int) -> DesiredState:
+    """The manifests' desired state; on problems print them all and exit 1."""
+    try:
+        return load_desired_state(paths, max_file_size)
+    except ManifestError as e:
+        report_problems(ctx, e.problems)
+        exit_with(1)
+
+
+def exit_with(code: int) -> NoReturn:
+    sys.exit(code)

@@ -1,0 +1,188 @@
+"""Across access nodes: which ones (--limit), how many at once (--forks), in which batches (--serial).
+
+``plan_fleet`` observes every targeted access node (read only, no lock) and plans it;
+``apply_fleet`` converges them. A node that fails never stops the others, except that with
+``serial`` the rollout stops after the first batch with a failure (the rest are ``skipped``).
+Transports share one SSH connection pool for the run; every node gets its own thread.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reconciler.apply import ApplySettings, NodeResult, apply_node
+from reconciler.errors import ObreconcileError
+from reconciler.manifest.model import AccessNode, DesiredState, build_object
+from reconciler.observe import observe
+from reconciler.plan import NodePlan, StoreRef, node_model, plan_node
+from reconciler.render import RenderedAccessNode, Renderer
+from reconciler.store import Store
+from reconciler.store.base import ObjectKey
+from reconciler.transport import ConnectionPool, Transport, open_transport
+
+
+@dataclass(frozen=True)
+class FleetSettings:
+    forks: int = 10
+    serial: int | None = None
+    limit: tuple[str, ...] = ()
+    known_hosts: Path | None = None
+    accept_new_host_keys: bool = False
+    connect_timeout: float = 10.0
+    apply: ApplySettings = field(default_factory=ApplySettings)
+
+
+@dataclass(frozen=True)
+class NodePlanResult:
+    """The plan of one node, the live text of files it changes (for diffs), or why none."""
+
+    access_node: str
+    plan: NodePlan | None
+    desired: dict[str, str] = field(default_factory=dict)  # path -> text of changed files
+    live: dict[str, str] = field(default_factory=dict)  # path -> live text of changed files
+    error: str = ""
+
+
+def merged_state(manifests: DesiredState, store: Store, kept_api: Sequence[ObjectKey]) -> DesiredState:
+    """What the store holds after a sync: the manifests plus the API objects it keeps."""
+    if not kept_api:
+        return manifests
+    kept = store.get_many(list(kept_api))
+    by_kind: dict[str, dict[str, Any]] = {
+        "Group": dict(manifests.groups),
+        "User": dict(manifests.users),
+        "Check": dict(manifests.checks),
+        "Upstream": dict(manifests.upstreams),
+        "AccessNode": dict(manifests.access_nodes),
+    }
+    for (kind, name), stored in kept.items():
+        by_kind[kind][name] = build_object(kind, stored.body)
+    return DesiredState(by_kind["Group"], by_kind["User"], by_kind["Check"], by_kind["Upstream"], by_kind["AccessNode"])
+
+
+def targets(state: DesiredState, limit: Iterable[str]) -> list[AccessNode]:
+    """The access nodes to work on, sorted by name; unknown ``--limit`` names are an error."""
+    wanted = set(limit)
+    unknown = wanted - set(state.access_nodes)
+    if unknown:
+        raise ObreconcileError(f"--limit names unknown access nodes: {', '.join(sorted(unknown))}")
+    return [state.access_nodes[n] for n in sorted(state.access_nodes) if not wanted or n in wanted]
+
+
+def _open(node: AccessNode, settings: FleetSettings, pool: ConnectionPool) -> Transport:
+    return open_transport(
+        node,
+        known_hosts=settings.known_hosts,
+        accept_new_host_keys=settings.accept_new_host_keys,
+        connect_timeout=settings.connect_timeout,
+        pool=pool,
+    )
+
+
+def plan_fleet(
+    state: DesiredState,
+    store: StoreRef,
+    renderer: Renderer,
+    settings: FleetSettings,
+    on_result: Callable[[NodePlanResult], None] | None = None,
+) -> list[NodePlanResult]:
+    """Observe and plan every targeted access node (read only)."""
+    nodes = targets(state, settings.limit)
+    with ConnectionPool() as pool:
+
+        def one(node: AccessNode) -> NodePlanResult:
+            try:
+                rendered = renderer.render_access_node(state, node)
+                with _open(node, settings, pool) as transport:
+                    facts = observe(node, transport)
+                    plan = plan_node(rendered, facts, node_model(state, node), store, settings.apply.force)
+                    changed = [f.path for f in plan.files]
+                    live = _live_texts(transport, node, [f.path for f in plan.files if f.old_digest])
+                result = NodePlanResult(
+                    node.name, plan, {p: rendered.files[p] for p in changed if p in rendered.files}, live
+                )
+            except ObreconcileError as e:
+                result = NodePlanResult(node.name, None, error=str(e))
+            if on_result is not None:
+                on_result(result)
+            return result
+
+        with ThreadPoolExecutor(max_workers=max(1, settings.forks)) as pool_executor:
+            return list(pool_executor.map(one, nodes))
+
+
+def _live_texts(transport: Transport, node: AccessNode, paths: Sequence[str]) -> dict[str, str]:
+    if not paths:
+        return {}
+    base = node.nginx.config_dir
+    found = transport.read_files([posixpath.join(base, p) for p in paths])
+    return {p: (found[posixpath.join(base, p)] or b"").decode("utf-8", "replace") for p in paths}
+
+
+def apply_fleet(
+    state: DesiredState,
+    store: StoreRef,
+    renderer: Renderer,
+    settings: FleetSettings,
+    expected_facts: dict[str, str] | None = None,
+    on_result: Callable[[NodeResult], None] | None = None,
+) -> list[NodeResult]:
+    """Converge every targeted access node; results in the order of the nodes' names."""
+    nodes = targets(state, settings.limit)
+    rendered: dict[str, RenderedAccessNode | ObreconcileError] = {}
+    for node in nodes:
+        try:
+            rendered[node.name] = renderer.render_access_node(state, node)
+        except ObreconcileError as e:
+            rendered[node.name] = e
+    batches = (
+        [nodes[i : i + settings.serial] for i in range(0, len(nodes), settings.serial)] if settings.serial else [nodes]
+    )
+    results: dict[str, NodeResult] = {}
+    with ConnectionPool() as pool, ThreadPoolExecutor(max_workers=max(1, settings.forks)) as executor:
+
+        def one(node: AccessNode) -> NodeResult:
+            files = rendered[node.name]
+            if isinstance(files, ObreconcileError):
+                result = NodeResult(node.name, "failed", step="render", error=str(files))
+            else:
+                result = _apply_one(node, files, state, store, settings, pool, expected_facts)
+            if on_result is not None:
+                on_result(result)
+            return result
+
+        for batch in batches:
+            for result in executor.map(one, batch):
+                results[result.access_node] = result
+            if settings.serial and not all(r.ok for r in results.values()):
+                break
+    for node in nodes:
+        if node.name not in results:
+            skipped = NodeResult(node.name, "skipped", error="an earlier --serial batch failed")
+            results[node.name] = skipped
+            if on_result is not None:
+                on_result(skipped)
+    return [results[n.name] for n in nodes]
+
+
+def _apply_one(
+    node: AccessNode,
+    rendered: RenderedAccessNode,
+    state: DesiredState,
+    store: StoreRef,
+    settings: FleetSettings,
+    pool: ConnectionPool,
+    expected_facts: dict[str, str] | None,
+) -> NodeResult:
+    try:
+        transport = _open(node, settings, pool)
+    except ObreconcileError as e:
+        return NodeResult(node.name, "failed", step="connect", error=str(e))
+    with transport:
+        expected = expected_facts.get(node.name) if expected_facts is not None else None
+        return apply_node(node, rendered, node_model(state, node), transport, store, settings.apply, expected)
