@@ -58,7 +58,10 @@ def cli(ctx: click.Context, store: str, output: str) -> None:
     Validate YAML manifests of upstreams, access nodes, checks, users and groups; render
     nginx configuration; push it to every access node over SSH and reload nginx safely.
     """
-    ctx.obj = Context(store, output, Console(highlight=False), Console(stderr=True, highlight=False))
+    # soft_wrap: a long line stays one line (grep-able, and rich never breaks a path or a diff)
+    ctx.obj = Context(
+        store, output, Console(highlight=False, soft_wrap=True), Console(stderr=True, highlight=False, soft_wrap=True)
+    )
 
 
 @cli.command()

@@ -379,3 +379,38 @@ def test_serial_1_stops_the_rollout_after_the_first_failing_batch(
     statuses = {r["access_node"]: r["status"] for r in _json(result)["access_nodes"]}
     assert statuses == {first.name: "failed", fleet.nodes[1].name: "skipped", fleet.nodes[2].name: "skipped"}
     assert not fleet.nodes[1].config_dir.exists() and not fleet.nodes[2].config_dir.exists()
+
+
+def test_limit_converges_only_the_named_nodes_and_an_unknown_name_changes_nothing(
+    fleet: Fleet, backends: list[HttpBackend], tmp_path: Path
+) -> None:
+    manifests = fleet.write_manifests(tmp_path / "m", _upstreams(backends))
+    unknown = fleet.cli("apply", manifests, extra=["--limit", "no-such-node:80"])
+    assert unknown.returncode == 1
+    assert "--limit names unknown access nodes: no-such-node:80" in unknown.stderr
+    status = subprocess.run(fleet.cli_args("--output", "json", "status"), capture_output=True, text=True, check=True)
+    assert json.loads(status.stdout)["revision"] == 0  # the store was not written either
+
+    target = fleet.nodes[1]
+    result = fleet.cli("apply", manifests, extra=["--limit", target.name])
+    assert result.returncode == 0, result.stderr
+    assert [r["access_node"] for r in _json(result)["access_nodes"]] == [target.name]
+    assert target.config_dir.exists()
+    assert not fleet.nodes[0].config_dir.exists() and not fleet.nodes[2].config_dir.exists()
+    status = json.loads(
+        subprocess.run(fleet.cli_args("--output", "json", "status"), capture_output=True, text=True, check=True).stdout
+    )
+    states = {name: node["state"] for name, node in status["access_nodes"].items()}
+    assert states[target.name] == "converged" and states[fleet.nodes[0].name] == "never deployed"
+
+
+def test_plan_of_an_unreachable_node_exits_1_and_still_plans_the_others(
+    fleet: Fleet, backends: list[HttpBackend], tmp_path: Path
+) -> None:
+    manifests = fleet.write_manifests(tmp_path / "m", _upstreams(backends))
+    fleet.nodes[2].sshd.stop()
+    result = fleet.cli("plan", manifests, output="text", extra=["--connect-timeout", "2"])
+    assert result.returncode == 1
+    assert f"{fleet.nodes[2].name}: cannot plan: " in result.stdout and "connection refused" in result.stdout.lower()
+    assert f"{fleet.nodes[0].name}: revision (none) -> " in result.stdout
+    assert "access nodes: 2 to change, 0 unchanged, 1 could not be planned." in result.stdout
