@@ -414,3 +414,42 @@ def test_plan_of_an_unreachable_node_exits_1_and_still_plans_the_others(
     assert f"{fleet.nodes[2].name}: cannot plan: " in result.stdout and "connection refused" in result.stdout.lower()
     assert f"{fleet.nodes[0].name}: revision (none) -> " in result.stdout
     assert "access nodes: 2 to change, 0 unchanged, 1 could not be planned." in result.stdout
+
+
+def test_a_push_carrying_an_older_revision_of_the_same_store_is_fenced(
+    fleet: Fleet, backends: list[HttpBackend], tmp_path: Path
+) -> None:
+    import sqlite3
+
+    manifests = fleet.write_manifests(tmp_path / "m", _upstreams(backends, weight=2))
+    assert fleet.cli("apply", manifests).returncode == 0
+    store_file = tmp_path / "fleet" / "state.db"
+    stale = tmp_path / "stale.db"  # a controller that stopped at revision 1 of the same store
+    with sqlite3.connect(store_file) as source, sqlite3.connect(stale) as copy:
+        source.backup(copy)  # a consistent copy, WAL included
+    newer = fleet.write_manifests(tmp_path / "new", _upstreams(backends, weight=3))
+    assert fleet.cli("apply", newer).returncode == 0
+    live = {n.name: n.served_revision() for n in fleet.nodes}
+
+    late = manifests  # the stale controller still holds revision 1: the same files, nothing to sync
+    stale_args = ["--known-hosts", str(fleet.known_hosts)]
+    result = subprocess.run(
+        fleet.cli_args("--store", f"sqlite:///{stale}", "--output", "json", "apply", str(late), *stale_args),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    for outcome in _json(result)["access_nodes"]:
+        assert outcome["status"] == "failed" and outcome["step"] == "plan"
+        assert outcome["error"].startswith("fenced: the node runs store revision 2, this push carries 1")
+    assert {n.name: n.served_revision() for n in fleet.nodes} == live  # nothing rolled back
+
+    forced = subprocess.run(
+        fleet.cli_args("--store", f"sqlite:///{stale}", "--output", "json", "apply", str(late), *stale_args, "--force"),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert forced.returncode == 0, forced.stderr
+    assert all("weight=2" in n.live_files()["http/web.conf"] for n in fleet.nodes)
