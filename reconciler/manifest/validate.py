@@ -14,10 +14,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
 from jsonschema import ValidationError
 
+from reconciler import collector
 from reconciler.errors import ManifestError, Problem
-from reconciler.manifest.load import DEFAULT_MAX_FILE_SIZE, Document, PathPart, gc_paused, load_paths
+from reconciler.manifest.load import DEFAULT_MAX_FILE_SIZE, Document, PathPart, load_paths
 from reconciler.manifest.model import (
     API_VERSION,
     BASE_CHECKS,
@@ -91,11 +93,23 @@ def validate(docs: Sequence[Document]) -> tuple[DesiredState | None, list[Proble
     return _build(objects), []
 
 
+def validate_objects(bodies: Sequence[Any], file: str = "api") -> list[Problem]:
+    """Every problem of manifest-form ``bodies`` taken as one whole desired state, without files.
+
+    The API validates a write this way: the store's objects with the change applied. Problems
+    are located at ``file``:1:1 and name their object (kind, name) and field.
+    """
+    mark = yaml.Mark(file, 0, 0, 0, None, None)  # type: ignore[arg-type]
+    node = yaml.MappingNode("tag:yaml.org,2002:map", [], start_mark=mark)
+    docs = [Document(file, i, body, node) for i, body in enumerate(bodies)]
+    return validate(docs)[1]
+
+
 def load_desired_state(
     paths: Iterable[str | os.PathLike[str]], max_file_size: int = DEFAULT_MAX_FILE_SIZE
 ) -> DesiredState:
     """Load and validate the manifests under ``paths``; raises ManifestError with every problem."""
-    with gc_paused():
+    with collector.paused():
         docs, problems = load_paths(paths, max_file_size)
         state, more = validate(docs)
     problems = sorted(problems + more)

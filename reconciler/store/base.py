@@ -7,7 +7,8 @@ What the store holds:
 - an audit log (``AuditEntry``): one entry per object change, complete, in revision order;
 - per access node, what was deployed there last (``DeployRecord``);
 - per (upstream, backend, check), the health state the health loop keeps (``HealthRecord``);
-- locks held under a lease with a TTL (``Lock``): the master election and per-node locks.
+- locks held under a lease with a TTL (``Lock``): the master election and per-node locks;
+- API tokens as sha256 hashes with user and expiry (``TokenRecord``, see tokens.py).
 
 Revisions: ``revision()`` is the revision of the last change of desired objects. It strictly
 increases with every ``commit``; deploy records, health records and locks never move it. In
@@ -26,6 +27,7 @@ from types import TracebackType
 from typing import Any, Literal, NamedTuple
 
 from reconciler.manifest.model import DesiredState, Source, build_object
+from reconciler.store.tokens import TokenStore
 
 ObjectKey = tuple[str, str]  # (kind, name)
 SOURCES = ("manifest", "api")
@@ -286,7 +288,7 @@ def check_ops(ops: Sequence[Op]) -> None:
         seen.add(key)
 
 
-class Store(ABC):
+class Store(TokenStore):
     """The desired-state store. Implementations: SqliteStore, EtcdStore; see ``open_store``."""
 
     kind: str = ""

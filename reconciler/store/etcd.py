@@ -3,7 +3,7 @@
 Keys under ``PREFIX/``: ``rev`` (every commit writes it; its mod_revision IS the store revision),
 ``obj/KIND/NAME`` and ``idx/KIND/NAME`` (an object, and the same without its body),
 ``audit/TXID`` (+ ``auditchunk/TXID/N``), ``pending``, ``stage/TXID/KIND/NAME``, ``stagers/TXID``,
-``deploy/NODE``, ``health/UPSTREAM/BACKEND/CHECK``, ``lock/NAME``. docs/store.md explains them.
+``deploy/NODE``, ``health/UPSTREAM/BACKEND/CHECK``, ``lock/NAME``, ``token/SHA256``. docs/store.md explains them.
 
 A commit that fits in one etcd transaction (128 ops, 1.5 MiB by default) is one txn comparing
 ``rev``'s mod_revision with the writer's base revision. A bigger one is *staged*: changes go to
@@ -47,6 +47,7 @@ from reconciler.store.base import (
     StoreIndex,
     check_ops,
 )
+from reconciler.store.etcd_tokens import EtcdTokens
 
 DEFAULT_PREFIX = "obreconcile"
 STAGING_TTL = 60
@@ -58,7 +59,7 @@ T = TypeVar("T")
 Kv = dict[str, Any]
 
 
-class EtcdStore(req.Gateway, Store):
+class EtcdStore(EtcdTokens, Store):
     kind = "etcd"
 
     def __init__(self, host: str, port: int, prefix: str = DEFAULT_PREFIX, timeout: float = 10.0) -> None:

@@ -42,6 +42,7 @@ from reconciler.store.base import (
     StoreIndex,
     check_ops,
 )
+from reconciler.store.tokens import TokenRecord
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 POLL_INTERVAL = 0.02
@@ -70,6 +71,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (  # 2 -> 3: the store's identity, recorded on access nodes beside the revision (fencing)
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         "INSERT INTO meta VALUES ('store_id', lower(hex(randomblob(16))))",
+    ),
+    (  # 3 -> 4: API tokens, as sha256 hashes only (reconciler/store/tokens.py)
+        """CREATE TABLE tokens (hash TEXT PRIMARY KEY, user TEXT NOT NULL, expires REAL NOT NULL,
+            created REAL NOT NULL) WITHOUT ROWID""",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -334,6 +339,24 @@ class SqliteStore(Store):
     def _release_lock(self, lock: SqliteLock) -> None:
         with self._write() as db:
             db.execute("DELETE FROM locks WHERE name = ? AND token = ?", (lock.name, lock.token))
+
+    # tokens -------------------------------------------------------------------------------
+    def put_token(self, record: TokenRecord) -> None:
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO tokens VALUES (?, ?, ?, ?)", tuple(record.to_dict().values()))
+
+    def get_token(self, token_hash: str) -> TokenRecord | None:
+        with self._mutex, self._errors():
+            row = self._db.execute("SELECT * FROM tokens WHERE hash = ?", (token_hash,)).fetchone()
+        return None if row is None else TokenRecord(*row)
+
+    def delete_token(self, token_hash: str) -> bool:
+        with self._write() as db:
+            return db.execute("DELETE FROM tokens WHERE hash = ?", (token_hash,)).rowcount == 1
+
+    def tokens(self) -> list[TokenRecord]:
+        with self._mutex, self._errors():
+            return [TokenRecord(*row) for row in self._db.execute("SELECT * FROM tokens").fetchall()]
 
     # the store itself -------------------------------------------------------------------
     def check_health(self) -> StoreHealth:

@@ -1,0 +1,108 @@
+"""The REST API of SPEC.md §4 as one aiohttp application: ``create_app(store, view, ...)``.
+
+Middleware, in order: errors (ApiError -> JSON; anything else -> a bare JSON 500, logged, no
+stack trace in the response), then authentication (X-Auth-Token only; never from the URL)
+which also pins the desired state the handler checks and writes against. Blocking store calls
+run in threads: the same event loop runs the health checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+
+from reconciler.api import access_nodes, checks, session, upstreams, users
+from reconciler.api.auth import LoginLimits
+from reconciler.api.authz import actor_of
+from reconciler.api.context import ACTOR, API, DESIRED, ApiContext
+from reconciler.api.problems import ApiError
+from reconciler.api.routes import Handler, Route
+from reconciler.api.view import ControllerView
+from reconciler.store import Store
+
+log = logging.getLogger("obreconcile.api")
+
+ALL_ROUTES: tuple[Route, ...] = (
+    *upstreams.ROUTES,
+    *checks.ROUTES,
+    *access_nodes.ROUTES,
+    *users.ROUTES,
+    *session.ROUTES,
+)
+PUBLIC = {(r.method, r.path) for r in ALL_ROUTES if r.public}
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as e:
+        return e.response()
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app._client_max_size
+        return ApiError(413, "request body too large", f"at most {limit} bytes").response()
+    except web.HTTPException as e:
+        if e.status >= 400:
+            headers = {k: v for k, v in e.headers.items() if k in ("Allow", "Retry-After")}
+            return ApiError(e.status, e.reason, None, headers).response()
+        raise
+    except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+        raise
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return ApiError(500, "internal error (see the controller's log)").response()
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    route = request.match_info.route.resource
+    template = route.canonical if route is not None else request.path
+    if (request.method, template) in PUBLIC or request.match_info.http_exception is not None:
+        return await handler(request)
+    token = request.headers.get("X-Auth-Token", "")
+    if not token:
+        raise ApiError(401, "authentication needed: send the token from POST /auth in X-Auth-Token")
+    context = request.app[API]
+
+    def lookup() -> tuple[object, int]:
+        return context.tokens.lookup(token), context.store.revision()
+
+    record, revision = await asyncio.to_thread(lookup)
+    if record is None:
+        raise ApiError(401, "invalid or expired token")
+    desired = await context.desired.at(revision)
+    user = desired.state.users.get(record.user)  # type: ignore[attr-defined]
+    if user is None or not user.enabled:
+        raise ApiError(401, "invalid or expired token")
+    request[ACTOR] = actor_of(user, desired.state.groups)
+    request[DESIRED] = desired
+    return await handler(request)
+
+
+def create_app(
+    store: Store,
+    view: ControllerView,
+    *,
+    metrics_token: str | None = None,
+    token_lifetime: float = 3600,
+    client_max_size: int = 1 << 20,
+    clock: Callable[[], float] = time.time,
+    login_limits: LoginLimits | None = None,
+) -> web.Application:
+    """The API application; ``serve`` adds its background tasks and runs it (see docs/api.md)."""
+    app = web.Application(middlewares=[errors, authenticate], client_max_size=client_max_size)
+    app[API] = ApiContext.build(
+        store,
+        view,
+        metrics_token=metrics_token,
+        token_lifetime=token_lifetime,
+        clock=clock,
+        login_limits=login_limits or LoginLimits(),
+    )
+    for route in ALL_ROUTES:
+        app.router.add_route(route.method, route.path, route.handler)
+    return app

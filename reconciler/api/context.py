@@ -1,0 +1,88 @@
+"""What every handler shares: the store, the controller's view, tokens, limits, the desired cache.
+
+``Request`` helpers read the authenticated actor, the desired state it was checked against,
+and a JSON body (400 when it is not a JSON object).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from reconciler.api.auth import FailedLogins, LoginLimits, Tokens
+from reconciler.api.authz import Actor
+from reconciler.api.desired import Desired, DesiredCache
+from reconciler.api.problems import ApiError
+from reconciler.api.view import ControllerView
+from reconciler.store import Store
+
+
+@dataclass
+class ApiContext:
+    store: Store
+    view: ControllerView
+    tokens: Tokens
+    failed_logins: FailedLogins
+    desired: DesiredCache
+    metrics_token: str | None = None
+    clock: Callable[[], float] = field(default=lambda: 0.0)
+
+    @classmethod
+    def build(
+        cls,
+        store: Store,
+        view: ControllerView,
+        *,
+        metrics_token: str | None,
+        token_lifetime: float,
+        clock: Callable[[], float],
+        login_limits: LoginLimits,
+    ) -> ApiContext:
+        return cls(
+            store,
+            view,
+            Tokens(store, token_lifetime, clock),
+            FailedLogins(login_limits, clock),
+            DesiredCache(store),
+            metrics_token,
+            clock,
+        )
+
+
+API = web.AppKey("api", ApiContext)
+ACTOR = "obreconcile.actor"
+DESIRED = "obreconcile.desired"
+
+
+def api(request: web.Request) -> ApiContext:
+    return request.app[API]
+
+
+def actor(request: web.Request) -> Actor:
+    found: Actor = request[ACTOR]
+    return found
+
+
+def desired(request: web.Request) -> Desired:
+    found: Desired = request[DESIRED]
+    return found
+
+
+async def json_object(request: web.Request, required: bool = True) -> dict[str, Any]:
+    """The request's JSON object body; 400 when it is not one."""
+    raw = await request.read()
+    if not raw:
+        if required:
+            raise ApiError(400, "invalid body", "a JSON object body is required")
+        return {}
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ApiError(400, "invalid body", f"not JSON: {e}") from e
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid body", "the body must be a JSON object")
+    return body

@@ -1,0 +1,114 @@
+"""The desired state as the API reads and writes it.
+
+Reads: one snapshot of the store, kept while the store's revision stays the same (a request
+costs one revision read, not a snapshot of 1,000 upstreams).
+
+Writes: the change is applied to the snapshot's bodies, and the whole candidate desired state
+is validated with the manifests' rules (schemas, references, clashes on an access node,
+min_servers). Problems in the written objects are the body's fault (400); problems elsewhere
+are consequences for other objects (409: e.g. deleting a group still owning an upstream).
+Nothing is stored unless the candidate is valid, and the commit compares the revision read
+(compare-and-swap): a concurrent change makes it 409 rather than overwrite it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from reconciler.api.problems import ApiError, problem_detail
+from reconciler.errors import ConflictError
+from reconciler.manifest.model import API_VERSION, DesiredState
+from reconciler.manifest.validate import validate_objects
+from reconciler.store import Delete, Op, Provenance, Put, Snapshot, Store
+from reconciler.store.base import ObjectKey
+
+
+@dataclass(frozen=True)
+class Desired:
+    """The desired state at one revision: stored objects and their model objects."""
+
+    revision: int
+    snapshot: Snapshot
+    state: DesiredState
+
+    def body(self, kind: str, name: str) -> Mapping[str, Any] | None:
+        obj = self.snapshot.objects.get((kind, name))
+        return None if obj is None else obj.body
+
+
+@dataclass(frozen=True)
+class Change:
+    """One object written (``body``) or deleted (None) by a request."""
+
+    kind: str
+    name: str
+    body: Mapping[str, Any] | None
+
+
+class DesiredCache:
+    """The latest Desired, re-read when the store's revision moves."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._current: Desired | None = None
+        self._lock = asyncio.Lock()
+
+    async def at(self, revision: int) -> Desired:
+        """The Desired at ``revision`` (just read from the store) or later."""
+        current = self._current
+        if current is not None and current.revision >= revision:
+            return current
+        async with self._lock:
+            current = self._current
+            if current is None or current.revision < revision:
+                current = await asyncio.to_thread(self._load)
+                self._current = current
+        return current
+
+    async def latest(self) -> Desired:
+        return await self.at(await asyncio.to_thread(self.store.revision))
+
+    def _load(self) -> Desired:
+        snapshot = self.store.snapshot()
+        return Desired(snapshot.revision, snapshot, snapshot.desired_state())
+
+
+def manifest_body(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    """An API body as a manifest document: apiVersion and kind filled in when left out."""
+    return {"apiVersion": API_VERSION, "kind": kind, **body}
+
+
+def candidate_problems(desired: Desired, changes: Sequence[Change]) -> ApiError | None:
+    """The error a set of changes earns, or None when the resulting desired state is valid."""
+    bodies: dict[ObjectKey, Mapping[str, Any]] = {key: obj.body for key, obj in desired.snapshot.objects.items()}
+    for change in changes:
+        if change.body is None:
+            bodies.pop((change.kind, change.name), None)
+        else:
+            bodies[(change.kind, change.name)] = change.body
+    problems = validate_objects(list(bodies.values()))
+    if not problems:
+        return None
+    written = {(c.kind, c.name) for c in changes if c.body is not None}
+    own = [p for p in problems if (p.kind, p.name) in written or not p.name]
+    if own:
+        return ApiError(400, "invalid body", problem_detail(problems))
+    return ApiError(409, "the change would make the desired state invalid", problem_detail(problems))
+
+
+async def write(store: Store, desired: Desired, changes: Sequence[Change], user: str) -> int:
+    """Validate and commit ``changes`` on top of ``desired``; the new revision. Raises ApiError."""
+    error = await asyncio.to_thread(candidate_problems, desired, changes)
+    if error is not None:
+        raise error
+    who = Provenance("api", user)
+    ops: list[Op] = [
+        Put(c.kind, c.name, c.body, who) if c.body is not None else Delete(c.kind, c.name, who) for c in changes
+    ]
+    try:
+        return await asyncio.to_thread(store.commit, ops, desired.revision)
+    except ConflictError as e:
+        raise ApiError(409, "the desired state changed since it was read; read it again and retry", str(e)) from e
