@@ -13,11 +13,9 @@ marks; values are then built here, not by PyYAML's constructor, so that the load
 
 from __future__ import annotations
 
-import gc
 import os
 import re
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -310,20 +308,3 @@ def load_paths(
         docs.extend(file_docs)
         problems.extend(file_problems)
     return docs, problems
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a large, acyclic desired state is built.
-
-    Loading allocates millions of small containers; every full collection would walk all
-    of them again (it triples the load time of 10,000 upstreams). Nothing built here forms a
-    reference cycle, so reference counting frees it all the same.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()

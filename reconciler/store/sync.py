@@ -9,14 +9,13 @@ that differ are written, so a re-sync with one upstream changed writes exactly o
 
 from __future__ import annotations
 
-import gc
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from reconciler import collector
 from reconciler.errors import ConflictError
 from reconciler.manifest.model import KINDS, DesiredState, to_manifest
 from reconciler.store.base import (
@@ -91,26 +90,8 @@ def plan_sync(store: Store, desired: DesiredState, prune_api: bool = False, now:
     Objects are compared by fingerprint first, from the store's index; only those that differ
     are turned into manifest form and compared with their stored bodies.
     """
-    with _without_gc_passes():
+    with collector.paused():
         return _plan(store, desired, prune_api, time.time() if now is None else now)
-
-
-@contextmanager
-def _without_gc_passes() -> Iterator[None]:
-    """No cyclic-GC passes while a sync runs.
-
-    A sync allocates tens of thousands of short-lived tuples beside a large live model (the
-    DesiredState); CPython's collector would walk that model again and again, which costs as
-    much as the sync itself (measured: 0.43 s against 0.25 s for 10,000 upstreams).
-    Nothing here makes cycles; collection resumes when the sync ends.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _plan(store: Store, desired: DesiredState, prune_api: bool, when: float) -> SyncPlan:
@@ -157,7 +138,7 @@ def sync_manifests(store: Store, desired: DesiredState, prune_api: bool = False)
         return SyncResult(plan.base_revision, plan.base_revision, (), plan.kept_api, 0)
     ops = [change.to_op() for change in plan.changes]
     try:
-        with _without_gc_passes():
+        with collector.paused():
             revision = store.commit(ops, base_revision=plan.base_revision)
     except ConflictError as e:
         raise ConflictError(f"{e}; the manifests were not applied, run again to apply them") from e
