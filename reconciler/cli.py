@@ -26,6 +26,7 @@ from reconciler.cli_context import (
     report_problems,
 )
 from reconciler.cli_rollout import apply_command, plan_command
+from reconciler.cli_serve import converge_command, serve_command
 from reconciler.errors import ManifestError, ObreconcileError
 from reconciler.manifest.model import KINDS, DesiredState
 from reconciler.manifest.validate import load_desired_state
@@ -208,6 +209,8 @@ def status(ctx: Context) -> None:
 
 cli.add_command(plan_command)
 cli.add_command(apply_command)
+cli.add_command(converge_command)
+cli.add_command(serve_command)
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ from reconciler.errors import ObreconcileError
 from reconciler.manifest.model import AccessNode, DesiredState, build_object
 from reconciler.observe import observe
 from reconciler.plan import NodePlan, StoreRef, node_model, plan_node
-from reconciler.render import RenderedAccessNode, Renderer
+from reconciler.render import Health, RenderedAccessNode, Renderer
 from reconciler.store import Store
 from reconciler.store.base import ObjectKey
 from reconciler.transport import ConnectionPool, Transport, open_transport
@@ -131,13 +131,17 @@ def apply_fleet(
     settings: FleetSettings,
     expected_facts: dict[str, str] | None = None,
     on_result: Callable[[NodeResult], None] | None = None,
+    health: Health | None = None,
 ) -> list[NodeResult]:
-    """Converge every targeted access node; results in the order of the nodes' names."""
+    """Converge every targeted access node; results in the order of the nodes' names.
+
+    ``health``: upstream -> backend hostname -> up, for the selection (``converge``); none: all up.
+    """
     nodes = targets(state, settings.limit)
     rendered: dict[str, RenderedAccessNode | ObreconcileError] = {}
     for node in nodes:
         try:
-            rendered[node.name] = renderer.render_access_node(state, node)
+            rendered[node.name] = renderer.render_access_node(state, node, health)
         except ObreconcileError as e:
             rendered[node.name] = e
     batches = (

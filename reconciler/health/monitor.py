@@ -1,0 +1,214 @@
+"""The health loop: every (upstream, backend, check) probed on its interval, with rise/fall.
+
+Scheduling: one asyncio task per (upstream, backend, check) on the serving loop. Each starts
+at a random offset within its interval and then runs every ``interval`` with ±``jitter``
+(5 % by default), so that thousands of checks spread evenly instead of firing in step.
+While a check's results disagree with its status (a backend changing state), it is re-run
+every ``interval × fast`` (HAProxy's fastinter), so a fall or rise is confirmed sooner.
+All probes share one ``Prober`` (bounded concurrency, one aiohttp session).
+
+Rise/fall (SPEC.md §3) per check, ``step`` below: a check is ``up`` before its first result;
+``fall`` failures in a row make it ``down``, ``rise`` passes in a row make it ``up``. A
+backend is up when every check of its upstream says up. State lives in ``CheckState`` and is
+persisted as the store's ``HealthRecord`` (``consecutive``: results in a row that agree with
+the status, capped at rise/fall; negative: results in a row that contradict it), written in
+batches by ``flush`` only when something changed (never in a steady state), and loaded again
+by a new master (``load``), so neither a restart nor a master change resets it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from reconciler.health.checks import CheckSpec, Outcome, Prober, Target, checks_of
+from reconciler.manifest.model import DesiredState
+from reconciler.metrics import Metrics
+from reconciler.store import HealthRecord
+
+log = logging.getLogger("obreconcile.health")
+
+Key = tuple[str, str, str]  # (upstream, backend hostname, check name)
+Status = Literal["up", "down"]
+
+
+@dataclass
+class CheckState:
+    status: Status = "up"
+    run: int = 0  # > 0: results in a row agreeing with status (capped); < 0: contradicting it
+    detail: str = ""
+    when: float = field(default_factory=time.time)
+
+
+def step(state: CheckState, passed: bool, rise: int, fall: int) -> bool:
+    """Count one result into ``state``; True when the status flipped."""
+    agrees = passed == (state.status == "up")
+    if agrees:
+        state.run = min(max(state.run, 0) + 1, rise if state.status == "up" else fall)
+        return False
+    contrary = (-state.run if state.run < 0 else 0) + 1
+    if contrary >= (fall if state.status == "up" else rise):
+        state.status = "down" if state.status == "up" else "up"
+        state.run = contrary
+        return True
+    state.run = -contrary
+    return False
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One scheduled check: which check on which backend of which upstream."""
+
+    key: Key
+    spec: CheckSpec
+    target: Target
+
+
+def probes_of(state: DesiredState) -> dict[Key, Probe]:
+    """Every (upstream, backend, check) of the desired state; upstreams without checks have none."""
+    out: dict[Key, Probe] = {}
+    for upstream in state.upstreams.values():
+        if not upstream.checks:
+            continue
+        specs = checks_of(upstream, state)
+        for backend in upstream.nodes:
+            target = Target.of(backend)
+            for spec in specs:
+                key = (upstream.name, backend.hostname, spec.name)
+                out[key] = Probe(key, spec, target)
+    return out
+
+
+class Monitor:
+    """Runs the checks of the desired state and keeps their rise/fall state.
+
+    ``on_change(upstream)`` is called (on the loop) whenever a check of ``upstream`` flips.
+    """
+
+    def __init__(
+        self,
+        prober: Prober,
+        on_change: Callable[[str], None],
+        metrics: Metrics | None = None,
+        jitter: float = 0.05,
+        fast: float = 0.5,
+    ) -> None:
+        self.prober = prober
+        self.on_change = on_change
+        self.metrics = metrics
+        self.jitter = jitter
+        self.fast = fast
+        self.states: dict[Key, CheckState] = {}
+        self.probes: dict[Key, Probe] = {}
+        self._tasks: dict[Key, asyncio.Task[None]] = {}
+        self._dirty: set[Key] = set()
+        self.checks_run = 0
+
+    # state ------------------------------------------------------------------------------
+    def load(self, records: Mapping[Key, HealthRecord]) -> None:
+        """Take over the rise/fall state recorded in the store (a restart, a new master)."""
+        for key, record in records.items():
+            self.states[key] = CheckState(record.status, record.consecutive, record.detail, record.when)
+
+    def health(self) -> dict[str, dict[str, bool]]:
+        """upstream -> backend hostname -> up (every check up); only upstreams with checks."""
+        out: dict[str, dict[str, bool]] = {}
+        for key in self.probes:
+            upstream, backend, _ = key
+            state = self.states.get(key)
+            up = state is None or state.status == "up"
+            hosts = out.setdefault(upstream, {})
+            hosts[backend] = hosts.get(backend, True) and up
+        return out
+
+    def records(self, keys: set[Key] | None = None) -> list[HealthRecord]:
+        wanted = self.states.keys() if keys is None else keys
+        return [
+            HealthRecord(*key, s.status, s.run, s.detail, s.when)
+            for key in sorted(wanted)
+            if (s := self.states.get(key)) is not None
+        ]
+
+    def take_dirty(self) -> list[HealthRecord]:
+        """The records changed since the last call (for ``store.record_health``)."""
+        dirty, self._dirty = self._dirty, set()
+        return self.records(dirty)
+
+    def result(self, probe: Probe, outcome: Outcome) -> bool:
+        """Count one outcome; True when the check's status flipped."""
+        self.checks_run += 1
+        if self.metrics is not None:
+            self.metrics.observe_check(probe.spec.base, outcome.passed, outcome.seconds)
+        state = self.states.get(probe.key)
+        if state is None:
+            state = self.states[probe.key] = CheckState()
+        before = state.run
+        flipped = step(state, outcome.passed, probe.spec.rise, probe.spec.fall)
+        if outcome.detail != state.detail:
+            state.detail = outcome.detail
+        if flipped or before != state.run:
+            state.when = time.time()
+            self._dirty.add(probe.key)
+        if flipped:
+            upstream, backend, check = probe.key
+            log.warning(
+                "health: upstream %s backend %s check %s: %s (%s)",
+                upstream,
+                backend,
+                check,
+                state.status,
+                outcome.detail or "passed",
+            )
+            if self.metrics is not None:
+                self.metrics.transitions.labels(upstream, backend, check, state.status).inc()
+            self.on_change(upstream)
+        return flipped
+
+    # scheduling ---------------------------------------------------------------------------
+    def configure(self, state: DesiredState) -> None:
+        """Run exactly the checks of ``state``: start new ones, stop removed or changed ones."""
+        wanted = probes_of(state)
+        for key in list(self._tasks):
+            if key not in wanted or wanted[key] != self.probes.get(key):
+                self._tasks.pop(key).cancel()
+        for key in set(self.states) - set(wanted):
+            del self.states[key]
+        changed = {k[0] for k in set(self.probes) ^ set(wanted)}
+        self.probes = wanted
+        for key, probe in wanted.items():
+            if key not in self._tasks:
+                self._tasks[key] = asyncio.create_task(self._loop(probe), name=f"check {key}")
+        for upstream in changed:
+            self.on_change(upstream)
+
+    async def _loop(self, probe: Probe) -> None:
+        interval = probe.spec.interval
+        await asyncio.sleep(random.uniform(0, interval))
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            outcome = await self.prober.probe(probe.spec, probe.target)
+            self.result(probe, outcome)
+            state = self.states.get(probe.key)
+            delay = interval * self.fast if state is not None and state.run < 0 else interval
+            delay *= random.uniform(1 - self.jitter, 1 + self.jitter)
+            await asyncio.sleep(max(0.0, started + delay - loop.time()))
+
+    async def run_once(self, state: DesiredState) -> int:
+        """Run every check of ``state`` once (``converge``); the number of checks that flipped."""
+        self.probes = probes_of(state)
+        probes = list(self.probes.values())
+        outcomes = await asyncio.gather(*(self.prober.probe(p.spec, p.target) for p in probes))
+        return sum(self.result(p, o) for p, o in zip(probes, outcomes, strict=True))
+
+    async def stop(self) -> None:
+        tasks = list(self._tasks.values())
+        self._tasks.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,319 @@
+"""Fixtures of the controller tests: real access nodes, restartable backends, `serve` as a process.
+
+Node 0 of the fleet is reached over SSH, node 1 locally (``connection: local``). Backends are
+HTTP servers in this process on fixed ports, so a killed one can come back on its address.
+Controllers run as ``python -m reconciler serve`` subprocesses and are stopped by PID in the
+fixtures' finalisers, whatever the test did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.services.fleet import ROOT, Fleet, SimulatedNode, start_fleet
+from tests.services.nginx import nginx_binary
+from tests.services.sshd import SSHDStartError, free_port
+
+API = importlib.util.find_spec("reconciler.api.auth") is not None
+"""The REST API is there: /status needs a token (of the bootstrap admin)."""
+FAST_CHECK = {"interval": "200ms", "timeout": "200ms", "rise": 2, "fall": 2}
+INTERVAL, RISE, FALL = 0.2, 2, 2
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str | Callable[[], str], every: float = 0.05) -> Any:
+    """Poll ``condition`` until it is truthy; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what if isinstance(what, str) else what()}")
+        time.sleep(every)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def do_GET(self) -> None:
+        body = self.server.identity.encode()
+        self.server.hits += 1
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, identity: str, port: int) -> None:
+        super().__init__(("127.0.0.1", port), _Handler)
+        self.identity, self.hits = identity, 0
+        self.open: set[socket.socket] = set()
+        self.lock = threading.Lock()
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        with self.lock:
+            self.open.add(request)
+        try:
+            super().finish_request(request, client_address)
+        finally:
+            with self.lock:
+                self.open.discard(request)
+
+    def server_close(self) -> None:
+        """Close the listening socket and every open connection: a killed backend answers nothing."""
+        super().server_close()
+        with self.lock:
+            for connection in self.open:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+
+
+class Backend:
+    """An HTTP backend on a fixed 127.0.0.1 port that can be stopped and started again."""
+
+    def __init__(self, identity: str) -> None:
+        self.identity = identity
+        self.port = free_port()
+        self._server: _Server | None = None
+        self.start()
+
+    @property
+    def hostname(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    def start(self) -> None:
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                self._server = _Server(self.identity, self.port)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    """Two access nodes (sshd + nginx each); node 1 is reached with connection: local."""
+    nginx_binary()
+    try:
+        started = start_fleet(tmp_path / "fleet", 2)
+    except (SSHDStartError, RuntimeError) as e:
+        pytest.fail(f"cannot start the test fleet: {e}")
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture
+def backends() -> Iterator[list[Backend]]:
+    started = [Backend(f"b{i}") for i in range(4)]
+    try:
+        yield started
+    finally:
+        for backend in started:
+            backend.stop()
+
+
+def write_manifests(
+    fleet: Fleet,
+    directory: Path,
+    upstreams: Mapping[str, Mapping[str, Any]],
+    checks: Mapping[str, Mapping[str, Any]] | None = None,
+    nodes: Sequence[SimulatedNode] | None = None,
+) -> Path:
+    """Manifests: group ops, ``checks`` (name -> fields), ``upstreams`` (name -> body), the fleet."""
+    directory.mkdir(parents=True, exist_ok=True)
+    docs: list[dict[str, Any]] = [
+        {"apiVersion": "openbalancer/v1", "kind": "Group", "name": "ops", "global_permissions": ["GLOBAL_RW"]}
+    ]
+    for name, fields in (checks or {"fast": {"base_check": "http", **FAST_CHECK}}).items():
+        docs.append({"apiVersion": "openbalancer/v1", "kind": "Check", "name": name, "owner": "ops", **fields})
+    for name, body in upstreams.items():
+        upstream = {"apiVersion": "openbalancer/v1", "kind": "Upstream", "name": name, "owner": "ops", **body}
+        upstream.setdefault("listen", {"server_names": [f"{name}.example.com"]})
+        docs.append(upstream)
+    for node in nodes if nodes is not None else fleet.nodes:
+        manifest = node.manifest(list(upstreams))
+        if node.index == 1:
+            manifest["connection"] = {"type": "local"}
+        docs.append(manifest)
+    (directory / "all.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    return directory
+
+
+def apply(fleet: Fleet, manifests: Path) -> None:
+    result = fleet.cli("apply", manifests)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def role(node: SimulatedNode, upstream: str, hostname: str) -> str | None:
+    """'enabled', 'backup', 'down' as live on the node (None when the server is not there)."""
+    text = node.live_files().get(f"http/{upstream}.conf", "")
+    for line in text.splitlines():
+        if line.strip().startswith("server ") and line.rstrip().endswith(f"# {hostname}"):
+            body = line.split(";")[0]
+            return "down" if body.endswith(" down") else "backup" if body.endswith(" backup") else "enabled"
+    return None
+
+
+def serving(fleet: Fleet) -> bool:
+    """Every node's nginx answers the revision of its live files (the last push was reloaded)."""
+    return all(n.served_revision() == n.marker().get("revision") for n in fleet.nodes)
+
+
+def roles(node: SimulatedNode, upstream: str, hostnames: Sequence[str]) -> list[str | None]:
+    return [role(node, upstream, h) for h in hostnames]
+
+
+class Serve:
+    """``obreconcile serve`` as a subprocess; stopped by PID."""
+
+    def __init__(
+        self, fleet: Fleet, log: Path, *args: str, env: Mapping[str, str] | None = None, admin: bool = True
+    ) -> None:
+        self._token = ""
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        argv = fleet.cli_args(
+            "serve",
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            "--name",
+            f"ctl-{self.port}",
+            "--known-hosts",
+            str(fleet.known_hosts),
+            "--coalesce",
+            "0.3",
+            *(["--bootstrap-admin", "admin"] if admin and API else []),
+            *args,
+        )
+        with log.open("wb") as out:
+            self.process = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **(env or {})}
+            )
+        self.name = f"ctl-{self.port}"
+
+    def get(self, path: str, headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
+        request = urllib.request.Request(self.url + path, headers=dict(headers or {}))
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def token(self) -> str:
+        """An API token of the bootstrap admin (its password is printed once at start)."""
+        if API and not self._token:
+            match = re.search(r"bootstrap admin 'admin': password (\S+)", self.log.read_text(errors="replace"))
+            assert match, self.tail()
+            body = json.dumps({"user_name": "admin", "password": match[1]}).encode()
+            request = urllib.request.Request(self.url + "/auth", body, {"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=10) as response:
+                self._token = json.loads(response.read())["token"]
+        return self._token
+
+    def status(self) -> dict[str, Any]:
+        """GET /status (as the bootstrap admin when the API needs a token)."""
+        try:
+            code, body = self.get("/status", {"X-Auth-Token": self.token()} if API else None)
+        except OSError:
+            return {}
+        return json.loads(body) if code == 200 else {}
+
+    def metrics(self) -> str:
+        try:
+            return self.get("/metrics")[1].decode()
+        except OSError:
+            return ""
+
+    def is_master(self) -> bool:
+        return "obreconcile_master 1.0" in self.metrics()
+
+    def converged(self) -> bool:
+        lines = [m for m in self.metrics().splitlines() if m.startswith("obreconcile_access_node_converged{")]
+        return bool(lines) and all(m.endswith(" 1.0") for m in lines)
+
+    def wait_master(self, timeout: float = 15) -> None:
+        wait_for(self.is_master, timeout, lambda: f"{self.name} to be master\n{self.tail()}")
+
+    def tail(self, lines: int = 40) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def signal(self, signum: int) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM, wait; SIGKILL when it does not stop. The exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+@pytest.fixture
+def serve(fleet: Fleet, tmp_path: Path) -> Iterator[Callable[..., Serve]]:
+    """Start controllers with ``serve(*args, env=...)``; every one is stopped at the end."""
+    started: list[Serve] = []
+
+    def start(*args: str, env: Mapping[str, str] | None = None, admin: bool = True) -> Serve:
+        controller = Serve(fleet, tmp_path / f"serve-{len(started)}.log", *args, env=env, admin=admin)
+        started.append(controller)
+        return controller
+
+    try:
+        yield start
+    finally:
+        for controller in started:
+            controller.stop()
+
+
+def python() -> str:
+    return sys.executable

@@ -1,0 +1,88 @@
+"""Rise/fall (SPEC.md §3) as a pure state machine, and the monitor's health and records."""
+
+from __future__ import annotations
+
+import pytest
+
+from reconciler.health.checks import CheckSpec, Outcome, Prober, Target
+from reconciler.health.monitor import CheckState, Monitor, Probe, probes_of, step
+from reconciler.manifest.model import Backend, Check, DesiredState, Listen, Upstream
+from reconciler.store import HealthRecord
+
+
+def run(results: str, rise: int = 2, fall: int = 3) -> list[str]:
+    """The status after each result ('+' pass, '-' fail)."""
+    state = CheckState()
+    out = []
+    for r in results:
+        step(state, r == "+", rise, fall)
+        out.append(state.status)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("results", "rise", "fall", "expected"),
+    [
+        ("", 2, 3, []),
+        ("++", 2, 3, ["up", "up"]),
+        ("--", 2, 3, ["up", "up"]),
+        ("---", 2, 3, ["up", "up", "down"]),
+        ("-+--", 2, 3, ["up"] * 4),  # a pass in between starts the count again
+        ("---+", 2, 3, ["up", "up", "down", "down"]),
+        ("---++", 2, 3, ["up", "up", "down", "down", "up"]),
+        ("---+-++", 2, 3, ["up", "up", "down", "down", "down", "down", "up"]),
+        ("-", 1, 1, ["down"]),
+        ("-+-+", 1, 1, ["down", "up", "down", "up"]),
+        ("-+-+-+-+", 2, 2, ["up"] * 8),  # flapping faster than rise/fall never changes state
+    ],
+)
+def test_rise_and_fall(results: str, rise: int, fall: int, expected: list[str]) -> None:
+    assert run(results, rise, fall) == expected
+
+
+def test_a_flapping_check_changes_state_at_most_once_per_window() -> None:
+    state = CheckState()
+    flips = [step(state, passed, 2, 2) for passed in [True, False] * 50 + [False, False, True, True] * 10]
+    assert sum(flips[:100]) == 0
+    assert sum(flips) <= len(flips[100:]) // 2
+
+
+def _monitor(changes: list[str]) -> Monitor:
+    return Monitor(Prober(1), changes.append)
+
+
+def test_health_is_every_check_and_transitions_are_recorded() -> None:
+    changes: list[str] = []
+    monitor = _monitor(changes)
+    web = Upstream("web", "ops", Listen(), checks=("c1", "c2"), nodes=(Backend("a:80"), Backend("b:80")))
+    state = DesiredState(
+        checks={n: Check(n, "ops", "tcp", rise=1, fall=1) for n in ("c1", "c2")}, upstreams={"web": web}
+    )
+    monitor.probes = probes_of(state)
+    assert sorted(monitor.probes) == [("web", h, c) for h in ("a:80", "b:80") for c in ("c1", "c2")]
+    assert monitor.health() == {"web": {"a:80": True, "b:80": True}}
+    probe: Probe = monitor.probes[("web", "a:80", "c2")]
+    assert monitor.result(probe, Outcome(False, "connection refused", 0.001))
+    assert changes == ["web"]
+    assert monitor.health() == {"web": {"a:80": False, "b:80": True}}
+    records = monitor.take_dirty()
+    assert [(r.key, r.status, r.consecutive, r.detail) for r in records] == [
+        (("web", "a:80", "c2"), "down", 1, "connection refused")
+    ]
+    assert monitor.take_dirty() == []
+    # a steady state writes nothing
+    monitor.result(probe, Outcome(False, "connection refused", 0.001))
+    assert monitor.take_dirty() == []
+
+
+def test_state_loaded_from_the_store_is_kept() -> None:
+    monitor = _monitor([])
+    spec = CheckSpec("c", "tcp", rise=2, fall=2)
+    probe = Probe(("web", "a:80", "c"), spec, Target("a", 80))
+    monitor.probes = {probe.key: probe}
+    monitor.load({probe.key: HealthRecord("web", "a:80", "c", "down", 2)})
+    assert monitor.health() == {"web": {"a:80": False}}
+    monitor.result(probe, Outcome(True, "", 0.0))
+    assert monitor.health() == {"web": {"a:80": False}}  # one pass of rise 2
+    monitor.result(probe, Outcome(True, "", 0.0))
+    assert monitor.health() == {"web": {"a:80": True}}
