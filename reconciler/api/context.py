@@ -54,8 +54,8 @@ class ApiContext:
 
 
 API = web.AppKey("api", ApiContext)
-ACTOR = "obreconcile.actor"
-DESIRED = "obreconcile.desired"
+ACTOR = web.RequestKey("actor", Actor)
+DESIRED = web.RequestKey("desired", Desired)
 
 
 def api(request: web.Request) -> ApiContext:
@@ -63,13 +63,11 @@ def api(request: web.Request) -> ApiContext:
 
 
 def actor(request: web.Request) -> Actor:
-    found: Actor = request[ACTOR]
-    return found
+    return request[ACTOR]
 
 
 def desired(request: web.Request) -> Desired:
-    found: Desired = request[DESIRED]
-    return found
+    return request[DESIRED]
 
 
 async def json_object(request: web.Request, required: bool = True) -> dict[str, Any]:
