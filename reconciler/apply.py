@@ -26,6 +26,7 @@ import shlex
 import socket
 import tarfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -197,7 +198,7 @@ def _deploy(
         f"{node.nginx.reload_command!r} failed (exit {reload.exit_code}): {reload.stderr.decode('utf-8', 'replace').strip()}"
         if not reload.ok
         else _verify(
-            transport, node, rendered.revision, DEFAULT_FILE in rendered.files, log_size, settings.verify_timeout
+            transport, node, rendered.revision, _can_probe(facts, rendered.files), log_size, settings.verify_timeout
         )
     )
     if problem:
@@ -274,6 +275,12 @@ def _log_size(transport: Transport, node: AccessNode) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+def _can_probe(facts: Facts, files: Mapping[str, str]) -> bool:
+    """Whether verify can ask nginx for its revision: the default server is in the release and
+    the node has curl, wget or python3 (without them only the error log is read)."""
+    return DEFAULT_FILE in files and facts.probe_tool is not None
+
+
 def probe_address(node: AccessNode) -> str:
     """Where the node's own default server answers the revision (from the node itself)."""
     address = node.listen_address
@@ -344,7 +351,7 @@ def _roll_back(
             return f"rolled back the files, but reloading them failed too: {reload.stderr.decode('utf-8', 'replace').strip()}"
         old = facts.marker.revision if facts.marker and previous else None
         if old is not None:
-            has_probe = DEFAULT_FILE in facts.files
+            has_probe = _can_probe(facts, facts.files)
             problem = _verify(transport, node, old, has_probe, log_size, settings.verify_timeout)
             if problem:
                 return f"rolled back to the previous release, but {problem}"

@@ -76,6 +76,7 @@ class Facts:
     marker: Marker | None
     marker_problem: str = ""  # set when a marker exists but cannot be read
     error_log_size: int | None = None
+    probe_tool: str | None = None  # curl, wget or python3: how verify asks nginx for its revision
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -102,6 +103,7 @@ def fact_commands(node: AccessNode) -> dict[str, str]:
         ),
         "marker": f"cat -- {shlex.quote(layout.marker)} 2>/dev/null || true",
         "errlog": f"stat -c %s -- {shlex.quote(node.nginx.error_log)} 2>/dev/null || true",
+        "probe": "command -v curl || command -v wget || command -v python3 || true",
     }
 
 
@@ -148,6 +150,12 @@ def parse_size(result: CommandResult) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+def parse_probe_tool(result: CommandResult) -> str | None:
+    """'curl' from '/usr/bin/curl' (the first of curl, wget, python3 found), or None."""
+    lines = result.text.split()
+    return lines[0].rsplit("/", 1)[-1] if lines else None
+
+
 def parse_facts(access_node: str, results: Mapping[str, CommandResult]) -> Facts:
     """Facts from the outputs of ``fact_commands`` (a pure function)."""
     marker, problem = parse_marker(results["marker"])
@@ -159,6 +167,7 @@ def parse_facts(access_node: str, results: Mapping[str, CommandResult]) -> Facts
         marker=marker,
         marker_problem=problem,
         error_log_size=parse_size(results["errlog"]),
+        probe_tool=parse_probe_tool(results["probe"]) if "probe" in results else None,
     )
 
 

@@ -104,6 +104,7 @@ def test_fact_parsers_read_recorded_outputs() -> None:
             "files": _result(stdout=f"{'a' * 64}  ./http/a.conf\n{'b' * 64}  ./stream/db.conf\n"),
             "marker": _result(stdout=marker.to_json().decode()),
             "errlog": _result(stdout="1234\n"),
+            "probe": _result(stdout="/usr/bin/curl\n"),
         },
     )
     assert facts.nginx_version == "1.22.1"
@@ -111,6 +112,7 @@ def test_fact_parsers_read_recorded_outputs() -> None:
     assert facts.files == {"http/a.conf": "a" * 64, "stream/db.conf": "b" * 64}
     assert facts.marker == marker
     assert facts.error_log_size == 1234
+    assert facts.probe_tool == "curl"
 
 
 @pytest.mark.parametrize(
@@ -147,7 +149,7 @@ def test_fact_parsers_handle_missing_and_broken_facts(
 def test_fact_commands_quote_paths_and_read_everything_in_one_batch() -> None:
     node = AccessNode("lb1", "ops", Connection("local"))
     commands = fact_commands(node)
-    assert set(commands) == {"nginx", "link", "files", "marker", "errlog"}
+    assert set(commands) == {"nginx", "link", "files", "marker", "errlog", "probe"}
     layout = NodeLayout.of(node)
     assert f"cat -- {layout.marker}" in commands["marker"]
     assert layout.releases == "/etc/nginx/openbalancer.releases" and layout.lock == "/etc/nginx/openbalancer.lock"
