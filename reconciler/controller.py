@@ -283,7 +283,6 @@ class Controller:
                 worker = self.workers[name] = NodeWorker(
                     name,
                     self._push,
-                    self._record,
                     self.is_master,
                     self.settings.coalesce,
                     self.settings.retry_initial,
@@ -326,9 +325,15 @@ class Controller:
 
     async def _push(self, job: Job) -> NodeResult:
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, self._push_blocking, job)
+        future = loop.run_in_executor(self._executor, self._push_safely, job)
         self._inflight.add(future)
         future.add_done_callback(self._inflight.discard)
+        # recorded even when the worker is gone (a master stepping down mid-push)
+        def record(done: asyncio.Future[NodeResult]) -> None:
+            if not done.cancelled():
+                self._record(job, done.result())
+
+        future.add_done_callback(record)
         return await asyncio.shield(future)
 
     def _push_blocking(self, job: Job) -> NodeResult:
@@ -349,6 +354,13 @@ class Controller:
             return NodeResult(job.node.name, "failed", step="connect", error=str(e))
         with transport:
             return apply_node(job.node, job.rendered, job.model, transport, job.store, self.settings.apply)
+
+    def _push_safely(self, job: Job) -> NodeResult:
+        try:
+            return self._push_blocking(job)
+        except Exception as e:  # a bug must not end the node's worker: report it as a failure
+            log.exception("push: %s: unexpected error", job.node.name)
+            return NodeResult(job.node.name, "failed", step="internal", error=f"{type(e).__name__}: {e}")
 
     def _record(self, job: Job, result: NodeResult) -> None:
         name = job.node.name
@@ -378,7 +390,8 @@ class Controller:
         if result.plan is not None and result.ok:
             digests = {f.path: f.new_digest or "" for f in result.plan.files}
         record = DeployRecord(name, job.store.revision, digests, "converged" if result.ok else "failed", result.error)
-        asyncio.get_running_loop().create_task(self._record_deploy(record))
+        if self.is_master():  # a former master's late result must not overwrite the new master's
+            asyncio.get_running_loop().create_task(self._record_deploy(record))
 
     async def _record_deploy(self, record: DeployRecord) -> None:
         try:

@@ -80,14 +80,13 @@ class NodeWorker:
         self,
         name: str,
         push: Push,
-        on_result: Callable[[Job, NodeResult], None],
         may_push: Callable[[], bool],
         coalesce: float,
         retry_initial: float = 2.0,
         retry_max: float = 120.0,
     ) -> None:
         self.state = NodeState(name)
-        self.push, self.on_result, self.may_push = push, on_result, may_push
+        self.push, self.may_push = push, may_push
         self.coalesce, self.retry_initial, self.retry_max = coalesce, retry_initial, retry_max
         self.job: Job | None = None
         self.pending_since: float | None = None
@@ -142,7 +141,6 @@ class NodeWorker:
             finally:
                 self.busy = False
             self.state.pushes += 1
-            self.on_result(job, result)
             if result.ok:
                 self.state.failures, self.state.retry_at = 0, 0.0
                 self.state.revision, self.state.store_revision = job.rendered.revision, job.store.revision

@@ -212,6 +212,8 @@ class Serve:
         self, fleet: Fleet, log: Path, *args: str, env: Mapping[str, str] | None = None, admin: bool = True
     ) -> None:
         self._token = ""
+        self.admin = admin
+        self.admin_log: Path | None = None  # the log of the controller that bootstrapped the admin
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
@@ -245,7 +247,8 @@ class Serve:
     def token(self) -> str:
         """An API token of the bootstrap admin (its password is printed once at start)."""
         if API and not self._token:
-            match = re.search(r"bootstrap admin 'admin': password (\S+)", self.log.read_text(errors="replace"))
+            source = self.admin_log or self.log
+            match = re.search(r"bootstrap admin 'admin': password (\S+)", source.read_text(errors="replace"))
             assert match, self.tail()
             body = json.dumps({"user_name": "admin", "password": match[1]}).encode()
             request = urllib.request.Request(self.url + "/auth", body, {"Content-Type": "application/json"})
@@ -305,6 +308,8 @@ def serve(fleet: Fleet, tmp_path: Path) -> Iterator[Callable[..., Serve]]:
 
     def start(*args: str, env: Mapping[str, str] | None = None, admin: bool = True) -> Serve:
         controller = Serve(fleet, tmp_path / f"serve-{len(started)}.log", *args, env=env, admin=admin)
+        admins = [c for c in started if c.admin]
+        controller.admin_log = admins[0].log if admins and not admin else None
         started.append(controller)
         return controller
 
