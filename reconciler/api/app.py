@@ -23,6 +23,7 @@ from reconciler.api.problems import ApiError
 from reconciler.api.routes import Handler, Route
 from reconciler.api.view import ControllerView
 from reconciler.store import Store
+from reconciler.store.tokens import TokenRecord
 
 log = logging.getLogger("obreconcile.api")
 
@@ -67,15 +68,19 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     if not token:
         raise ApiError(401, "authentication needed: send the token from POST /auth in X-Auth-Token")
     context = request.app[API]
+    record = context.tokens.recent(token)
+    if record is None or context.desired.stale():
 
-    def lookup() -> tuple[object, int]:
-        return context.tokens.lookup(token), context.store.revision()
+        def lookup() -> tuple[TokenRecord | None, int]:
+            return context.tokens.lookup(token), context.store.revision()
 
-    record, revision = await asyncio.to_thread(lookup)
-    if record is None:
-        raise ApiError(401, "invalid or expired token")
-    desired = await context.desired.at(revision)
-    user = desired.state.users.get(record.user)  # type: ignore[attr-defined]
+        record, revision = await asyncio.to_thread(lookup)
+        if record is None:
+            raise ApiError(401, "invalid or expired token")
+        desired = await context.desired.at(revision)
+    else:
+        desired = await context.desired.at(0)
+    user = desired.state.users.get(record.user)
     if user is None or not user.enabled:
         raise ApiError(401, "invalid or expired token")
     request[ACTOR] = actor_of(user, desired.state.groups)
@@ -92,8 +97,13 @@ def create_app(
     client_max_size: int = 1 << 20,
     clock: Callable[[], float] = time.time,
     login_limits: LoginLimits | None = None,
+    cache_seconds: float = 0.0,
 ) -> web.Application:
-    """The API application; ``serve`` adds its background tasks and runs it (see docs/api.md)."""
+    """The API application; ``serve`` adds its background tasks and runs it (see docs/api.md).
+
+    ``cache_seconds``: how long a token found valid, and the store's revision, are trusted
+    without asking the store again (0: every request asks; see docs/api.md for the trade-off).
+    """
     app = web.Application(middlewares=[errors, authenticate], client_max_size=client_max_size)
     app[API] = ApiContext.build(
         store,
@@ -103,6 +113,7 @@ def create_app(
         clock=clock,
         login_limits=login_limits or LoginLimits(),
     )
+    app[API].tokens.recheck = app[API].desired.recheck = cache_seconds
     for route in ALL_ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
     return app

@@ -30,7 +30,8 @@ from reconciler.store import Provenance, Put, Store
 from reconciler.store.tokens import TokenRecord, token_hash
 
 TOKEN_BYTES = 32  # 256 bits
-MAX_TOKEN_LENGTH = 128  # a longer X-Auth-Token header is refused without a store lookup
+MAX_TOKEN_LENGTH = 128
+RECHECK = 0.0  # default seconds a token found valid is trusted before the store is asked again  # a longer X-Auth-Token header is refused without a store lookup
 ADMIN_GROUP = "admins"
 ADMIN_FLAGS = ["GLOBAL_RW", "MANAGEMENT", "SUPER"]
 
@@ -105,6 +106,16 @@ class Tokens:
         self.store = store
         self.lifetime = lifetime
         self.clock = clock
+        self.recheck = RECHECK
+        self._recent: dict[str, tuple[float, TokenRecord]] = {}  # hash -> (checked at, record)
+
+    def recent(self, token: str) -> TokenRecord | None:
+        """A token found valid in the store less than RECHECK seconds ago (no store call)."""
+        hit = self._recent.get(token_hash(token)) if len(token) <= MAX_TOKEN_LENGTH else None
+        now = time.monotonic()
+        if hit is None or now - hit[0] > self.recheck or hit[1].expires <= self.clock():
+            return None
+        return hit[1]
 
     def issue(self, user: str) -> tuple[str, TokenRecord]:
         token = secrets.token_urlsafe(TOKEN_BYTES)
@@ -124,6 +135,9 @@ class Tokens:
         if record.expires <= self.clock():
             self.store.delete_token(record.token_hash)
             return None
+        if len(self._recent) > 10_000:
+            self._recent.clear()
+        self._recent[wanted] = (time.monotonic(), record)
         return record
 
     def renew(self, token: str) -> TokenRecord | None:
@@ -135,7 +149,13 @@ class Tokens:
         return renewed
 
     def revoke(self, record: TokenRecord) -> None:
+        self._recent.pop(record.token_hash, None)
         self.store.delete_token(record.token_hash)
+
+    def forget(self, user: str) -> None:
+        """Drop this process's recent lookups of ``user``'s tokens (disabled, deleted, re-passworded)."""
+        for key in [k for k, (_, r) in self._recent.items() if r.user == user]:
+            self._recent.pop(key, None)
 
 
 def bootstrap_admin(store: Store, name: str, group: str = ADMIN_GROUP) -> str:

@@ -14,6 +14,7 @@ Nothing is stored unless the candidate is valid, and the commit compares the rev
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,9 @@ class Change:
     body: Mapping[str, Any] | None
 
 
+RECHECK = 0.0  # default seconds between reads of the store's revision on the request path
+
+
 class DesiredCache:
     """The latest Desired, re-read when the store's revision moves."""
 
@@ -55,17 +59,26 @@ class DesiredCache:
         self.store = store
         self._current: Desired | None = None
         self._lock = asyncio.Lock()
+        self._checked = 0.0
+        self.recheck = RECHECK
+
+    def stale(self) -> bool:
+        """True when the revision was last read more than RECHECK seconds ago."""
+        return self._current is None or time.monotonic() - self._checked > self.recheck
 
     async def at(self, revision: int) -> Desired:
         """The Desired at ``revision`` (just read from the store) or later."""
         current = self._current
         if current is not None and current.revision >= revision:
+            if revision:
+                self._checked = time.monotonic()
             return current
         async with self._lock:
             current = self._current
             if current is None or current.revision < revision:
                 current = await asyncio.to_thread(self._load)
                 self._current = current
+                self._checked = time.monotonic()
         return current
 
     async def latest(self) -> Desired:

@@ -62,6 +62,7 @@ async def save_user(
 ) -> web.Response:
     revision = await write(api(request).store, desired(request), [Change("User", name, body)], actor(request).name)
     if revoke:
+        api(request).tokens.forget(name)
         await asyncio.to_thread(api(request).store.delete_user_tokens, name)
     if body is None:
         return web.Response(status=204, headers={"X-Store-Revision": str(revision)})
