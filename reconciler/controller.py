@@ -328,6 +328,7 @@ class Controller:
         future = loop.run_in_executor(self._executor, self._push_safely, job)
         self._inflight.add(future)
         future.add_done_callback(self._inflight.discard)
+
         # recorded even when the worker is gone (a master stepping down mid-push)
         def record(done: asyncio.Future[NodeResult]) -> None:
             if not done.cancelled():
