@@ -37,7 +37,7 @@ from reconciler.manifest.model import AccessNode
 from reconciler.observe import Facts, Marker, observe
 from reconciler.plan import NodePlan, StoreRef, plan_node, sha256
 from reconciler.render import DEFAULT_FILE, RenderedAccessNode
-from reconciler.transport import Transport
+from reconciler.transport import CommandResult, Transport
 from reconciler.transport.held import HeldCommand
 
 PROBE_PATH = "/.well-known/obreconcile/revision"
@@ -184,16 +184,14 @@ def _deploy(
     )
     previous = _adopt(transport, layout, facts)
     _stage(transport, layout, release, rendered, marker)
-    _switch(transport, layout, release)
-    test = transport.run(node.nginx.test_command)
+    test = _switch_and_test(transport, node, layout, release)
     if not test.ok:
         _switch_back(transport, layout, previous)
         transport.run(["rm", "-rf", "--", release])
         raise NodeError(
             node.name, "test", f"{node.nginx.test_command!r} refused the new configuration", test.stderr or test.stdout
         )
-    log_size = _log_size(transport, node)
-    reload = transport.run(node.nginx.reload_command)
+    reload, log_size = _reload(transport, node)
     problem = (
         f"{node.nginx.reload_command!r} failed (exit {reload.exit_code}): {reload.stderr.decode('utf-8', 'replace').strip()}"
         if not reload.ok
@@ -207,7 +205,6 @@ def _deploy(
             node.name, "verify" if reload.ok else "reload", f"{problem}; {outcome}", reloaded=True, rolled_back=True
         )
     transport.write_file(posixpath.join(release, MARKER), replace(marker, state="deployed").to_json())
-    _prune(transport, layout)
     return False
 
 
@@ -243,7 +240,7 @@ def _stage(
     q = shlex.quote(release)
     result = transport.run(
         f"set -e; mkdir -p -- {shlex.quote(layout.releases)}; mkdir -- {q}; "
-        f"tar -x --no-same-owner --no-same-permissions -C {q} -f -; chmod -R a+rX -- {q}",
+        f"tar -x --no-same-owner --no-same-permissions -C {q} -f -; chmod -R a+rX -- {q}; " + _prune_script(layout),
         input=buffer.getvalue(),
     )
     if not result.ok:
@@ -251,15 +248,44 @@ def _stage(
         raise NodeError(transport.name, "stage", f"cannot write the new release {release}", result.stderr)
 
 
-def _switch(transport: Transport, layout: NodeLayout, target: str) -> None:
+def _switch_script(layout: NodeLayout, target: str) -> str:
     """Point ``config_dir`` at ``target`` with one rename of a new symlink over it."""
     link = f"{layout.config_dir}.obr-switch"
-    result = transport.run(
+    return (
         f"rm -f -- {shlex.quote(link)} && ln -s -- {shlex.quote(target)} {shlex.quote(link)} && "
         f"mv -f -T -- {shlex.quote(link)} {shlex.quote(layout.config_dir)}"
     )
+
+
+def _switch(transport: Transport, layout: NodeLayout, target: str) -> None:
+    result = transport.run(_switch_script(layout, target))
     if not result.ok:
         raise NodeError(transport.name, "switch", f"cannot link {layout.config_dir} to {target}", result.stderr)
+
+
+_SWITCH_FAILED = 97
+
+
+def _switch_and_test(transport: Transport, node: AccessNode, layout: NodeLayout, release: str) -> CommandResult:
+    """Link the new release and run ``test_command`` against it, in one round trip."""
+    result = transport.run(
+        f"{{ {_switch_script(layout, release)}; }} || exit {_SWITCH_FAILED}\n{node.nginx.test_command}"
+    )
+    if result.exit_code == _SWITCH_FAILED:
+        raise NodeError(transport.name, "switch", f"cannot link {layout.config_dir} to {release}", result.stderr)
+    return result
+
+
+def _reload(transport: Transport, node: AccessNode) -> tuple[CommandResult, int | None]:
+    """Run ``reload_command``; with the error log's size just before, in one round trip."""
+    results = transport.run_batch(
+        {
+            "size": f"stat -c %s -- {shlex.quote(node.nginx.error_log)} 2>/dev/null || true",
+            "reload": node.nginx.reload_command,
+        }
+    )
+    size = results["size"].text.strip()
+    return results["reload"], int(size) if size.isdigit() else None
 
 
 def _switch_back(transport: Transport, layout: NodeLayout, previous: str | None) -> None:
@@ -267,12 +293,6 @@ def _switch_back(transport: Transport, layout: NodeLayout, previous: str | None)
         _switch(transport, layout, previous)
     else:  # nothing was deployed before: no managed files at all
         transport.run(["rm", "-f", "--", layout.config_dir], check=True)
-
-
-def _log_size(transport: Transport, node: AccessNode) -> int | None:
-    result = transport.run(f"stat -c %s -- {shlex.quote(node.nginx.error_log)} 2>/dev/null || true")
-    text = result.text.strip()
-    return int(text) if text.isdigit() else None
 
 
 def _can_probe(facts: Facts, files: Mapping[str, str]) -> bool:
@@ -299,12 +319,8 @@ def probe_command(node: AccessNode) -> str:
     )
 
 
-def _emergencies(transport: Transport, node: AccessNode, since: int | None) -> list[str]:
-    """``[emerg]``/``[alert]``/``[crit]`` lines nginx logged since ``since`` bytes."""
-    if since is None:
-        return []
-    result = transport.run(f"tail -c +{since + 1} -- {shlex.quote(node.nginx.error_log)} 2>/dev/null || true")
-    return [line for line in result.text.splitlines() if any(w in line for w in ("[emerg]", "[alert]", "[crit]"))]
+def _emergency_lines(log: str) -> list[str]:
+    return [line for line in log.splitlines() if any(w in line for w in ("[emerg]", "[alert]", "[crit]"))]
 
 
 def _verify(
@@ -312,26 +328,31 @@ def _verify(
 ) -> str:
     """'' when nginx serves ``revision``; else what went wrong (in nginx's own words).
 
-    ``probe``: whether the release has the default server that answers the revision; without
-    it only the error log is read.
+    Each round trip reads what nginx logged since the reload (``[emerg]``, ``[alert]``,
+    ``[crit]`` lines) and, when ``probe``, asks nginx's default server for its revision
+    (without the probe only the error log is read).
     """
     deadline = time.monotonic() + timeout
-    served = ""
-    command = probe_command(node) if probe else ""
+    commands = {}
+    if log_size is not None:
+        commands["log"] = f"tail -c +{log_size + 1} -- {shlex.quote(node.nginx.error_log)} 2>/dev/null || true"
+    if probe:
+        commands["probe"] = probe_command(node)
     while True:
-        emergencies = _emergencies(transport, node, log_size)
+        results = transport.run_batch(commands) if commands else {}
+        emergencies = _emergency_lines(results["log"].text) if "log" in results else []
         if emergencies:
             return "nginx did not load the new configuration: " + " | ".join(emergencies[-3:])
-        if not command:
+        if not probe:
             return ""
-        served = transport.run(command).text.strip()
+        served = results["probe"].text.strip()
         if served == revision:
             return ""
         if time.monotonic() >= deadline:
             return (
                 f"nginx still serves revision {served or '(no answer)'} {timeout:g}s after the reload, not {revision}"
             )
-        time.sleep(0.1)
+        time.sleep(0.05)
 
 
 def _roll_back(
@@ -345,8 +366,7 @@ def _roll_back(
     """Link the previous release again and reload it; say how that went."""
     try:
         _switch_back(transport, layout, previous)
-        log_size = _log_size(transport, node)
-        reload = transport.run(node.nginx.reload_command)
+        reload, log_size = _reload(transport, node)
         if not reload.ok:
             return f"rolled back the files, but reloading them failed too: {reload.stderr.decode('utf-8', 'replace').strip()}"
         old = facts.marker.revision if facts.marker and previous else None
@@ -360,11 +380,11 @@ def _roll_back(
         return f"rollback failed: {e}"
 
 
-def _prune(transport: Transport, layout: NodeLayout) -> None:
-    """Keep the KEEP_RELEASES newest releases (names sort by time); never the live one."""
+def _prune_script(layout: NodeLayout) -> str:
+    """Keep the KEEP_RELEASES newest releases (names sort by time) and always the live one."""
     q = shlex.quote(layout.releases)
-    live = shlex.quote(layout.config_dir)
-    transport.run(
-        f"cd {q} && live=$(readlink -- {live}) && ls -1 | LC_ALL=C sort | head -n -{KEEP_RELEASES} | "
-        f'while read -r r; do [ "{layout.releases}/$r" = "$live" ] || rm -rf -- "$r"; done'
+    return (
+        f"cd {q} && live=$(readlink -- {shlex.quote(layout.config_dir)} || true) && "
+        f"ls -1 | LC_ALL=C sort | head -n -{KEEP_RELEASES} | "
+        f'while read -r r; do [ "{layout.releases}/$r" = "$live" ] || rm -rf -- "$r"; done || true'
     )
