@@ -14,6 +14,7 @@ an ``Outcome`` (passed or not, a short detail, seconds taken).
 from __future__ import annotations
 
 import asyncio
+import errno
 import re
 import ssl
 import time
@@ -186,7 +187,9 @@ class DummyJar(aiohttp.DummyCookieJar):
 
 
 def _reason(error: BaseException) -> str:
-    if isinstance(error, ConnectionRefusedError):
+    if isinstance(error, aiohttp.ClientConnectorError):
+        error = error.os_error
+    if isinstance(error, OSError) and error.errno == errno.ECONNREFUSED:
         return "connection refused"
     text = str(error) or type(error).__name__
     return text[:200]
