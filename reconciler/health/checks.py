@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import re
+import socket
 import ssl
+import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,8 +34,12 @@ from reconciler.manifest.model import (
     Upstream,
     duration_seconds,
 )
+from reconciler.resolve import ip_literal
 
 _REQUEST = re.compile(r"^([A-Z]{1,16}) (/[!-~]{0,1000})((?: [1-5][0-9]{2}(?:-[1-5][0-9]{2})?){0,16})( verify)?$")
+
+
+_RESET = struct.pack("ii", 1, 0)
 
 
 class CheckStringError(ValueError):
@@ -165,21 +171,86 @@ class Prober:
             return Outcome(detail == "", detail, time.perf_counter() - started)
 
     async def _tcp(self, target: Target) -> str:
-        _, writer = await asyncio.open_connection(target.host, target.port)
-        writer.close()
+        """Connect and close: a bare non-blocking socket (a stream would cost several times more)."""
+        loop = asyncio.get_running_loop()
+        literal = ip_literal(target.host)
+        if literal is None:
+            infos = await loop.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+            family, address = infos[0][0], infos[0][4]
+        else:
+            family = socket.AF_INET6 if ":" in literal else socket.AF_INET
+            address = (literal, target.port)
+        sock = socket.socket(family, socket.SOCK_STREAM)
         try:
-            await writer.wait_closed()
-        except OSError:
-            pass
+            sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)  # close with RST: no TIME_WAIT
+            await loop.sock_connect(sock, address)
+        finally:
+            sock.close()
         return ""
 
     async def _http(self, spec: CheckSpec, target: Target) -> str:
+        if spec.base == "http":
+            status = await _plain_http_status(spec, target)
+            return "" if spec.accepts(status) else f"status {status}"
         assert self._session is not None, "use the Prober in an async with block"
         tls: ssl.SSLContext | bool = (self._verified if spec.verify else False) if spec.base == "https" else True
         async with self._session.request(spec.method, target.url(spec), allow_redirects=False, ssl=tls) as response:
             if spec.accepts(response.status):
                 return ""
             return f"status {response.status}"
+
+
+class _StatusLine(asyncio.Protocol):
+    """Send one request, read up to the status line, hang up."""
+
+    def __init__(self, request: bytes, answer: asyncio.Future[int]) -> None:
+        self.request, self.answer, self.buffer = request, answer, b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        line, found, _ = self.buffer.partition(b"\r\n")
+        if not found and len(self.buffer) < 1024:
+            return
+        parts = line.split(b" ", 2)
+        if not self.answer.done():
+            if len(parts) >= 2 and parts[0].startswith(b"HTTP/") and parts[1].isdigit() and len(parts[1]) == 3:
+                self.answer.set_result(int(parts[1]))
+            else:
+                self.answer.set_exception(ConnectionError("not an HTTP answer"))
+        if self.transport is not None:
+            self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.answer.done():
+            self.answer.set_exception(exc or ConnectionResetError("closed before answering"))
+
+
+async def _plain_http_status(spec: CheckSpec, target: Target) -> int:
+    """The status of one plain-HTTP request.
+
+    aiohttp's client costs about 0.6 ms of CPU per request (measured: bench/health.py); a
+    request line, a Host header and the status line is all an http check needs, and costs a
+    fraction of that, so that 5,000 checks a second fit in less than one core.
+    """
+    loop = asyncio.get_running_loop()
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    request = (
+        f"{spec.method} {spec.path} HTTP/1.1\r\nHost: {host}:{target.port}\r\n"
+        "User-Agent: obreconcile-check\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    ).encode()
+    answer: asyncio.Future[int] = loop.create_future()
+    transport, _ = await loop.create_connection(lambda: _StatusLine(request, answer), target.host, target.port)
+    try:
+        return await answer
+    finally:
+        transport.abort()
 
 
 class DummyJar(aiohttp.DummyCookieJar):
