@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,7 +9,7 @@ from aiohttp import web
 
 from reconciler.api import authz
 from reconciler.api.authz import Access
-from reconciler.api.context import actor, api, desired, json_object
+from reconciler.api.context import actor, api, desired, from_view, json_object
 from reconciler.api.desired import Change, manifest_body, write
 from reconciler.api.problems import ApiError, forbidden, not_found
 from reconciler.api.routes import Route
@@ -127,14 +126,14 @@ async def change_served(request: web.Request) -> web.Response:
 async def list_management_nodes(request: web.Request) -> web.Response:
     if not authz.may_see_management_nodes(actor(request)):
         raise forbidden("management nodes are for SUPER")
-    return json(await asyncio.to_thread(api(request).view.management_nodes))
+    return json(await from_view(request, lambda v: v.management_nodes()))
 
 
 async def get_management_node(request: web.Request) -> web.Response:
     if not authz.may_see_management_nodes(actor(request)):
         raise forbidden("management nodes are for SUPER")
     name = request.match_info["host_name"]
-    for node in await asyncio.to_thread(api(request).view.management_nodes):
+    for node in await from_view(request, lambda v: v.management_nodes()):
         if node.get("host_name") == name:
             return json(node)
     raise not_found(f"management node {name!r}")

@@ -6,10 +6,11 @@ and a JSON body (400 when it is not a JSON object).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -17,7 +18,7 @@ from reconciler.api.auth import FailedLogins, LoginLimits, Tokens
 from reconciler.api.authz import Actor
 from reconciler.api.desired import Desired, DesiredCache
 from reconciler.api.problems import ApiError
-from reconciler.api.view import ControllerView
+from reconciler.api.view import ControllerView, StoreView
 from reconciler.store import Store
 
 
@@ -30,6 +31,18 @@ class ApiContext:
     desired: DesiredCache
     metrics_token: str | None = None
     clock: Callable[[], float] = field(default=lambda: 0.0)
+    listings: dict[tuple[Any, ...], bytes] = field(default_factory=dict)  # (path, revision, groups, flags)
+    status_cache: tuple[float, bytes] | None = None  # GET /status, reused for cache_seconds
+
+    def listing(self, key: tuple[Any, ...], revision: int, make: Callable[[], Any]) -> bytes:
+        """A list response's JSON, kept while the revision stays (one per path and set of rights)."""
+        key = (*key, revision)
+        found = self.listings.get(key)
+        if found is None:
+            if len(self.listings) > 256 or any(k[-1] != revision for k in self.listings):
+                self.listings.clear()
+            found = self.listings[key] = json.dumps(make()).encode()
+        return found
 
     @classmethod
     def build(
@@ -54,6 +67,17 @@ class ApiContext:
 
 
 API = web.AppKey("api", ApiContext)
+T = TypeVar("T")
+
+
+async def from_view(request: web.Request, read: Callable[[ControllerView], T]) -> T:
+    """Ask the controller's view: in memory, on the loop; StoreView reads the store, in a thread."""
+    view = request.app[API].view
+    if isinstance(view, StoreView):
+        return await asyncio.to_thread(read, view)
+    return read(view)
+
+
 ACTOR = web.RequestKey("actor", Actor)
 DESIRED = web.RequestKey("desired", Desired)
 

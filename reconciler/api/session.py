@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json as json_module
+import time
 from functools import cache
 from typing import Any
 
@@ -11,7 +13,7 @@ from aiohttp import web
 
 from reconciler.api import authz
 from reconciler.api.auth import check_login, expiry_text
-from reconciler.api.context import actor, api, json_object
+from reconciler.api.context import actor, api, from_view, json_object
 from reconciler.api.problems import ApiError, forbidden, not_found
 from reconciler.api.routes import Route
 from reconciler.api.upstreams import json
@@ -68,8 +70,13 @@ async def delete_auth(request: web.Request) -> web.Response:
 
 
 async def get_status(request: web.Request) -> web.Response:
-    status: dict[str, Any] = await asyncio.to_thread(api(request).view.status)
-    return json(status)
+    context = api(request)
+    cached = context.status_cache
+    if cached is None or time.monotonic() - cached[0] > context.tokens.recheck:
+        status: dict[str, Any] = await from_view(request, lambda v: v.status())
+        cached = (time.monotonic(), json_module.dumps(status).encode())
+        context.status_cache = cached
+    return web.Response(body=cached[1], content_type="application/json")
 
 
 async def get_metrics(request: web.Request) -> web.Response:
@@ -78,7 +85,7 @@ async def get_metrics(request: web.Request) -> web.Response:
         given = request.headers.get("Authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {expected}".encode()):
             raise ApiError(401, "metrics need Authorization: Bearer <metrics token>")
-    text = await asyncio.to_thread(api(request).view.metrics)
+    text = await from_view(request, lambda v: v.metrics())
     return web.Response(body=text, content_type="text/plain", charset="utf-8", headers={"Version": "0.0.4"})
 
 

@@ -68,9 +68,13 @@ async def save(
 
 async def list_upstreams(request: web.Request) -> web.Response:
     d, who = desired(request), actor(request)
-    return json(
-        [d.body("Upstream", n) for n, u in sorted(d.state.upstreams.items()) if authz.upstream_access(who, u) > 0]
-    )
+
+    def make() -> list[Any]:
+        items = sorted(d.state.upstreams.items())
+        return [d.body("Upstream", n) for n, u in items if authz.upstream_access(who, u) > 0]
+
+    body = api(request).listing(("upstreams", who.groups, who.flags), d.revision, make)
+    return web.Response(body=body, content_type="application/json")
 
 
 async def create_upstream(request: web.Request) -> web.Response:

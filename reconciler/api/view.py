@@ -15,6 +15,9 @@ from reconciler.store import Store
 
 
 class ControllerView(Protocol):
+    """Answers from memory: the API calls these on the event loop (the API runs StoreView's,
+    which read the store, in a thread)."""
+
     def status(self) -> dict[str, Any]:
         """SPEC.md §4 ``GET /status``: at least ``master_node``, ``etcd_health`` (the store's
         health, whatever the store), ``revision``, ``access_nodes: {total, converged, failed}``,
