@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import sysconfig
@@ -15,6 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_wheel_installs_into_a_fresh_venv_and_validates_an_example(tmp_path: Path) -> None:
+    # Nothing from the source tree may leak in: only the wheel's copy of the package counts.
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     dist = tmp_path / "dist"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(ROOT)],
@@ -32,12 +35,17 @@ def test_wheel_installs_into_a_fresh_venv_and_validates_an_example(tmp_path: Pat
     # package itself only from the wheel: the source tree is never on the fresh venv's path.
     purelib = Path(
         subprocess.check_output(
-            [str(venv / "bin/python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True
+            [str(venv / "bin/python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            text=True,
+            env=env,
         ).strip()
     )
     (purelib / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     subprocess.run(
-        [str(venv / "bin/python"), "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True, timeout=300
+        [str(venv / "bin/python"), "-m", "pip", "install", "-q", "--no-deps", str(wheel)],
+        check=True,
+        timeout=300,
+        env=env,
     )
 
     work = tmp_path / "elsewhere"
@@ -52,6 +60,7 @@ def test_wheel_installs_into_a_fresh_venv_and_validates_an_example(tmp_path: Pat
         capture_output=True,
         text=True,
         check=True,
+        env=env,
     ).stdout.split()
     assert all(str(venv) in w for w in where), where
 
@@ -61,6 +70,7 @@ def test_wheel_installs_into_a_fresh_venv_and_validates_an_example(tmp_path: Pat
         capture_output=True,
         text=True,
         timeout=120,
+        env=env,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith("valid: ")
@@ -71,6 +81,7 @@ def test_wheel_installs_into_a_fresh_venv_and_validates_an_example(tmp_path: Pat
         capture_output=True,
         text=True,
         timeout=120,
+        env=env,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert any(out.rglob("*.conf"))
