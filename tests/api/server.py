@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -30,7 +31,8 @@ class FakeClock:
 class RunningServer:
     """The app served by a real aiohttp runner in its own thread and loop; ``stop`` ends both."""
 
-    def __init__(self, app: web.Application) -> None:
+    def __init__(self, app: web.Application, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.ssl_context = ssl_context
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -41,7 +43,7 @@ class RunningServer:
 
     async def _start(self) -> int:
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
         await site.start()
         return int(self.runner.addresses[0][1])
 
