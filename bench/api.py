@@ -35,7 +35,7 @@ from tests.api.server import FAST_HASHER
 LISTENER = """
 import asyncio
 async def main():
-    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0, backlog=4096)
     print(server.sockets[0].getsockname()[1], flush=True)
     await server.serve_forever()
 asyncio.run(main())
