@@ -170,7 +170,11 @@ def openapi_document(routes: tuple[Route, ...] | None = None) -> dict[str, Any]:
         from reconciler.api.app import ALL_ROUTES
 
         routes = ALL_ROUTES
-    manifest = {FILES[f]: _translate(doc, FILES[f]) for f, doc in schemas().items() if f in FILES}
+    manifest = {
+        FILES[f]: {**_translate(doc, FILES[f]), "x-schema-file": f"schemas/{f}", "x-schema-id": doc.get("$id")}
+        for f, doc in schemas().items()
+        if f in FILES
+    }
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)

@@ -8,6 +8,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
+from reconciler.manifest.schemas import SCHEMA_FILES, schemas
 from tests.api.conftest import Api
 
 
@@ -21,8 +22,12 @@ def test_every_served_route_is_documented_and_every_documented_route_served(api:
         if r.method != "HEAD" and r.resource is not None
     }
     assert served == documented
-    for kind in ("Upstream", "Check", "AccessNode", "Group", "User"):
-        assert kind in document["components"]["schemas"]
+    files = schemas()
+    for kind, file in SCHEMA_FILES.items():
+        component = document["components"]["schemas"][kind]
+        assert component["x-schema-file"] == f"schemas/{file}"
+        assert component["properties"].keys() == files[file]["properties"].keys()
+        assert component["required"] == files[file]["required"]
     refs = set(re.findall(r'"\$ref": "([^"]+)"', str(document).replace("'", '"')))
     assert all(ref.startswith("#/components/schemas/") for ref in refs)
 
