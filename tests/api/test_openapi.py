@@ -6,7 +6,7 @@ import re
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 
 from reconciler.manifest.schemas import SCHEMA_FILES, schemas
 from tests.api.conftest import Api
@@ -46,7 +46,13 @@ def test_schemathesis(api: Api, schema: schemathesis.BaseSchema) -> None:
     for operation in schema.get_all_operations():
         op = operation.ok()
 
-        @settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(
+            max_examples=2,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            database=None,
+            phases=[Phase.generate],
+        )
         @given(case=op.as_strategy())
         def run(case: schemathesis.Case) -> None:
             response = case.call(headers={"X-Auth-Token": api.tokens["root"]})
@@ -60,5 +66,5 @@ def test_schemathesis(api: Api, schema: schemathesis.BaseSchema) -> None:
 
         run()
     assert not failures, "\n".join(failures[:20])
-    assert len(statuses) >= 2 * len(list(schema.get_all_operations()))
+    assert len(statuses) >= len(list(schema.get_all_operations()))
     assert any(200 <= s < 300 for s in statuses) and max(statuses) < 500
