@@ -32,6 +32,7 @@ from reconciler.store.tokens import TokenRecord, token_hash
 TOKEN_BYTES = 32  # 256 bits
 MAX_TOKEN_LENGTH = 128
 RECHECK = 0.0  # default seconds a token found valid is trusted before the store is asked again  # a longer X-Auth-Token header is refused without a store lookup
+MAX_TRACKED = 100_000  # failed-login counters kept before old ones are swept
 ADMIN_GROUP = "admins"
 ADMIN_FLAGS = ["GLOBAL_RW", "MANAGEMENT", "SUPER"]
 
@@ -79,8 +80,16 @@ class FailedLogins:
 
     def failed(self, user: str, address: str) -> None:
         now = self.clock()
+        if len(self._by_user) + len(self._by_address) > MAX_TRACKED:
+            self._forget_old()
         self._by_user.setdefault(user, deque()).append(now)
         self._by_address.setdefault(address, deque()).append(now)
+
+    def _forget_old(self) -> None:
+        """Drop counters with no failure in the window (many user names or addresses tried)."""
+        for table in (self._by_user, self._by_address):
+            for key in list(table):
+                self._recent(table, key)
 
     def succeeded(self, user: str) -> None:
         self._by_user.pop(user, None)

@@ -31,6 +31,10 @@ async def post_auth(request: web.Request) -> web.Response:
     body = await json_object(request)
     context = api(request)
     if set(body) == {"token"} and isinstance(body["token"], str):
+        found = await asyncio.to_thread(context.tokens.lookup, body["token"])
+        owner = (await context.desired.latest()).state.users.get(found.user) if found else None
+        if found is None or owner is None or not owner.enabled:
+            raise ApiError(401, "invalid or expired token")
         renewed = await asyncio.to_thread(context.tokens.renew, body["token"])
         if renewed is None:
             raise ApiError(401, "invalid or expired token")

@@ -101,3 +101,15 @@ def test_bootstrap_admin(fresh_api: Api) -> None:
     again = bootstrap_admin(fresh_api.store, "first-admin")  # a reset: the old password and tokens go
     assert status(fresh_api, token) == 401
     assert fresh_api.server.login("first-admin", again)
+
+
+def test_a_user_disabled_in_the_manifests_cannot_use_or_renew_its_token(fresh_api: Api) -> None:
+    """Disabled by a sync of the manifests (not through the API): its tokens still exist, unusable."""
+    from reconciler.store import Put
+    from tests.api.server import GIT
+
+    token = fresh_api.tokens["reader"]
+    body = dict(fresh_api.store.get("User", "reader").body)  # type: ignore[union-attr]
+    fresh_api.store.commit([Put("User", "reader", {**body, "enabled": False}, GIT)])
+    assert status(fresh_api, token) == 401
+    assert fresh_api.server.call("POST", "/auth", body={"token": token}).status_code == 401
