@@ -7,6 +7,7 @@ allowed write is undone (the store put back) before the next case.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -99,6 +100,12 @@ CASES: list[tuple[str, str, Any, str]] = [
     ("PUT", "/group/team-b", {"global_permissions": ["GLOBAL_RW"]}, "404 404 404 403 403 403 403 200"),
     ("DELETE", "/group/team-b", None, "404 404 404 403 403 403 409 409"),  # still owns app-b
     ("GET", "/status", None, "200 200 200 200 200 200 200 200"),
+    # lists: everyone may ask; what each sees is test_lists_show_only_what_each_user_may_read
+    ("GET", "/upstream/", None, "200 200 200 200 200 200 200 200"),
+    ("GET", "/check/", None, "200 200 200 200 200 200 200 200"),
+    ("GET", "/node", None, "200 200 200 200 200 200 200 200"),
+    ("GET", "/user", None, "200 200 200 200 200 200 200 200"),
+    ("GET", "/group", None, "200 200 200 200 200 200 200 200"),
 ]
 
 
@@ -127,6 +134,22 @@ def test_matrix(api: Api, method: str, path: str, body: Any, expected: str) -> N
         if want == str(r.status_code) and r.status_code >= 400:
             assert set(r.json()) == {"error", "detail"}
     assert " ".join(got) == expected, dict(zip(COLUMNS, got, strict=True))
+
+
+def test_the_matrix_covers_every_route() -> None:
+    """Every authenticated route but DELETE /auth (tests/api/test_auth.py) has a row."""
+    from reconciler.api.app import ALL_ROUTES
+
+    def matches(template: str, path: str) -> bool:
+        return re.fullmatch(re.sub(r"\\{\w+\\}", "[^/]+", re.escape(template)), path) is not None
+
+    missing = [
+        (r.method, r.path)
+        for r in ALL_ROUTES
+        if not r.public and (r.method, r.path) != ("DELETE", "/auth")
+        if not any(m == r.method and matches(r.path, p) for m, p, _, _ in CASES)
+    ]
+    assert not missing
 
 
 def test_lists_show_only_what_each_user_may_read(api: Api) -> None:
