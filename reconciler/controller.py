@@ -25,11 +25,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.apply import ApplySettings, NodeResult, apply_node
+from reconciler.apply import ApplySettings
 from reconciler.controller_status import StatusCache, build_status
 from reconciler.errors import ObreconcileError
 from reconciler.health.checks import Prober
@@ -39,11 +38,10 @@ from reconciler.management import MANAGEMENT_PREFIX, lock_holders
 from reconciler.manifest.model import DesiredState
 from reconciler.metrics import Metrics
 from reconciler.plan import StoreRef, node_model
-from reconciler.push import Job, NodeWorker, push_delay_for_tests
+from reconciler.push import Job, NodeWorker, Pusher, PushSettings
 from reconciler.render import Renderer
 from reconciler.status import MASTER_LOCK
 from reconciler.store import DeployRecord, Lock, Store
-from reconciler.transport import ConnectionPool, open_transport
 
 log = logging.getLogger("obreconcile.controller")
 
@@ -87,9 +85,17 @@ class Controller:
         self._pending_since: float | None = None  # monotonic: first change not yet rendered
         self._drift_asked = False
         self._trigger = asyncio.Event()
-        self._pool = ConnectionPool()
-        self._executor = ThreadPoolExecutor(max_workers=settings.forks + 2, thread_name_prefix="push")
-        self._inflight: set[asyncio.Future[NodeResult]] = set()
+        self.pusher = Pusher(
+            PushSettings(
+                settings.forks,
+                settings.known_hosts,
+                settings.accept_new_host_keys,
+                settings.connect_timeout,
+                settings.apply,
+            ),
+            self.telemetry,
+            self._record_deploy,
+        )
         self._registration: Lock | None = None
         self.ready = asyncio.Event()  # set once the first election round is done (tests wait on it)
 
@@ -119,7 +125,10 @@ class Controller:
         except ObreconcileError as e:
             self._store_failed(str(e))
             raise
-        self.cache.store_ok = True
+        if not self.cache.store_ok:
+            log.warning("store: answering again")
+            self.cache.store_ok, self.cache.store_detail = True, "answering again"
+            self.telemetry.store_healthy.set(1)
         return result
 
     def _store_failed(self, detail: str) -> None:
@@ -137,7 +146,10 @@ class Controller:
                     lease = await self._call(self.store.acquire_lock, MASTER_LOCK, self.host_name, ttl)
                     if lease is not None:
                         self.lease, self.lease_deadline = lease, started + ttl
-                        await self._become_master()
+                        try:
+                            await self._become_master()
+                        except ObreconcileError as e:
+                            await self._step_down(f"the store failed while taking over: {e}")
                 elif await self._call(self.lease.refresh):
                     self.lease_deadline = started + ttl
                 else:
@@ -282,7 +294,7 @@ class Controller:
             if worker is None:
                 worker = self.workers[name] = NodeWorker(
                     name,
-                    self._push,
+                    self.pusher.push,
                     self.is_master,
                     self.settings.coalesce,
                     self.settings.retry_initial,
@@ -323,78 +335,9 @@ class Controller:
                 log.error("upstream %s: panic: no backend is eligible, every backend not forced down is enabled", name)
         self.panic = sorted(panic)
 
-    async def _push(self, job: Job) -> NodeResult:
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, self._push_safely, job)
-        self._inflight.add(future)
-        future.add_done_callback(self._inflight.discard)
-
-        # recorded even when the worker is gone (a master stepping down mid-push)
-        def record(done: asyncio.Future[NodeResult]) -> None:
-            if not done.cancelled():
-                self._record(job, done.result())
-
-        future.add_done_callback(record)
-        return await asyncio.shield(future)
-
-    def _push_blocking(self, job: Job) -> NodeResult:
-        assert job.rendered is not None
-        delay = push_delay_for_tests()
-        if delay:
-            log.warning("push: %s at store revision %d in %.1fs (test hook)", job.node.name, job.store.revision, delay)
-            time.sleep(delay)
-        try:
-            transport = open_transport(
-                job.node,
-                known_hosts=self.settings.known_hosts,
-                accept_new_host_keys=self.settings.accept_new_host_keys,
-                connect_timeout=self.settings.connect_timeout,
-                pool=self._pool,
-            )
-        except ObreconcileError as e:
-            return NodeResult(job.node.name, "failed", step="connect", error=str(e))
-        with transport:
-            return apply_node(job.node, job.rendered, job.model, transport, job.store, self.settings.apply)
-
-    def _push_safely(self, job: Job) -> NodeResult:
-        try:
-            return self._push_blocking(job)
-        except Exception as e:  # a bug must not end the node's worker: report it as a failure
-            log.exception("push: %s: unexpected error", job.node.name)
-            return NodeResult(job.node.name, "failed", step="internal", error=f"{type(e).__name__}: {e}")
-
-    def _record(self, job: Job, result: NodeResult) -> None:
-        name = job.node.name
-        fenced = result.step == "plan" and "fenced" in result.error
-        outcome = "refused" if fenced else result.status
-        self.telemetry.applies.labels(name, outcome).inc()
-        if fenced:
-            self.telemetry.fenced.labels(name).inc()
-            log.error("push: %s refused it: %s", name, result.error)
-        if result.reloaded:
-            self.telemetry.reloads.labels(name, "rolled_back" if result.rolled_back else "ok").inc()
-        if result.plan is not None and result.plan.drift:
-            self.telemetry.drift.labels(name).inc()
-            log.warning("drift: %s: %s (corrected)", name, "; ".join(result.plan.drift))
-        self.telemetry.converged.labels(name).set(1 if result.ok else 0)
-        worker = self.workers.get(name)
-        if result.status == "converged" and worker is not None and worker.pending_since is not None:
-            self.telemetry.lag.observe(time.monotonic() - worker.pending_since)
-        if result.status == "converged":
-            log.info(
-                "push: %s converged to %s (store revision %d)",
-                name,
-                job.rendered.revision if job.rendered else "?",
-                job.store.revision,
-            )
-        digests = {}
-        if result.plan is not None and result.ok:
-            digests = {f.path: f.new_digest or "" for f in result.plan.files}
-        record = DeployRecord(name, job.store.revision, digests, "converged" if result.ok else "failed", result.error)
-        if self.is_master():  # a former master's late result must not overwrite the new master's
-            asyncio.get_running_loop().create_task(self._record_deploy(record))
-
     async def _record_deploy(self, record: DeployRecord) -> None:
+        if not self.is_master():  # a former master's late result must not overwrite the new master's
+            return
         try:
             await self._call(self.store.record_deploy, record)
         except ObreconcileError:
@@ -428,9 +371,7 @@ class Controller:
         """Finish the pushes in hand (up to ``shutdown_timeout``), save health, release leases."""
         for worker in self.workers.values():
             await worker.stop()
-        if self._inflight:
-            log.warning("shutdown: finishing %d push(es) in hand", len(self._inflight))
-            await asyncio.wait(set(self._inflight), timeout=self.settings.shutdown_timeout)
+        await self.pusher.finish(self.settings.shutdown_timeout)
         await self.flush_health()
         if self.lease is not None:
             await self._step_down("shutting down")
@@ -440,8 +381,7 @@ class Controller:
             except ObreconcileError:
                 pass
         self.telemetry.master.set(0)
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        await asyncio.to_thread(self._pool.close)
+        await self.pusher.close()
 
     async def _store_health(self) -> None:
         while True:
@@ -451,4 +391,5 @@ class Controller:
             except ObreconcileError as e:
                 self._store_failed(str(e))
             self.telemetry.store_healthy.set(1 if self.cache.store_ok else 0)
-            await asyncio.sleep(2.0)
+            # every store call also reports failures at once; SQLite's check reads the whole file
+            await asyncio.sleep(2.0 if self.store.kind == "etcd" else 15.0)

@@ -20,14 +20,19 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.apply import NodeResult
+from reconciler.apply import ApplySettings, NodeResult, apply_node
+from reconciler.errors import ObreconcileError
 from reconciler.manifest.model import AccessNode
+from reconciler.metrics import Metrics
 from reconciler.plan import StoreRef
 from reconciler.render import RenderedAccessNode
+from reconciler.store import DeployRecord
+from reconciler.transport import ConnectionPool, open_transport
 
 log = logging.getLogger("obreconcile.push")
 
@@ -162,6 +167,122 @@ class NodeWorker:
         self.state.retry_at = loop.time() + delay
         log.warning("push: %s failed (%s); retrying in %.1fs", job.node.name, error, delay)
         loop.call_later(delay, self._wake.set)
+
+
+@dataclass(frozen=True)
+class PushSettings:
+    forks: int = 10
+    known_hosts: Any = None  # Path | None
+    accept_new_host_keys: bool = False
+    connect_timeout: float = 10.0
+    apply: ApplySettings = field(default_factory=ApplySettings)
+
+
+class Pusher:
+    """Runs pushes (``apply_node``) in a thread pool with pooled SSH connections, and records them.
+
+    Each result is counted in the metrics and handed to ``record_deploy`` even when the worker
+    that asked for it is gone (a master stepping down mid-push): ``finish`` waits for the
+    pushes in hand at shutdown.
+    """
+
+    def __init__(
+        self,
+        settings: PushSettings,
+        telemetry: Metrics,
+        record_deploy: Callable[[DeployRecord], Coroutine[Any, Any, None]],
+    ) -> None:
+        self.settings = settings
+        self.telemetry = telemetry
+        self.record_deploy = record_deploy
+        self._pool = ConnectionPool()
+        self._executor = ThreadPoolExecutor(max_workers=settings.forks + 2, thread_name_prefix="push")
+        self._inflight: set[asyncio.Future[NodeResult]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def push(self, job: Job) -> NodeResult:
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._executor, self._push_safely, job)
+        self._inflight.add(future)
+        future.add_done_callback(self._inflight.discard)
+
+        # recorded even when the worker is gone (a master stepping down mid-push)
+        def record(done: asyncio.Future[NodeResult]) -> None:
+            if not done.cancelled():
+                self.record(job, done.result())
+
+        future.add_done_callback(record)
+        return await asyncio.shield(future)
+
+    def _push_blocking(self, job: Job) -> NodeResult:
+        assert job.rendered is not None
+        delay = push_delay_for_tests()
+        if delay:
+            log.warning("push: %s at store revision %d in %.1fs (test hook)", job.node.name, job.store.revision, delay)
+            time.sleep(delay)
+        try:
+            transport = open_transport(
+                job.node,
+                known_hosts=self.settings.known_hosts,
+                accept_new_host_keys=self.settings.accept_new_host_keys,
+                connect_timeout=self.settings.connect_timeout,
+                pool=self._pool,
+            )
+        except ObreconcileError as e:
+            return NodeResult(job.node.name, "failed", step="connect", error=str(e))
+        with transport:
+            return apply_node(job.node, job.rendered, job.model, transport, job.store, self.settings.apply)
+
+    def _push_safely(self, job: Job) -> NodeResult:
+        try:
+            return self._push_blocking(job)
+        except Exception as e:  # a bug must not end the node's worker: report it as a failure
+            log.exception("push: %s: unexpected error", job.node.name)
+            return NodeResult(job.node.name, "failed", step="internal", error=f"{type(e).__name__}: {e}")
+
+    def record(self, job: Job, result: NodeResult) -> None:
+        name = job.node.name
+        fenced = result.step == "plan" and "fenced" in result.error
+        outcome = "refused" if fenced else result.status
+        self.telemetry.applies.labels(name, outcome).inc()
+        if fenced:
+            self.telemetry.fenced.labels(name).inc()
+            log.error("push: %s refused it: %s", name, result.error)
+        if result.reloaded:
+            self.telemetry.reloads.labels(name, "rolled_back" if result.rolled_back else "ok").inc()
+        if result.plan is not None and result.plan.drift:
+            self.telemetry.drift.labels(name).inc()
+            log.warning("drift: %s: %s (corrected)", name, "; ".join(result.plan.drift))
+        self.telemetry.converged.labels(name).set(1 if result.ok else 0)
+        if result.status == "converged":
+            self.telemetry.lag.observe(time.monotonic() - job.since)
+        if result.status == "converged":
+            log.info(
+                "push: %s converged to %s (store revision %d) in %.2fs",
+                name,
+                job.rendered.revision if job.rendered else "?",
+                job.store.revision,
+                result.seconds,
+            )
+        digests = {}
+        if result.plan is not None and result.ok:
+            digests = {f.path: f.new_digest or "" for f in result.plan.files}
+        record = DeployRecord(name, job.store.revision, digests, "converged" if result.ok else "failed", result.error)
+        task = asyncio.get_running_loop().create_task(self.record_deploy(record))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def finish(self, timeout: float) -> None:
+        """Wait (up to ``timeout``) for the pushes in hand: a node is never left halfway."""
+        if self._inflight:
+            log.warning("shutdown: finishing %d push(es) in hand", len(self._inflight))
+            await asyncio.wait(set(self._inflight), timeout=timeout)
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=5)
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        await asyncio.to_thread(self._pool.close)
 
 
 def push_delay_for_tests() -> float:

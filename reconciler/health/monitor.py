@@ -96,7 +96,7 @@ class Monitor:
         on_change: Callable[[str], None],
         metrics: Metrics | None = None,
         jitter: float = 0.05,
-        fast: float = 0.5,
+        fast: float = 0.25,
     ) -> None:
         self.prober = prober
         self.on_change = on_change

@@ -248,8 +248,8 @@ class Serve:
         """An API token of the bootstrap admin (its password is printed once at start)."""
         if API and not self._token:
             source = self.admin_log or self.log
-            match = re.search(r"bootstrap admin 'admin': password (\S+)", source.read_text(errors="replace"))
-            assert match, self.tail()
+            pattern = re.compile(r"bootstrap admin 'admin': password (\S+)")
+            match = wait_for(lambda: pattern.search(source.read_text(errors="replace")), 40, "the admin's password")
             body = json.dumps({"user_name": "admin", "password": match[1]}).encode()
             request = urllib.request.Request(self.url + "/auth", body, {"Content-Type": "application/json"})
             with urllib.request.urlopen(request, timeout=10) as response:
@@ -277,7 +277,7 @@ class Serve:
         lines = [m for m in self.metrics().splitlines() if m.startswith("obreconcile_access_node_converged{")]
         return bool(lines) and all(m.endswith(" 1.0") for m in lines)
 
-    def wait_master(self, timeout: float = 15) -> None:
+    def wait_master(self, timeout: float = 40) -> None:
         wait_for(self.is_master, timeout, lambda: f"{self.name} to be master\n{self.tail()}")
 
     def tail(self, lines: int = 40) -> str:

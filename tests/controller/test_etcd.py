@@ -66,8 +66,8 @@ def test_three_controllers_one_master_and_a_takeover_after_sigkill(
 ) -> None:
     fleet = on_etcd
     controllers = [serve("--lease-ttl", str(TTL), admin=i == 0) for i in range(3)]
-    master = wait_for(lambda: _master(controllers), 15, "one master")
-    wait_for(master.converged, 15, "convergence")
+    master = wait_for(lambda: _master(controllers), 40, "one master")
+    wait_for(master.converged, 30, "convergence")
     status = master.status()
     assert status["master_node"] == master.name and status["etcd_health"]["healthy"]
     names = {c.name for c in controllers}
@@ -104,9 +104,9 @@ def test_a_paused_master_cannot_roll_nodes_back(
     fleet = on_etcd
     old = serve("--lease-ttl", str(TTL), env={TEST_PUSH_DELAY: "2.5"})
     old.wait_master()
-    wait_for(old.converged, 20, lambda: f"convergence\n{old.tail()}")
+    wait_for(old.converged, 30, lambda: f"convergence\n{old.tail()}")
     others = [serve("--lease-ttl", str(TTL), admin=False) for _ in range(2)]
-    wait_for(lambda: all(c.metrics() for c in others), 15, "the other controllers")
+    wait_for(lambda: all(c.metrics() for c in others), 40, "the other controllers")
     revision = _change_weight(fleet, backends[1].hostname, 5)
     wait_for(lambda: f"at store revision {revision} in 2.5s" in old.tail(100), 10, "the old master's push")
     old.signal(signal.SIGSTOP)  # paused between its master check and its push
@@ -128,8 +128,8 @@ def test_controllers_keep_the_config_while_etcd_is_down_and_resume_after(
 ) -> None:
     fleet = on_etcd
     controllers = [serve("--lease-ttl", str(TTL), admin=i == 0) for i in range(2)]
-    master = wait_for(lambda: _master(controllers), 15, "one master")
-    wait_for(master.converged, 15, "convergence")
+    master = wait_for(lambda: _master(controllers), 40, "one master")
+    wait_for(master.converged, 30, "convergence")
     live = [n.marker()["revision"] for n in fleet.nodes]
     reloads = [n.reloads() for n in fleet.nodes]
     etcd.stop()

@@ -46,14 +46,14 @@ def test_a_restarted_controller_keeps_the_rise_fall_state(
     apply(fleet, write_manifests(fleet, tmp_path / "m", {"web": _web(backends[:2])}))
     first = serve()
     first.wait_master()
-    wait_for(first.converged, 15, "convergence")
+    wait_for(first.converged, 30, "convergence")
     backends[0].stop()
     wait_for(lambda: all(role(n, "web", backends[0].hostname) == "down" for n in fleet.nodes), 10, "b0 down")
     assert first.stop() == 0
     reloads = [n.reloads() for n in fleet.nodes]
     second = serve(admin=False)
     second.wait_master()
-    wait_for(second.converged, 15, "convergence after the restart")
+    wait_for(second.converged, 30, "convergence after the restart")
     time.sleep(1.0)  # the dead backend is down from the start: never rendered up, no reload
     assert all(role(n, "web", backends[0].hostname) == "down" for n in fleet.nodes)
     assert [n.reloads() for n in fleet.nodes] == reloads
@@ -65,7 +65,7 @@ def test_a_failing_node_is_retried_with_backoff_without_holding_back_the_others(
     apply(fleet, write_manifests(fleet, tmp_path / "m", {"web": _web(backends[:2])}))
     controller = serve()
     controller.wait_master()
-    wait_for(controller.converged, 15, "convergence")
+    wait_for(controller.converged, 30, "convergence")
     broken, healthy = fleet.nodes
     broken.write_conf(extra_http="    not_a_directive on;\n")  # its nginx -t now fails
     backends[0].stop()

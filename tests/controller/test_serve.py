@@ -42,7 +42,7 @@ def test_a_killed_backend_is_rendered_down_with_one_reload_and_comes_back(
     apply(fleet, write_manifests(fleet, tmp_path / "m", {"web": _web(web)}))
     controller = serve()
     controller.wait_master()
-    wait_for(controller.converged, 15, lambda: f"convergence\n{controller.tail()}")
+    wait_for(controller.converged, 30, lambda: f"convergence\n{controller.tail()}")
     assert _traffic(fleet) == {"b0", "b1", "b2"}
     reloads = [n.reloads() for n in fleet.nodes]
 
@@ -80,7 +80,7 @@ def test_fifty_backends_failing_in_the_same_second_reload_each_node_once(
         apply(fleet, write_manifests(fleet, tmp_path / "m", {"web": _web(many)}))
         controller = serve("--coalesce", "1.0")
         controller.wait_master()
-        wait_for(controller.converged, 15, "convergence")
+        wait_for(controller.converged, 30, "convergence")
         time.sleep(1.2)
         reloads = [n.reloads() for n in fleet.nodes]
         with ThreadPoolExecutor(50) as pool:  # all in the same instant
@@ -101,7 +101,7 @@ def test_a_flapping_backend_changes_state_at_most_once_per_window(
     apply(fleet, write_manifests(fleet, tmp_path / "m", {"web": _web(backends[:2])}))
     controller = serve()
     controller.wait_master()
-    wait_for(controller.converged, 15, "convergence")
+    wait_for(controller.converged, 30, "convergence")
     flapping = backends[0]
     started = time.monotonic()
     while time.monotonic() - started < 3.0:  # up and down every 120 ms: faster than rise/fall
@@ -116,7 +116,7 @@ def test_a_flapping_backend_changes_state_at_most_once_per_window(
         if m.startswith("obreconcile_health_transitions_total") and flapping.hostname in m
     ]
     transitions = sum(float(m.rsplit(" ", 1)[1]) for m in line)
-    window = min(RISE, FALL) * INTERVAL * 0.5  # fastinter: half the interval while changing
+    window = min(RISE, FALL) * INTERVAL * 0.25  # fastinter: a quarter of the interval while changing
     assert transitions <= 3.0 / window / 2 + 1, line
 
 
@@ -136,7 +136,7 @@ def test_min_servers_failover_tiers_and_panic(
     )
     controller = serve()
     controller.wait_master()
-    wait_for(controller.converged, 15, "convergence")
+    wait_for(controller.converged, 30, "convergence")
     node = fleet.nodes[0]
     assert roles(node, "web", hostnames) == ["enabled", "enabled", "backup", "backup"]
     a0.stop()  # one tier-0 backend left: fewer than min_servers, so tier 1 joins
@@ -160,7 +160,7 @@ def test_force_status_through_the_store_converges_within_the_window(
     apply(fleet, write_manifests(fleet, tmp_path / "m", {"web": _web(backends[:3])}))
     controller = serve()
     controller.wait_master()
-    wait_for(controller.converged, 15, "convergence")
+    wait_for(controller.converged, 30, "convergence")
     target = backends[1].hostname
 
     def force(status: str) -> None:
@@ -186,7 +186,7 @@ def test_a_hand_edit_is_corrected_within_the_drift_interval(
     apply(fleet, write_manifests(fleet, tmp_path / "m", {"web": _web(backends[:2])}))
     controller = serve("--drift-interval", "2")
     controller.wait_master()
-    wait_for(controller.converged, 15, "convergence")
+    wait_for(controller.converged, 30, "convergence")
     for node in fleet.nodes:
         path = node.config_dir / "http" / "web.conf"
         path.write_text(path.read_text() + "\n# edited by hand\n")
