@@ -40,6 +40,8 @@ def parse_listen(text: str) -> tuple[str, int]:
         port = rest[1:] if rest.startswith(":") else ""
     else:
         host, _, port = text.rpartition(":")
+        if ":" in host:
+            raise click.BadParameter(f"{text!r}: write an IPv6 address in brackets, [::1]:8700")
     try:
         address = ipaddress.ip_address(host)
         number = int(port)
