@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -256,8 +257,11 @@ class Controller:
                 continue
             try:
                 await self.converge_pass(since, drift)
-            except ObreconcileError as e:  # the store did not answer: keep what runs, try again
-                log.error("convergence: %s", e)
+            except Exception as e:  # the store did not answer (or a bug): keep what runs, try again
+                if isinstance(e, ObreconcileError):
+                    log.error("convergence: %s", e)
+                else:
+                    log.exception("convergence: unexpected error")
                 self._pending_since = since
                 self._drift_asked = self._drift_asked or drift
                 await asyncio.sleep(1.0)
@@ -349,14 +353,14 @@ class Controller:
         async with Prober(self.settings.check_concurrency) as prober:
             self._prober = prober
             tasks = [
-                asyncio.create_task(coroutine, name=name)
-                for name, coroutine in (
-                    ("elect", self._elect()),
-                    ("watch", self._watch()),
-                    ("converge", self._converge_loop()),
-                    ("drift", self._drift_timer()),
-                    ("flush", self._flush()),
-                    ("store health", self._store_health()),
+                asyncio.create_task(self._supervised(name, loop), name=name)
+                for name, loop in (
+                    ("elect", self._elect),
+                    ("watch", self._watch),
+                    ("converge", self._converge_loop),
+                    ("drift", self._drift_timer),
+                    ("flush", self._flush),
+                    ("store health", self._store_health),
                 )
             ]
             try:
@@ -366,6 +370,16 @@ class Controller:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 await self.shutdown()
+
+    async def _supervised(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run one of the controller's loops; a bug in it is logged and the loop started again."""
+        while True:
+            try:
+                await loop()
+                return
+            except Exception:
+                log.exception("%s loop: unexpected error; starting it again in 1s", name)
+                await asyncio.sleep(1.0)
 
     async def shutdown(self) -> None:
         """Finish the pushes in hand (up to ``shutdown_timeout``), save health, release leases."""

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from reconciler.health.checks import CheckSpec, Outcome, Prober, Target, checks_of
+from reconciler.health.checks import CheckSpec, CheckStringError, Outcome, Prober, Target, checks_of
 from reconciler.manifest.model import DesiredState
 from reconciler.metrics import Metrics
 from reconciler.store import HealthRecord
@@ -75,7 +75,11 @@ def probes_of(state: DesiredState) -> dict[Key, Probe]:
     for upstream in state.upstreams.values():
         if not upstream.checks:
             continue
-        specs = checks_of(upstream, state)
+        try:
+            specs = checks_of(upstream, state)
+        except CheckStringError as e:  # the schema refuses these; never let one stop the others
+            log.error("health: upstream %s: %s: its backends count as up", upstream.name, e)
+            continue
         for backend in upstream.nodes:
             target = Target.of(backend)
             for spec in specs:
