@@ -84,13 +84,17 @@ def _field(path: Iterable[PathPart]) -> str:
 
 def validate(docs: Sequence[Document]) -> tuple[DesiredState | None, list[Problem]]:
     """The desired state of ``docs``, or None and every problem found (sorted)."""
-    report = _Report()
-    objects = [obj for doc in docs if (obj := _check_schema(doc, report)) is not None]
-    _check_semantics(objects, report)
-    problems = sorted(report.problems)
+    objects, problems = _checked(docs)
     if problems:
         return None, problems
     return _build(objects), []
+
+
+def _checked(docs: Sequence[Document]) -> tuple[list[_Object], list[Problem]]:
+    report = _Report()
+    objects = [obj for doc in docs if (obj := _check_schema(doc, report)) is not None]
+    _check_semantics(objects, report)
+    return objects, sorted(report.problems)
 
 
 def validate_objects(bodies: Sequence[Any], file: str = "api") -> list[Problem]:
@@ -102,7 +106,7 @@ def validate_objects(bodies: Sequence[Any], file: str = "api") -> list[Problem]:
     mark = yaml.Mark(file, 0, 0, 0, None, None)  # type: ignore[arg-type]
     node = yaml.MappingNode("tag:yaml.org,2002:map", [], start_mark=mark)
     docs = [Document(file, i, body, node) for i, body in enumerate(bodies)]
-    return validate(docs)[1]
+    return _checked(docs)[1]
 
 
 def load_desired_state(

@@ -113,3 +113,12 @@ def test_a_user_disabled_in_the_manifests_cannot_use_or_renew_its_token(fresh_ap
     fresh_api.store.commit([Put("User", "reader", {**body, "enabled": False}, GIT)])
     assert status(fresh_api, token) == 401
     assert fresh_api.server.call("POST", "/auth", body={"token": token}).status_code == 401
+
+
+def test_metrics_token_and_public_openapi(api: Api) -> None:
+    assert api.server.call("GET", "/metrics").status_code == 401
+    get = api.server.http.get
+    assert get(api.server.url + "/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    r = get(api.server.url + "/metrics", headers={"Authorization": "Bearer m-token"})
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/plain")
+    assert api.server.call("GET", "/openapi.json").status_code == 200
