@@ -7,7 +7,7 @@ second, so 1,000 checks per second (real connects to a listener in another proce
 controller is the API's view, as in ``serve``. ``--simulate``: no controller; a task makes
 the TCP connects and /status comes from a cached StoreView. wrk: 1 thread, 32 connections.
 
-    .venv/bin/python -m bench.api [--upstreams 1000] [--seconds 10] [--simulate]
+    .venv/bin/python -m bench.api [--upstreams 1000] [--seconds 10] [--simulate] [--cache-seconds 1]
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def serve(store: Store, args: argparse.Namespace, port: int, ready: threading.Ev
 
             view = Controller(store, ServeSettings(host_name="bench", check_concurrency=1000))
             task = asyncio.create_task(view.run(stop))
-        runner = web.AppRunner(create_app(store, view, cache_seconds=1.0), access_log=None)
+        runner = web.AppRunner(create_app(store, view, cache_seconds=args.cache_seconds), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         state.update(view=view, counter=counter, port=runner.addresses[0][1], stop=stop)
@@ -161,6 +161,7 @@ def main() -> None:
     parser.add_argument("--upstreams", type=int, default=1000)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--simulate", action="store_true", help="no controller: simulated TCP checks")
+    parser.add_argument("--cache-seconds", type=float, default=1.0, help="create_app's cache_seconds")
     args = parser.parse_args()
     listener = subprocess.Popen([sys.executable, "-c", LISTENER], stdout=subprocess.PIPE, text=True)
     try:

@@ -85,7 +85,11 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         raise ApiError(401, "invalid or expired token")
     request[ACTOR] = actor_of(user, desired.state.groups)
     request[DESIRED] = desired
-    return await handler(request)
+    try:
+        return await handler(request)
+    finally:
+        if request.method != "GET":
+            context.desired.expire()  # read your writes: the next request reads the revision
 
 
 def create_app(

@@ -66,6 +66,10 @@ class DesiredCache:
         """True when the revision was last read more than RECHECK seconds ago."""
         return self._current is None or time.monotonic() - self._checked > self.recheck
 
+    def expire(self) -> None:
+        """Make the next request read the store's revision (after a write)."""
+        self._checked = 0.0
+
     async def at(self, revision: int) -> Desired:
         """The Desired at ``revision`` (just read from the store) or later."""
         current = self._current

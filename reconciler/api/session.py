@@ -20,6 +20,7 @@ from reconciler.api.upstreams import json
 from reconciler.store.tokens import TokenRecord
 
 BAD_LOGIN = "invalid user name or password"
+STATUS_REUSE = 0.25  # seconds a GET /status answer is served again (at least; cache_seconds if longer)
 
 
 def token_answer(token: str, record: TokenRecord) -> web.Response:
@@ -76,7 +77,7 @@ async def delete_auth(request: web.Request) -> web.Response:
 async def get_status(request: web.Request) -> web.Response:
     context = api(request)
     cached = context.status_cache
-    if cached is None or time.monotonic() - cached[0] > context.tokens.recheck:
+    if cached is None or time.monotonic() - cached[0] > max(context.tokens.recheck, STATUS_REUSE):
         status: dict[str, Any] = await from_view(request, lambda v: v.status())
         cached = (time.monotonic(), json_module.dumps(status).encode())
         context.status_cache = cached

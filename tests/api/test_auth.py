@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from reconciler.api.app import create_app
 from reconciler.api.auth import bootstrap_admin
+from reconciler.api.view import StoreView
+from reconciler.store import open_store
 from reconciler.store.tokens import token_hash
 from tests.api.conftest import Api
-from tests.api.world import password
+from tests.api.server import RunningServer, seed
+from tests.api.world import password, world
 
 
 def status(api: Api, token: str | None) -> int:
@@ -122,3 +128,22 @@ def test_metrics_token_and_public_openapi(api: Api) -> None:
     r = get(api.server.url + "/metrics", headers={"Authorization": "Bearer m-token"})
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/plain")
     assert api.server.call("GET", "/openapi.json").status_code == 200
+
+
+def test_with_cache_seconds_a_controller_reads_its_own_writes(tmp_path: Path) -> None:
+    """cache_seconds trusts a token and the revision for a while, but never hides this server's writes."""
+    store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    seed(store, world())
+    server = RunningServer(create_app(store, StoreView(store), cache_seconds=30))
+    try:
+        owner, mgmt = server.login("owner", password("owner")), server.login("mgmt", password("mgmt"))
+        path = "/upstream/app-a/node/10.0.0.1:8080"
+        assert server.call("PATCH", path, owner, {"weight": 7}).status_code == 200
+        assert server.call("GET", path, owner).json()["weight"] == 7
+        assert server.call("PATCH", "/user/owner", mgmt, {"enabled": False}).status_code == 200
+        assert server.call("GET", path, owner).status_code == 401
+        assert server.call("DELETE", "/auth", mgmt).status_code == 204
+        assert server.call("GET", "/status", mgmt).status_code == 401
+    finally:
+        server.stop()
+        store.close()
