@@ -4,9 +4,9 @@
 
 A real ``obreconcile serve`` (SQLite store, no access nodes: only the checks run) checks
 every backend of every upstream once a second: half the upstreams with a tcp check, half with
-an http check (``GET / 200``). The backends are ``--ports`` loopback listeners of one asyncio
-responder process (a separate process); each upstream has ``--per-upstream`` of them, so every
-(upstream, backend, check) is its own check and its own connection, as in production.
+an http check (``GET / 200``). The backends are ``--ports`` loopback ports of one nginx (one
+worker, ``return 200``); each upstream has ``--per-upstream`` of them, so every (upstream,
+backend, check) is its own check and its own connection, as in production.
 
 Printed, over ``--seconds`` after a warm-up: the sustained check rate (from the controller's
 ``obreconcile_checks_total``), failed checks, the CPU the controller used (utime + stime of its
@@ -16,9 +16,9 @@ process, in cores) and the responder's. Target (issue 6): the full 5,000 checks/
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -27,34 +27,56 @@ import urllib.request
 from pathlib import Path
 
 from reconciler.store import Provenance, Put, open_store
+from tests.services.fleet import NGINX
 from tests.services.sshd import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
 
 
-async def _respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        data = await asyncio.wait_for(reader.read(4096), 2)
-        if data:
-            writer.write(RESPONSE)
-            await writer.drain()
-    except (OSError, TimeoutError):
-        pass
-    finally:
-        writer.close()
+def start_responder(directory: Path, count: int) -> tuple[subprocess.Popen[bytes], list[int]]:
+    """An nginx answering 200 on ``count`` free ports of 127.0.0.1 (one worker): the backends."""
+    for _ in range(5):
+        ports = sorted({free_port() for _ in range(count)})
+        if len(ports) < count:
+            continue
+        listens = "".join(f"        listen 127.0.0.1:{p} backlog=4096;\n" for p in ports)
+        (directory / "logs").mkdir(parents=True, exist_ok=True)
+        conf = directory / "nginx.conf"
+        conf.write_text(
+            f"worker_processes 1;\npid {directory}/nginx.pid;\nerror_log {directory}/logs/error.log;\n"
+            "events { worker_connections 8192; }\n"
+            f"http {{\n    access_log off;\n    client_body_temp_path {directory}/tmp;\n"
+            f"    server {{\n{listens}        location / {{ return 200 ok; }}\n    }}\n}}\n"
+        )
+        process = subprocess.Popen(
+            [NGINX, "-p", str(directory), "-c", str(conf), "-e", f"{directory}/logs/error.log", "-g", "daemon off;"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", ports[-1]), timeout=0.2).close()
+                return process, ports
+            except OSError:
+                time.sleep(0.05)
+        process.kill()
+        process.wait()
+    raise SystemExit(f"nginx did not start as the responder: {(directory / 'logs' / 'error.log').read_text()[-2000:]}")
 
 
-async def responder(count: int) -> None:
-    """Listen on ``count`` free ports of 127.0.0.1 (printed); answer HTTP 200 (tcp checks just connect)."""
-    servers = [await asyncio.start_server(_respond, "127.0.0.1", 0, backlog=1024) for _ in range(count)]
-    print(" ".join(str(s.sockets[0].getsockname()[1]) for s in servers), flush=True)
-    await asyncio.gather(*(s.serve_forever() for s in servers))
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(pid: int, children: bool = False) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process (and of its children: nginx's worker)."""
+    pids = [pid]
+    if children:
+        pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    user = system = 0.0
+    for p in pids:
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        user += int(fields[11]) / os.sysconf("SC_CLK_TCK")
+        system += int(fields[12]) / os.sysconf("SC_CLK_TCK")
+    return user, system
 
 
 def checks_total(url: str) -> tuple[float, float]:
@@ -98,24 +120,32 @@ def main() -> None:
     parser.add_argument("--ports", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=1000, help="serve --check-concurrency")
     args = parser.parse_args()
     if args.ports < args.per_upstream:
         parser.error("--ports must be at least --per-upstream (hostnames are unique in an upstream)")
     with tempfile.TemporaryDirectory(prefix="bench-health-") as tmp:
         store = f"sqlite:///{tmp}/state.db"
-        backends = subprocess.Popen(
-            [sys.executable, "-m", "bench.health", "--respond", str(args.ports)], cwd=ROOT, stdout=subprocess.PIPE
-        )
+        backends, ports = start_responder(Path(tmp) / "responder", args.ports)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         serve = None
         try:
-            assert backends.stdout is not None
-            ports = [int(p) for p in backends.stdout.readline().split()]
             write_store(store, args.upstreams, args.per_upstream, ports)
             with open(f"{tmp}/serve.log", "wb") as log:
                 serve = subprocess.Popen(
-                    [sys.executable, "-m", "reconciler", "--store", store, "serve", "--listen", f"127.0.0.1:{port}"],
+                    [
+                        sys.executable,
+                        "-m",
+                        "reconciler",
+                        "--store",
+                        store,
+                        "serve",
+                        "--listen",
+                        f"127.0.0.1:{port}",
+                        "--check-concurrency",
+                        str(args.concurrency),
+                    ],
                     cwd=ROOT,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -131,11 +161,14 @@ def main() -> None:
                     time.sleep(0.2)
             time.sleep(args.warmup)
             start, (run0, failed0) = time.monotonic(), checks_total(url)
-            cpu0, backend_cpu0 = cpu_seconds(serve.pid), cpu_seconds(backends.pid)
+            cpu0, backend_cpu0 = cpu_seconds(serve.pid), cpu_seconds(backends.pid, children=True)
             time.sleep(args.seconds)
             elapsed, (run1, failed1) = time.monotonic() - start, checks_total(url)
-            cpu = (cpu_seconds(serve.pid) - cpu0) / elapsed
-            backend_cpu = (cpu_seconds(backends.pid) - backend_cpu0) / elapsed
+            cpu1, backend_cpu1 = cpu_seconds(serve.pid), cpu_seconds(backends.pid, children=True)
+            user, system = ((b - a) / elapsed for a, b in zip(cpu0, cpu1, strict=True))
+            cpu = user + system
+            backend_cpu = sum(backend_cpu1) - sum(backend_cpu0)
+            backend_cpu /= elapsed
         finally:
             for process in (serve, backends):
                 if process is not None and process.poll() is None:
@@ -149,14 +182,13 @@ def main() -> None:
     print(f"failed checks:     {failed1 - failed0:,.0f}")
     rate = (run1 - run0) / elapsed
     per_check = cpu / rate if rate else float("nan")
-    print(f"controller CPU:    {cpu:.2f} cores (target < 1); {per_check * 1e6:.0f} us per check")
+    print(
+        f"controller CPU:    {cpu:.2f} cores (user {user:.2f}, kernel {system:.2f}; target < 1); {per_check * 1e6:.0f} us per check"
+    )
     print(f"projected:         {per_check * total:.2f} cores at {total:,} checks/s (CPU per check x rate)")
-    print(f"responder CPU:     {backend_cpu:.2f} cores ({args.ports} loopback listeners, another process)")
+    print(f"responder CPU:     {backend_cpu:.2f} cores (one nginx worker on {args.ports} loopback ports)")
     print(f"machine:           {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--respond":
-        asyncio.run(responder(int(sys.argv[2])))
-    else:
-        main()
+    main()

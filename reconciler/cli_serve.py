@@ -135,6 +135,13 @@ def _logging(level: str) -> None:
     help="Create user NAME with SUPER rights and print its password once.",
 )
 @click.option(
+    "--check-concurrency",
+    type=click.IntRange(1, 10000),
+    default=1000,
+    show_default=True,
+    help="Checks in flight at once (each holds a socket).",
+)
+@click.option(
     "--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO", show_default=True
 )
 @connection_options
@@ -172,6 +179,7 @@ def serve_command(
         known_hosts=options["known_hosts"],
         accept_new_host_keys=options["accept_new_host_keys"],
         connect_timeout=options["connect_timeout"],
+        check_concurrency=options["check_concurrency"],
         apply=ApplySettings(deployed_by=f"obreconcile serve {options['host_name'] or socket.gethostname()}"),
     )
     tls = _tls(tls_cert, tls_key)

@@ -59,7 +59,7 @@ class ServeSettings:
     known_hosts: Any = None  # Path | None
     accept_new_host_keys: bool = False
     connect_timeout: float = 10.0
-    check_concurrency: int = 500
+    check_concurrency: int = 1000
     shutdown_timeout: float = 30.0
     apply: ApplySettings = field(default_factory=ApplySettings)
 

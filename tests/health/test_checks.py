@@ -96,3 +96,27 @@ def test_a_silent_server_times_out() -> None:
         port = listener.getsockname()[1]
         passed, detail = asyncio.run(_probe(CheckSpec("h", "http", timeout=0.3), port))
     assert not passed and "0.3s" in detail
+
+
+def test_slots_bound_concurrency_and_survive_cancellation() -> None:
+    from reconciler.health.checks import Slots
+
+    async def scenario() -> tuple[int, int]:
+        slots = Slots(3)
+        running = peak = 0
+
+        async def one() -> None:
+            nonlocal running, peak
+            async with slots:
+                running += 1
+                peak = max(peak, running)
+                await asyncio.sleep(0.01)
+                running -= 1
+
+        tasks = [asyncio.create_task(one()) for _ in range(20)]
+        await asyncio.sleep(0)
+        tasks[10].cancel()  # a waiter cancelled in the queue
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return peak, slots.free
+
+    assert asyncio.run(scenario()) == (3, 3)
