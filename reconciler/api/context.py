@@ -39,7 +39,7 @@ class ApiContext:
         key = (*key, revision)
         found = self.listings.get(key)
         if found is None:
-            if len(self.listings) > 256 or any(k[-1] != revision for k in self.listings):
+            if len(self.listings) >= MAX_LISTINGS or any(k[-1] != revision for k in self.listings):
                 self.listings.clear()
             found = self.listings[key] = json.dumps(make()).encode()
         return found
@@ -67,6 +67,7 @@ class ApiContext:
 
 
 API = web.AppKey("api", ApiContext)
+MAX_LISTINGS = 32  # cached list responses (one per set of rights); about 300 kB each at 1,000 upstreams
 T = TypeVar("T")
 
 
