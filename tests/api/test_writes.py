@@ -143,3 +143,32 @@ def test_tls(fresh_api: Api, tmp_path: Path) -> None:
         assert r.status_code == 200
     finally:
         server.stop()
+
+
+def test_concurrent_writes_never_lose_an_update(fresh_api: Api) -> None:
+    """Parallel PATCHes of different backends: each is applied (200) or refused (409), never lost."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    token = fresh_api.tokens["owner"]
+    hosts = [f"10.0.0.{i}:8080" for i in range(3, 13)]
+    for host in hosts:
+        assert fresh_api.server.call("POST", "/upstream/app-a/node", token, {"hostname": host}).status_code == 201
+
+    def patch(host: str) -> int:
+        session = requests.Session()
+        r = session.patch(
+            f"{fresh_api.server.url}/upstream/app-a/node/{host}",
+            json={"weight": 9},
+            headers={"X-Auth-Token": token},
+            timeout=30,
+        )
+        session.close()
+        return r.status_code
+
+    with ThreadPoolExecutor(10) as pool:
+        codes = dict(zip(hosts, pool.map(patch, hosts), strict=True))
+    assert set(codes.values()) <= {200, 409} and 200 in codes.values()
+    stored = fresh_api.store.get("Upstream", "app-a")
+    assert stored is not None
+    weights = {n["hostname"]: n.get("weight", 1) for n in stored.body["nodes"]}
+    assert {h for h, c in codes.items() if c == 200} == {h for h in hosts if weights[h] == 9}
