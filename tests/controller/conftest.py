@@ -34,7 +34,7 @@ from tests.services.sshd import SSHDStartError, free_port
 
 API = importlib.util.find_spec("reconciler.api.auth") is not None
 """The REST API is there: /status needs a token (of the bootstrap admin)."""
-FAST_CHECK = {"interval": "200ms", "timeout": "200ms", "rise": 2, "fall": 2}
+FAST_CHECK = {"interval": "200ms", "timeout": "1s", "rise": 2, "fall": 2}  # a killed backend refuses at once
 INTERVAL, RISE, FALL = 0.2, 2, 2
 
 
