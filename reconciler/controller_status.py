@@ -102,8 +102,10 @@ def build_status(controller: Controller) -> dict[str, Any]:
             hosts = health.get(upstream.name, {})
             total += len(upstream.nodes)
             up += sum(hosts.get(b.hostname, True) for b in upstream.nodes)
-            if hosts and select(upstream, hosts).panic:
+            if not master and hosts and select(upstream, hosts).panic:
                 panic.append(upstream.name)
+    if master:
+        panic = list(controller.panic)  # the master's last pass selected every upstream already
     return {
         "master_node": controller.host_name if master else cache.master,
         "this_node": {"host_name": controller.host_name, "master": master, "master_since": controller.master_since},
