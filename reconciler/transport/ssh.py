@@ -125,6 +125,7 @@ class SSHTransport(Transport):
                 pending = pending[channel.send(bytes(pending[:CHUNK])) :] or None
                 if pending is None:
                     channel.shutdown_write()
+                continue  # send on while the window is open: no wait between chunks
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise CommandTimeout(self.target, f"command did not finish within {timeout:g}s: {shorten(line)}")
@@ -133,7 +134,8 @@ class SSHTransport(Transport):
                 if channel.status_event.wait(remaining):
                     break
                 continue
-            select.select([readable], [], [], 0.01 if pending is not None else remaining)
+            # paramiko has no file descriptor for "the send window opened": poll it briefly
+            select.select([readable], [], [], 0.002 if pending is not None else remaining)
         while channel.recv_ready():
             stdout += channel.recv(CHUNK)
         while channel.recv_stderr_ready():
