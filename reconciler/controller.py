@@ -98,7 +98,6 @@ class Controller:
             self._record_deploy,
         )
         self._registration: Lock | None = None
-        self.ready = asyncio.Event()  # set once the first election round is done (tests wait on it)
 
     # ControllerView ---------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -170,7 +169,6 @@ class Controller:
             if self.lease is not None and not self.is_master():
                 await self._step_down("the master lease ran out (the store did not answer)")
             self.telemetry.master.set(1 if self.is_master() else 0)
-            self.ready.set()
             await asyncio.sleep(max(0.1, ttl / 3 - (time.monotonic() - started)))
 
     async def _become_master(self) -> None:

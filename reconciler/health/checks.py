@@ -21,7 +21,6 @@ import socket
 import ssl
 import struct
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -307,7 +306,3 @@ def _reason(error: BaseException) -> str:
         return "connection refused"
     text = str(error) or type(error).__name__
     return text[:200]
-
-
-def describe(specs: Sequence[CheckSpec]) -> str:
-    return ", ".join(f"{s.name}({s.base})" for s in specs) or "none"

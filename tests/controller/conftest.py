@@ -16,7 +16,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -318,7 +317,3 @@ def serve(fleet: Fleet, tmp_path: Path) -> Iterator[Callable[..., Serve]]:
     finally:
         for controller in started:
             controller.stop()
-
-
-def python() -> str:
-    return sys.executable
