@@ -32,9 +32,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from reconciler.errors import NodeError, ObreconcileError
-from reconciler.layout import KEEP_RELEASES, LOCK_BUSY_EXIT, MARKER, NodeLayout
+from reconciler.layout import KEEP_RELEASES, LOCK_BUSY_EXIT, MARKER, MODEL, NodeLayout
 from reconciler.manifest.model import AccessNode
-from reconciler.observe import Facts, Marker, observe
+from reconciler.observe import Facts, Marker, encode_model, observe
 from reconciler.plan import NodePlan, StoreRef, plan_node, sha256
 from reconciler.render import DEFAULT_FILE, RenderedAccessNode
 from reconciler.transport import CommandResult, Transport
@@ -180,10 +180,9 @@ def _deploy(
         deployed_by=settings.deployed_by or default_deployer(),
         deployed_at=now.isoformat(timespec="seconds"),
         release=release_id,
-        model=model,
     )
     previous = _adopt(transport, layout, facts)
-    _stage(transport, layout, release, rendered, marker)
+    _stage(transport, layout, release, rendered, marker, encode_model(model))
     test = _switch_and_test(transport, node, layout, release)
     if not test.ok:
         _switch_back(transport, layout, previous)
@@ -225,15 +224,16 @@ def _adopt(transport: Transport, layout: NodeLayout, facts: Facts) -> str | None
 
 
 def _stage(
-    transport: Transport, layout: NodeLayout, release: str, rendered: RenderedAccessNode, marker: Marker
+    transport: Transport, layout: NodeLayout, release: str, rendered: RenderedAccessNode, marker: Marker, model: bytes
 ) -> None:
     """Write the complete release in one round trip: a tar stream unpacked into a new directory."""
     buffer = io.BytesIO()
+    contents: dict[str, bytes] = {path: text.encode() for path, text in rendered.files.items()}
+    contents.update({MARKER: marker.to_json(), MODEL: model})
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for path, text in sorted({**rendered.files, MARKER: marker.to_json().decode()}.items()):
+        for path, data in sorted(contents.items()):
             if path.startswith("/") or ".." in path.split("/"):
                 raise NodeError(transport.name, "stage", f"refusing to write outside the release: {path!r}")
-            data = text.encode()
             info = tarfile.TarInfo(path)
             info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
             tar.addfile(info, io.BytesIO(data))

@@ -2,6 +2,7 @@
 
     <config_dir>                 a symlink to the live release (nginx includes files through it)
     <config_dir>.releases/<id>/  complete releases: the rendered files + .obreconcile/marker.json
+                                 (small: revision, digests, who, when) + .obreconcile/model.json.gz
     <config_dir>.lock            flock(1) lock file: one apply at a time on a node
 
 Switching releases is one ``rename(2)`` of a new symlink over ``<config_dir>``, so nginx
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from reconciler.manifest.model import AccessNode
 
 MARKER = ".obreconcile/marker.json"
+MODEL = ".obreconcile/model.json.gz"  # the manifests rendered, for plan's object-level view
 KEEP_RELEASES = 3
 LOCK_BUSY_EXIT = 75  # flock -E: the lock is held by another apply
 DEFAULT_ERROR_LOG = "/var/log/nginx/error.log"
@@ -43,6 +45,10 @@ class NodeLayout:
     @property
     def marker(self) -> str:
         return posixpath.join(self.config_dir, MARKER)
+
+    @property
+    def model(self) -> str:
+        return posixpath.join(self.config_dir, MODEL)
 
     def release(self, release_id: str) -> str:
         return posixpath.join(self.releases, release_id)

@@ -7,10 +7,11 @@ files is not read here: ``plan`` fetches only the files whose digest differs, fo
 
 from __future__ import annotations
 
+import gzip
 import json
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any
 
 from reconciler.layout import NodeLayout
@@ -32,7 +33,6 @@ class Marker:
     deployed_by: str = ""
     deployed_at: str = ""
     release: str = ""
-    model: Mapping[str, Any] = field(default_factory=dict)  # manifests of what was rendered
 
     def to_json(self) -> bytes:
         document = {
@@ -45,7 +45,6 @@ class Marker:
             "deployed_by": self.deployed_by,
             "deployed_at": self.deployed_at,
             "release": self.release,
-            "model": self.model,
         }
         return (json.dumps(document, indent=1, sort_keys=True) + "\n").encode()
 
@@ -61,7 +60,6 @@ class Marker:
             str(data.get("deployed_by", "")),
             str(data.get("deployed_at", "")),
             str(data.get("release", "")),
-            data.get("model", {}),
         )
 
 
@@ -77,6 +75,9 @@ class Facts:
     marker_problem: str = ""  # set when a marker exists but cannot be read
     error_log_size: int | None = None
     probe_tool: str | None = None  # curl, wget or python3: how verify asks nginx for its revision
+    # The model recorded at the last deploy (.obreconcile/model.json.gz), read only by plan for
+    # its object-level view; None when not read ({} when there is nothing deployed).
+    model: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -171,6 +172,23 @@ def parse_facts(access_node: str, results: Mapping[str, CommandResult]) -> Facts
     )
 
 
-def observe(node: AccessNode, transport: Transport) -> Facts:
-    """Read every fact of ``node`` in one round trip."""
-    return parse_facts(node.name, transport.run_batch(fact_commands(node)))
+def observe(node: AccessNode, transport: Transport, with_model: bool = False) -> Facts:
+    """Read every fact of ``node`` in one round trip (two ``with_model``: the recorded model)."""
+    facts = parse_facts(node.name, transport.run_batch(fact_commands(node)))
+    if not with_model:
+        return facts
+    raw = transport.read_file(NodeLayout.of(node).model) if facts.marker is not None else None
+    return replace(facts, model=decode_model(raw) if raw else {})
+
+
+def encode_model(model: Mapping[str, Any]) -> bytes:
+    return gzip.compress(json.dumps(model, sort_keys=True, separators=(",", ":")).encode(), compresslevel=6, mtime=0)
+
+
+def decode_model(raw: bytes) -> dict[str, Any]:
+    """The recorded model; {} when it cannot be read (the plan then shows every object as new)."""
+    try:
+        model = json.loads(gzip.decompress(raw))
+    except (OSError, ValueError, EOFError):
+        return {}
+    return model if isinstance(model, dict) else {}

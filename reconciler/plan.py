@@ -117,13 +117,21 @@ def facts_digest(facts: Facts) -> str:
     return sha256(json.dumps(facts.to_dict(), sort_keys=True))[:16]
 
 
-def node_model(state: DesiredState, node: AccessNode) -> dict[str, Any]:
-    """What the access node's files are made of, in manifest form, recorded in its marker."""
-    upstreams = {
-        name: to_manifest("Upstream", state.upstreams[name]) for name in node.upstreams if name in state.upstreams
-    }
-    access_node = to_manifest("AccessNode", node)
-    return {"access_node": access_node, "upstreams": upstreams}
+def node_model(
+    state: DesiredState, node: AccessNode, manifests: dict[str, dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """What the access node's files are made of, in manifest form, recorded beside its marker.
+
+    ``manifests`` caches each upstream's manifest form across the access nodes of one run.
+    """
+    cache = manifests if manifests is not None else {}
+    upstreams = {}
+    for name in node.upstreams:
+        if name in state.upstreams:
+            if name not in cache:
+                cache[name] = to_manifest("Upstream", state.upstreams[name])
+            upstreams[name] = cache[name]
+    return {"access_node": to_manifest("AccessNode", node), "upstreams": upstreams}
 
 
 def plan_node(
@@ -161,7 +169,7 @@ def plan_node(
         revision=rendered.revision,
         live_revision=marker.revision if marker else None,
         files=tuple(files),
-        objects=tuple(diff_models(marker.model if marker else {}, model)),
+        objects=tuple(diff_models(facts.model, model)) if facts.model is not None else (),
         drift=tuple(drift),
         reload_only=reload_only,
         refused=_refusal(facts, store, force) if (files or reload_only) else "",

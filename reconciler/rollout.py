@@ -93,14 +93,15 @@ def plan_fleet(
 ) -> list[NodePlanResult]:
     """Observe and plan every targeted access node (read only)."""
     nodes = targets(state, settings.limit)
+    manifests: dict[str, dict[str, Any]] = {}  # each upstream's manifest form, once per run
     with ConnectionPool() as pool:
 
         def one(node: AccessNode) -> NodePlanResult:
             try:
                 rendered = renderer.render_access_node(state, node)
                 with _open(node, settings, pool) as transport:
-                    facts = observe(node, transport)
-                    plan = plan_node(rendered, facts, node_model(state, node), store, settings.apply.force)
+                    facts = observe(node, transport, with_model=True)
+                    plan = plan_node(rendered, facts, node_model(state, node, manifests), store, settings.apply.force)
                     changed = [f.path for f in plan.files]
                     live = _live_texts(transport, node, [f.path for f in plan.files if f.old_digest])
                 result = NodePlanResult(
@@ -148,6 +149,7 @@ def apply_fleet(
         [nodes[i : i + settings.serial] for i in range(0, len(nodes), settings.serial)] if settings.serial else [nodes]
     )
     results: dict[str, NodeResult] = {}
+    manifests: dict[str, dict[str, Any]] = {}  # each upstream's manifest form, once per run
     with ConnectionPool() as pool, ThreadPoolExecutor(max_workers=max(1, settings.forks)) as executor:
 
         def one(node: AccessNode) -> NodeResult:
@@ -155,7 +157,7 @@ def apply_fleet(
             if isinstance(files, ObreconcileError):
                 result = NodeResult(node.name, "failed", step="render", error=str(files))
             else:
-                result = _apply_one(node, files, state, store, settings, pool, expected_facts)
+                result = _apply_one(node, files, state, store, settings, pool, expected_facts, manifests)
             if on_result is not None:
                 on_result(result)
             return result
@@ -182,6 +184,7 @@ def _apply_one(
     settings: FleetSettings,
     pool: ConnectionPool,
     expected_facts: dict[str, str] | None,
+    manifests: dict[str, dict[str, Any]],
 ) -> NodeResult:
     try:
         transport = _open(node, settings, pool)
@@ -189,4 +192,6 @@ def _apply_one(
         return NodeResult(node.name, "failed", step="connect", error=str(e))
     with transport:
         expected = expected_facts.get(node.name) if expected_facts is not None else None
-        return apply_node(node, rendered, node_model(state, node), transport, store, settings.apply, expected)
+        return apply_node(
+            node, rendered, node_model(state, node, manifests), transport, store, settings.apply, expected
+        )

@@ -34,8 +34,8 @@ def _facts(data: dict[str, Any]) -> Facts:
             store_revision=marker.get("store_revision", 5),
             digests={p: sha256(t) for p, t in marker["files"].items()},
             state=marker.get("state", "deployed"),
-            model=marker.get("model", {}),
         ),
+        model=data.get("model"),
     )
 
 
@@ -94,7 +94,7 @@ def _result(stdout: str = "", stderr: str = "", code: int = 0) -> CommandResult:
 
 def test_fact_parsers_read_recorded_outputs() -> None:
     marker = Marker(
-        "abc", "store-a", 3, {"http/a.conf": "1" * 64}, "deployed", "ci@host", "2026-11-23T04:00:00+00:00", "r1", {}
+        "abc", "store-a", 3, {"http/a.conf": "1" * 64}, "deployed", "ci@host", "2026-11-23T04:00:00+00:00", "r1"
     )
     facts = parse_facts(
         "lb1",
@@ -153,3 +153,23 @@ def test_fact_commands_quote_paths_and_read_everything_in_one_batch() -> None:
     layout = NodeLayout.of(node)
     assert f"cat -- {layout.marker}" in commands["marker"]
     assert layout.releases == "/etc/nginx/openbalancer.releases" and layout.lock == "/etc/nginx/openbalancer.lock"
+
+
+def test_recorded_model_round_trips_compressed_and_a_broken_one_reads_as_empty() -> None:
+    from reconciler.observe import decode_model, encode_model
+
+    model = {"access_node": {"name": "lb1"}, "upstreams": {f"u{i}": {"name": f"u{i}", "nodes": []} for i in range(500)}}
+    raw = encode_model(model)
+    assert decode_model(raw) == model
+    assert len(raw) < len(json.dumps(model)) / 5
+    assert encode_model(model) == raw  # deterministic (no timestamp in the gzip header)
+    assert decode_model(b"not gzip") == {}
+
+
+def test_objects_are_listed_only_when_the_recorded_model_was_read() -> None:
+    rendered = RenderedAccessNode("lb1", "r2", {"http/a.conf": "new"})
+    model = {"upstreams": {"a": {"name": "a"}}}
+    facts = _facts({"live": {"http/a.conf": "old"}, "marker": {"revision": "r1", "files": {"http/a.conf": "old"}}})
+    assert plan_node(rendered, facts, model, STORE).objects == ()  # apply does not read it
+    read = Facts(**{**facts.__dict__, "model": {"upstreams": {}}})
+    assert [c.object for c in plan_node(rendered, read, model, STORE).objects] == ["Upstream/a"]
