@@ -194,8 +194,7 @@ def apply_command(
         synced = sync_manifests(store, manifests, prune_api)
         ref = StoreRef(store.store_id(), synced.revision)
         results = _converge(ctx, state, ref, renderer, settings, saved.expected_facts() if saved else None)
-        for result in results:
-            _record(store, result, synced.revision)
+        store.record_deploys([r for result in results if (r := _record(result, synced.revision)) is not None])
         sync_summary = {
             "changes": [{"action": str(c.action), "kind": c.kind, "name": c.name} for c in synced.changes],
             "writes": synced.writes,
@@ -250,14 +249,15 @@ def _converge(
         return apply_fleet(state, ref, renderer, settings, expected, done)
 
 
-def _record(store: Store, result: NodeResult, revision: int) -> None:
+def _record(result: NodeResult, revision: int) -> DeployRecord | None:
+    """The store's record of one node's outcome (a skipped node keeps its last record)."""
     if result.status == "skipped":
-        return
+        return None
     digests = {}
     if result.plan is not None and result.ok:
         digests = {f.path: f.new_digest or "" for f in result.plan.files}
     outcome = "converged" if result.ok else "failed"
-    store.record_deploy(DeployRecord(result.access_node, revision, digests, outcome, result.error))
+    return DeployRecord(result.access_node, revision, digests, outcome, result.error)
 
 
 def _check_saved_plan(

@@ -358,6 +358,11 @@ class Store(TokenStore):
     @abstractmethod
     def record_deploy(self, record: DeployRecord) -> None: ...
 
+    def record_deploys(self, records: Sequence[DeployRecord]) -> None:
+        """Several deploy records (a whole rollout); implementations write them in one go."""
+        for record in records:
+            self.record_deploy(record)
+
     @abstractmethod
     def deploy_records(self) -> dict[str, DeployRecord]: ...
 

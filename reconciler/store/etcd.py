@@ -330,7 +330,11 @@ class EtcdStore(EtcdTokens, Store):
 
     # live state records --------------------------------------------------------------------
     def record_deploy(self, record: DeployRecord) -> None:
-        self._txn([], [req.put(self._k("deploy", record.access_node), record.to_dict())])
+        self.record_deploys([record])
+
+    def record_deploys(self, records: Sequence[DeployRecord]) -> None:
+        for chunk in req.chunks(records, lambda r: 200 + 100 * len(r.digests), MAX_TXN_OPS):
+            self._txn([], [req.put(self._k("deploy", r.access_node), r.to_dict()) for r in chunk])
 
     def deploy_records(self) -> dict[str, DeployRecord]:
         records = [DeployRecord.from_dict(v) for v, _ in self._range_all(self._k("deploy/"))]

@@ -286,9 +286,13 @@ class SqliteStore(Store):
 
     # live state records --------------------------------------------------------------------
     def record_deploy(self, record: DeployRecord) -> None:
-        with self._write() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO deploys VALUES (?, ?)", (record.access_node, json.dumps(record.to_dict()))
+        self.record_deploys([record])
+
+    def record_deploys(self, records: Sequence[DeployRecord]) -> None:
+        with self._write() as db:  # one transaction: one fsync for the whole rollout
+            db.executemany(
+                "INSERT OR REPLACE INTO deploys VALUES (?, ?)",
+                [(r.access_node, json.dumps(r.to_dict())) for r in records],
             )
 
     def deploy_records(self) -> dict[str, DeployRecord]:

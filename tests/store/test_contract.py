@@ -240,3 +240,15 @@ def test_store_id_is_stable_for_a_store_and_differs_between_stores(
         assert other.store_id() != first
     finally:
         other.close()
+
+
+def test_record_deploys_writes_every_record_and_moves_no_revision(store: Store) -> None:
+    revision = store.commit([put("a")])
+    records = [
+        DeployRecord(f"lb{i}:80", revision, {"http/a.conf": f"{i:064x}"}, "converged", when=2.0) for i in range(150)
+    ]
+    store.record_deploys(records)  # more than one etcd transaction holds
+    assert store.deploy_records() == {r.access_node: r for r in records}
+    assert store.revision() == revision
+    store.record_deploys([DeployRecord("lb3:80", revision, {}, "failed", "nginx -t refused", when=3.0)])
+    assert store.deploy_records()["lb3:80"].result == "failed" and len(store.deploy_records()) == 150
