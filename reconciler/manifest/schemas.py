@@ -16,13 +16,15 @@ import json
 import re
 from collections.abc import Iterator
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema_rs
-from jsonschema import Draft202012Validator, ValidationError, validators
-from referencing import Registry, Resource
 
 from reconciler.resources import schema_dir
+
+if TYPE_CHECKING:  # python-jsonschema is imported when a document is refused (see validator_for)
+    from jsonschema import ValidationError
+    from referencing import Registry
 
 SCHEMA_FILES = {
     "Upstream": "upstream.schema.json",
@@ -43,11 +45,18 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
 
 
 def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    from jsonschema import ValidationError
+
     if validator.is_type(instance, "string") and not compile_pattern(pattern).search(instance):
         yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
-ManifestValidator = validators.extend(Draft202012Validator, {"pattern": _pattern})
+@cache
+def _manifest_validator() -> Any:
+    """Draft 2020-12 with ``_pattern``; imported on first use (most runs never refuse anything)."""
+    from jsonschema import Draft202012Validator, validators
+
+    return validators.extend(Draft202012Validator, {"pattern": _pattern})
 
 
 @cache
@@ -58,6 +67,8 @@ def schemas() -> dict[str, dict[str, Any]]:
 
 @cache
 def registry() -> Registry:
+    from referencing import Registry, Resource
+
     resources = [(doc["$id"], Resource.from_contents(doc)) for doc in schemas().values()]
     return Registry().with_resources(resources)
 
@@ -66,7 +77,7 @@ def registry() -> Registry:
 def validator_for(kind: str) -> Any:
     """A validator of one kind's documents (raises KeyError for an unknown kind)."""
     schema = schemas()[SCHEMA_FILES[kind]]
-    return ManifestValidator(schema, registry=registry())
+    return _manifest_validator()(schema, registry=registry())
 
 
 @cache

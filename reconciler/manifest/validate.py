@@ -12,10 +12,9 @@ import ipaddress
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from jsonschema import ValidationError
 
 from reconciler import collector
 from reconciler.errors import ManifestError, Problem
@@ -30,6 +29,9 @@ from reconciler.manifest.model import (
     split_hostport,
 )
 from reconciler.manifest.schemas import fast_validator_for, validator_for
+
+if TYPE_CHECKING:
+    from jsonschema import ValidationError
 from reconciler.passwords import password_hash_problem
 
 _SHOWN = 60  # characters of an offending value shown in a message
