@@ -148,8 +148,10 @@ def test_min_servers_failover_tiers_and_panic(
     for backend in backends:
         backend.stop()
     wait_for(lambda: controller.status().get("panic") == ["web"], 10, "panic")
-    wait_for(lambda: roles(fleet.nodes[1], "web", hostnames) == ["enabled"] * 4, 10, "all enabled in panic")
-    assert "panic" in node.live_files()["http/web.conf"]
+    wait_for(
+        lambda: all(roles(n, "web", hostnames) == ["enabled"] * 4 for n in fleet.nodes), 10, "all enabled in panic"
+    )
+    assert all("panic" in n.live_files()["http/web.conf"] for n in fleet.nodes)
     assert 'obreconcile_upstream_panic{upstream="web"} 1.0' in controller.metrics()
     assert "panic" in controller.tail(200)
 
