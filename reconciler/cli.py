@@ -184,8 +184,9 @@ def hash_password_command(ctx: Context) -> None:
 def status(ctx: Context) -> None:
     """Show the store's health and revision, the master, and each access node's last deploy.
 
-    Per access node: the revision deployed there, converged, drifted or failed, and the last
-    error ("never deployed" until apply has run). Exit 0; 1 when the store cannot be read.
+    Per access node: the revision deployed there; converged, behind (converged at an older
+    revision than the store's) or failed; and the last error ("never deployed" until apply
+    has run). Exit 0; 1 when the store cannot be read.
     """
     with open_store(ctx.store) as store:
         report = read_status(store)

@@ -9,12 +9,16 @@ from reconciler.store import Store
 
 MASTER_LOCK = "master"  # the lock that `serve` controllers elect their master with
 NEVER_DEPLOYED = "never deployed"
+# Converged at an older revision: the desired state moved since (an API write, an apply that
+# did not target it) and no convergence has recorded this node since. Drift in the files
+# themselves is what `plan` shows and what serve's drift timer corrects.
+BEHIND = "behind"
 
 
 @dataclass(frozen=True)
 class AccessNodeStatus:
     name: str
-    state: str  # "never deployed", or the last DeployRecord's result: converged, drifted, failed
+    state: str  # "never deployed", "failed", "converged", or "behind" (converged at an older revision)
     deployed_revision: int | None = None
     error: str = ""
     when: float | None = None
@@ -51,7 +55,9 @@ def read_status(store: Store) -> StoreStatus:
         if record is None:
             nodes.append(AccessNodeStatus(name, NEVER_DEPLOYED))
         else:
-            nodes.append(AccessNodeStatus(name, record.result, record.revision, record.error, record.when))
+            behind = record.result == "converged" and record.revision < snapshot.revision
+            state = BEHIND if behind else record.result
+            nodes.append(AccessNodeStatus(name, state, record.revision, record.error, record.when))
     return StoreStatus(
         store.kind,
         store.url,

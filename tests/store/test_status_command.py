@@ -60,3 +60,14 @@ def test_status_of_a_corrupted_file_fails_clearly(tmp_path: Path) -> None:
     path.write_bytes(b"garbage" * 1000)
     result = obreconcile("--store", f"sqlite:///{path}", "status")
     assert result.returncode == 1 and "is not an SQLite database" in result.stderr
+
+
+def test_a_node_converged_at_an_older_revision_is_behind(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    revision = seed(url)
+    with open_store(url) as store:
+        store.record_deploy(DeployRecord("lb0.example.com:80", revision, {}, "converged"))
+        assert sync_manifests(store, fleet(4, access_nodes=2)).revision > revision  # the desired state moves on
+    report = json.loads(obreconcile("--store", url, "--output", "json", "status").stdout)
+    assert report["access_nodes"]["lb0.example.com:80"]["state"] == "behind"
+    assert report["access_nodes"]["lb1.example.com:80"]["state"] == "failed"
