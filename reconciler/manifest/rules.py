@@ -1,0 +1,230 @@
+"""The semantic rules of SPEC.md section 1, across documents and files.
+
+They run on every document of a known kind, valid or not, so that one run reports
+everything; each rule therefore reads values through the type-checking accessors below.
+References (owners, groups, checks, upstreams), uniqueness per kind, backends unique per
+upstream, server-name and tcp-port clashes per access node, min_servers, the check-reuse
+rule, password hashes and IP literals.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+from typing import Any
+
+from reconciler.manifest.load import PathPart
+from reconciler.manifest.located import LocatedObject, Report, shown
+from reconciler.manifest.model import BASE_CHECKS, KINDS, split_hostport
+from reconciler.passwords import password_hash_problem
+
+
+def _text(data: dict[str, Any], key: str, default: str | None = None) -> str | None:
+    value = data.get(key, default)
+    return value if isinstance(value, str) else None
+
+
+def _entries(data: dict[str, Any], key: str) -> list[tuple[int, Any]]:
+    value = data.get(key)
+    return list(enumerate(value)) if isinstance(value, list) else []
+
+
+def _mappings(data: dict[str, Any], key: str) -> list[tuple[int, dict[str, Any]]]:
+    return [(i, v) for i, v in _entries(data, key) if isinstance(v, dict)]
+
+
+def _mapping(data: dict[str, Any], key: str) -> dict[str, Any]:
+    value = data.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def check_semantics(objects: list[LocatedObject], report: Report) -> None:
+    index = _unique_names(objects, report)
+    groups = index["Group"]
+    checks = index["Check"]
+    upstreams = index["Upstream"]
+    for obj in objects:
+        data = obj.data
+        if "owner" in data:
+            _reference(obj, ("owner",), "group", groups, report)
+        if obj.kind == "User":
+            for i, _ in _entries(data, "groups"):
+                _reference(obj, ("groups", i), "group", groups, report)
+            password_hash = _text(data, "password_hash")
+            message = password_hash_problem(password_hash) if password_hash else ""
+            if message:
+                report.add(obj.doc, ("password_hash",), message)
+        elif obj.kind == "Check" and obj.name in BASE_CHECKS:
+            report.add(obj.doc, ("name",), f"{obj.name!r} is a base check's name; give the custom check another name")
+        elif obj.kind == "Upstream":
+            _check_upstream(obj, groups, checks, report)
+        elif obj.kind == "AccessNode":
+            for i, _ in _entries(data, "upstreams"):
+                _reference(obj, ("upstreams", i), "upstream", upstreams, report)
+            _check_access_node(obj, upstreams, report)
+
+
+def _unique_names(objects: list[LocatedObject], report: Report) -> dict[str, dict[str, LocatedObject]]:
+    index: dict[str, dict[str, LocatedObject]] = {kind: {} for kind in KINDS}
+    for obj in objects:
+        key = _canonical_access_node(obj.name) if obj.kind == "AccessNode" else obj.name
+        first = index[obj.kind].get(key)
+        if first is None:
+            index[obj.kind][key] = obj
+            continue
+        line, column = first.doc.locate(("name",))
+        report.add(
+            obj.doc,
+            ("name",),
+            f"duplicate {obj.kind} name {obj.name!r}: first defined at {first.doc.file}:{line}:{column} "
+            "(names are unique per kind)",
+        )
+    index["AccessNode"] = {obj.name: obj for obj in index["AccessNode"].values()}
+    return index
+
+
+def _canonical_access_node(name: str) -> str:
+    host, port = split_hostport(name, 80)
+    return f"{host.lower()}:{port}"
+
+
+def _reference(
+    obj: LocatedObject, path: tuple[PathPart, ...], what: str, known: dict[str, LocatedObject], report: Report
+) -> None:
+    value: Any = obj.data
+    for part in path:
+        value = value[part]
+    if not isinstance(value, str) or value in known:
+        return  # a wrong type is the schema's to report
+    close = difflib.get_close_matches(value, list(known), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    report.add(obj.doc, path, f"unknown {what} {shown(value)} (no {what} of that name is defined{hint})")
+
+
+def _check_upstream(
+    obj: LocatedObject, groups: dict[str, LocatedObject], checks: dict[str, LocatedObject], report: Report
+) -> None:
+    data = obj.data
+    owner_name = _text(data, "owner")
+    owner = groups.get(owner_name or "")
+    permissions = owner.data.get("global_permissions") if owner else None
+    owner_reads_all = isinstance(permissions, list) and bool(
+        {"GLOBAL_RO", "GLOBAL_RW", "SUPER"} & set(map(str, permissions))
+    )
+    for i, name in _entries(data, "checks"):
+        if not isinstance(name, str) or name in BASE_CHECKS:
+            continue
+        check = checks.get(name)
+        if check is None:
+            _reference(obj, ("checks", i), "check", checks, report)
+        elif owner is not None and check.data.get("owner") != owner_name and not owner_reads_all:
+            report.add(
+                obj.doc,
+                ("checks", i),
+                f"check {name!r} belongs to group {shown(check.data.get('owner'))}; group {owner_name!r} "
+                "may use another group's check only with GLOBAL_RO",
+            )
+    seen_groups: set[str] = set()
+    for i, rule in _mappings(data, "acl"):
+        group = _text(rule, "group_name")
+        if group is None:
+            continue
+        _reference(obj, ("acl", i, "group_name"), "group", groups, report)
+        if group in seen_groups:
+            report.add(obj.doc, ("acl", i, "group_name"), f"group {group!r} has more than one acl rule")
+        seen_groups.add(group)
+    _check_backends(obj, report)
+
+
+def _check_backends(obj: LocatedObject, report: Report) -> None:
+    data = obj.data
+    seen: dict[tuple[str, int], int] = {}
+    usable = 0
+    for i, node in _mappings(data, "nodes"):
+        if node.get("force_status", "normal") not in ("down", "d"):
+            usable += 1
+        hostname = _text(node, "hostname")
+        if hostname is None:
+            continue
+        address = split_hostport(hostname, 80)
+        message = _ip_literal_problem(address[0]) if obj.valid else ""
+        if message:
+            report.add(obj.doc, ("nodes", i, "hostname"), message)
+        key = (address[0].lower(), address[1])
+        if key in seen:
+            report.add(
+                obj.doc,
+                ("nodes", i, "hostname"),
+                f"backend {hostname!r} is listed twice (as nodes[{seen[key]}] too); hostnames are unique in an upstream",
+            )
+        seen.setdefault(key, i)
+    # An upstream without backends is allowed (the API adds them one by one); it is not rendered.
+    min_servers = data.get("min_servers", 1)
+    has_nodes = bool(_mappings(data, "nodes"))
+    if isinstance(min_servers, int) and not isinstance(min_servers, bool) and has_nodes and min_servers > usable:
+        report.add(
+            obj.doc,
+            ("min_servers",) if "min_servers" in data else ("nodes",),
+            f"is {min_servers} but the upstream has only {usable} backends not forced down",
+        )
+
+
+def _ip_literal_problem(host: str) -> str:
+    """A message when ``host`` looks like an IP address but is not a valid one."""
+    looks_v4 = host.count(".") == 3 and host.replace(".", "").isdigit()
+    if not looks_v4 and ":" not in host:
+        return ""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return f"{shown(host)} is not a valid IP address"
+    return ""
+
+
+def _check_access_node(obj: LocatedObject, upstreams: dict[str, LocatedObject], report: Report) -> None:
+    data = obj.data
+    host, http_port = split_hostport(obj.name, 80)
+    message = _ip_literal_problem(host) if obj.valid else ""
+    if message:
+        report.add(obj.doc, ("name",), message)
+    address = _text(data, "listen_address", "*")
+    if obj.valid and address and address != "*":
+        message = _ip_literal_problem(address.strip("[]"))
+        if message:
+            report.add(obj.doc, ("listen_address",), message)
+    server_names: dict[str, str] = {}
+    tcp_ports: dict[int, str] = {}
+    for i, name in _entries(data, "upstreams"):
+        upstream = upstreams.get(name) if isinstance(name, str) else None
+        if upstream is None:
+            continue
+        listen = _mapping(upstream.data, "listen")
+        if listen.get("protocol", "http") == "tcp":
+            port = listen.get("port")
+            if not isinstance(port, int):
+                continue
+            other = tcp_ports.setdefault(port, name)
+            if port == http_port:
+                report.add(
+                    obj.doc,
+                    ("upstreams", i),
+                    f"tcp upstream {name!r} listens on port {port}, the access node's http port",
+                )
+            elif other != name:
+                report.add(
+                    obj.doc,
+                    ("upstreams", i),
+                    f"upstreams {other!r} and {name!r} both listen on tcp port {port} on this access node",
+                )
+            continue
+        names = [n for _, n in _entries(listen, "server_names")] if "server_names" in listen else [name]
+        for server_name in names:
+            if not isinstance(server_name, str):
+                continue
+            other = server_names.setdefault(server_name, name)
+            if other != name:
+                report.add(
+                    obj.doc,
+                    ("upstreams", i),
+                    f"upstreams {other!r} and {name!r} both serve server name {server_name!r} on this access node",
+                )
