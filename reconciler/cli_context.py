@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -45,6 +47,46 @@ max_file_size = click.option(
     show_default=True,
     help="Largest manifest file read, in bytes.",
 )
+
+
+def connection_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """How commands that reach access nodes connect (plan, apply, serve, converge)."""
+    options = [
+        click.option(
+            "--forks",
+            type=click.IntRange(1, 500),
+            default=10,
+            show_default=True,
+            help="Access nodes worked on in parallel.",
+        ),
+        click.option(
+            "--known-hosts",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="known_hosts file (default: ~/.ssh/known_hosts or UserKnownHostsFile).",
+        ),
+        click.option(
+            "--accept-new-host-keys",
+            is_flag=True,
+            help="Record the host key of a host never seen before (a changed key is always refused).",
+        ),
+        click.option(
+            "--connect-timeout",
+            type=click.FloatRange(0.1),
+            default=10.0,
+            show_default=True,
+            help="Seconds to set up an SSH connection.",
+        ),
+        click.option(
+            "--templates",
+            type=click.Path(exists=True, file_okay=False),
+            default=None,
+            help="Directory of templates used before the shipped ones.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 def report_problems(ctx: Context, problems: list[Problem]) -> None:

@@ -12,7 +12,7 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from reconciler.apply import ApplySettings, NodeResult
-from reconciler.cli_context import Context, load_or_exit, max_file_size, pass_context
+from reconciler.cli_context import Context, connection_options, load_or_exit, max_file_size, pass_context
 from reconciler.errors import PlanError
 from reconciler.manifest.model import DesiredState
 from reconciler.plan import StoreRef
@@ -34,39 +34,9 @@ from reconciler.store.sync import plan_sync, sync_manifests
 
 def fleet_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The options plan and apply share (SPEC.md §2's common options)."""
-    options = [
+    options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         click.option("--limit", multiple=True, metavar="NAME", help="Only this access node (repeatable)."),
-        click.option(
-            "--forks",
-            type=click.IntRange(1, 500),
-            default=10,
-            show_default=True,
-            help="Access nodes worked on in parallel.",
-        ),
-        click.option(
-            "--known-hosts",
-            type=click.Path(dir_okay=False, path_type=Path),
-            default=None,
-            help="known_hosts file (default: ~/.ssh/known_hosts or UserKnownHostsFile).",
-        ),
-        click.option(
-            "--accept-new-host-keys",
-            is_flag=True,
-            help="Record the host key of a host never seen before (a changed key is always refused).",
-        ),
-        click.option(
-            "--connect-timeout",
-            type=click.FloatRange(0.1),
-            default=10.0,
-            show_default=True,
-            help="Seconds to set up an SSH connection.",
-        ),
-        click.option(
-            "--templates",
-            type=click.Path(exists=True, file_okay=False),
-            default=None,
-            help="Directory of templates used before the shipped ones.",
-        ),
+        connection_options,
         click.option(
             "--prune-api",
             is_flag=True,

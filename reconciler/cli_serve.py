@@ -15,13 +15,12 @@ import signal
 import socket
 import ssl
 import sys
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from reconciler.cli_context import Context, pass_context
+from reconciler.cli_context import Context, connection_options, pass_context
 from reconciler.errors import ObreconcileError
 from reconciler.store import DeployRecord, Store, open_store
 
@@ -50,38 +49,6 @@ def parse_listen(text: str) -> tuple[str, int]:
     if not 0 < number < 65536:
         raise click.BadParameter(f"{text!r}: the port must be 1-65535")
     return str(address), number
-
-
-def connection_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
-        click.option(
-            "--forks",
-            type=click.IntRange(1, 500),
-            default=10,
-            show_default=True,
-            help="Access nodes pushed to in parallel.",
-        ),
-        click.option(
-            "--known-hosts", type=click.Path(dir_okay=False, path_type=Path), default=None, help="known_hosts file."
-        ),
-        click.option("--accept-new-host-keys", is_flag=True, help="Record the host key of a host never seen before."),
-        click.option(
-            "--connect-timeout",
-            type=click.FloatRange(0.1),
-            default=10.0,
-            show_default=True,
-            help="Seconds to set up an SSH connection.",
-        ),
-        click.option(
-            "--templates",
-            type=click.Path(exists=True, file_okay=False),
-            default=None,
-            help="Directory of templates used before the shipped ones.",
-        ),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
 
 
 def _logging(level: str) -> None:
