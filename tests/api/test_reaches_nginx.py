@@ -21,22 +21,13 @@ from reconciler.store import open_store
 from tests.api.server import FAST_HASHER, RunningServer
 from tests.apply.conftest import address
 from tests.services.backends import HttpBackend
-from tests.services.fleet import Fleet, start_fleet
-from tests.services.nginx import nginx_binary
-from tests.services.sshd import SSHDStartError
+from tests.services.fleet import Fleet
+from tests.services.fleet_fixtures import fleet_under_test
 
 
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    nginx_binary()
-    try:
-        started = start_fleet(tmp_path / "fleet", 2)
-    except (SSHDStartError, RuntimeError) as e:
-        pytest.fail(f"cannot start the test fleet: {e}")
-    try:
-        yield started
-    finally:
-        started.stop()
+    yield from fleet_under_test(tmp_path, 2)
 
 
 @pytest.fixture

@@ -8,23 +8,14 @@ from pathlib import Path
 import pytest
 
 from tests.services.backends import HttpBackend
-from tests.services.fleet import Fleet, start_fleet
-from tests.services.nginx import nginx_binary
-from tests.services.sshd import SSHDStartError
+from tests.services.fleet import Fleet
+from tests.services.fleet_fixtures import fleet_under_test
 
 
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[Fleet]:
     """Three access nodes, each its own sshd and nginx, stopped at the end whatever happens."""
-    nginx_binary()  # fails (never skips) with the fix when nginx is missing
-    try:
-        started = start_fleet(tmp_path / "fleet", 3)
-    except (SSHDStartError, RuntimeError) as e:
-        pytest.fail(f"cannot start the test fleet: {e}")
-    try:
-        yield started
-    finally:
-        started.stop()
+    yield from fleet_under_test(tmp_path, 3)
 
 
 @pytest.fixture

@@ -27,9 +27,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.services.fleet import ROOT, Fleet, SimulatedNode, start_fleet
-from tests.services.nginx import nginx_binary
-from tests.services.sshd import SSHDStartError, free_port
+from tests.services.fleet import ROOT, Fleet, SimulatedNode
+from tests.services.fleet_fixtures import fleet_under_test
+from tests.services.sshd import free_port
 
 API = importlib.util.find_spec("reconciler.api.auth") is not None
 """The REST API is there: /status needs a token (of the bootstrap admin)."""
@@ -132,15 +132,7 @@ class Backend:
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[Fleet]:
     """Two access nodes (sshd + nginx each); node 1 is reached with connection: local."""
-    nginx_binary()
-    try:
-        started = start_fleet(tmp_path / "fleet", 2)
-    except (SSHDStartError, RuntimeError) as e:
-        pytest.fail(f"cannot start the test fleet: {e}")
-    try:
-        yield started
-    finally:
-        started.stop()
+    yield from fleet_under_test(tmp_path, 2)
 
 
 @pytest.fixture
