@@ -159,9 +159,10 @@ def apply_command(
     with open_store(ctx.store) as store:
         if saved:
             _check_saved_plan(saved, store, manifests, renderer, settings)
-        state = merged_state(manifests, store, plan_sync(store, manifests, prune_api).kept_api)
+        sync = plan_sync(store, manifests, prune_api)
+        state = merged_state(manifests, store, sync.kept_api)
         targets(state, settings.limit)  # a bad --limit is refused before the store is written
-        synced = sync_manifests(store, manifests, prune_api)
+        synced = sync_manifests(store, manifests, prune_api, sync)
         ref = StoreRef(store.store_id(), synced.revision)
         results = _converge(ctx, state, ref, renderer, settings, saved.expected_facts() if saved else None)
         store.record_deploys([r for result in results if (r := _record(result, synced.revision)) is not None])

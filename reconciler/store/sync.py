@@ -127,13 +127,18 @@ def _declared_change(stored: StoredObject | None, c: _Declared) -> SyncChange | 
     return None  # same content; only the fingerprint scheme differs
 
 
-def sync_manifests(store: Store, desired: DesiredState, prune_api: bool = False) -> SyncResult:
+def sync_manifests(
+    store: Store, desired: DesiredState, prune_api: bool = False, plan: SyncPlan | None = None
+) -> SyncResult:
     """Make the store say what the manifests say, in one transaction, writing only changes.
 
+    ``plan``: a ``plan_sync`` of the same arguments the caller already made (it is committed
+    against its base revision, so a store that moved since is a conflict, never a lost write).
     Raises ConflictError when another writer changed the store between the read and the
     commit (nothing is written then; running again recomputes against the new state).
     """
-    plan = plan_sync(store, desired, prune_api)
+    if plan is None:
+        plan = plan_sync(store, desired, prune_api)
     if not plan.changes:
         return SyncResult(plan.base_revision, plan.base_revision, (), plan.kept_api, 0)
     ops = [change.to_op() for change in plan.changes]
