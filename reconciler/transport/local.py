@@ -32,15 +32,7 @@ class LocalTransport(Transport):
     def _execute(self, line: str, input: bytes | None, timeout: float | None) -> CommandResult:
         # A session of its own, so that a timeout kills the whole process group: a grandchild
         # holding the pipes open would otherwise keep communicate() waiting.
-        with subprocess.Popen(
-            line,
-            shell=True,
-            executable="/bin/sh",
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        ) as process:
+        with _spawn(line) as process:
             try:
                 stdout, stderr = process.communicate(input or b"", timeout=timeout)
             except subprocess.TimeoutExpired as e:
@@ -50,16 +42,7 @@ class LocalTransport(Transport):
             return CommandResult(process.returncode, stdout, stderr)
 
     def _hold(self, line: str) -> HeldCommand:
-        process = subprocess.Popen(
-            line,
-            shell=True,
-            executable="/bin/sh",
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        return _LocalHeld(process, self.target, line)
+        return _LocalHeld(_spawn(line), self.target, line)
 
     def read_file(self, path: str) -> bytes | None:
         if self.sudo:
@@ -138,6 +121,20 @@ class _LocalHeld(HeldCommand):
         for stream in (self.process.stdout, self.process.stderr):
             if stream is not None:
                 stream.close()
+
+
+def _spawn(line: str) -> subprocess.Popen[bytes]:
+    """``line`` through /bin/sh with every stream a pipe, in a session of its own (so that a
+    timeout can kill its whole process group)."""
+    return subprocess.Popen(
+        line,
+        shell=True,
+        executable="/bin/sh",
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:
