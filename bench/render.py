@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import yaml
 
 from bench.workload import write_workload
-from reconciler.manifest.model import KINDS, DesiredState, build_object
+from reconciler.manifest.model import DesiredState
 from reconciler.render import Renderer
 from reconciler.resolve import StaticResolver
 
@@ -57,16 +57,7 @@ def load_all(files: list[Path]) -> list[Any]:
 
 
 def build_state(docs: list[Any]) -> DesiredState:
-    by_kind: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
-    for doc in docs:
-        by_kind[doc["kind"]][doc["name"]] = build_object(doc["kind"], doc)
-    return DesiredState(
-        groups=by_kind["Group"],
-        users=by_kind["User"],
-        checks=by_kind["Check"],
-        upstreams=by_kind["Upstream"],
-        access_nodes=by_kind["AccessNode"],
-    )
+    return DesiredState.from_documents(docs)
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from reconciler.apply import ApplySettings, NodeResult, apply_node
 from reconciler.errors import ObreconcileError
-from reconciler.manifest.model import AccessNode, DesiredState, build_object
+from reconciler.manifest.model import KINDS, AccessNode, DesiredState, build_object
 from reconciler.observe import observe
 from reconciler.plan import NodePlan, StoreRef, node_model, plan_node
 from reconciler.render import Health, RenderedAccessNode, Renderer
@@ -53,16 +53,10 @@ def merged_state(manifests: DesiredState, store: Store, kept_api: Sequence[Objec
     if not kept_api:
         return manifests
     kept = store.get_many(list(kept_api))
-    by_kind: dict[str, dict[str, Any]] = {
-        "Group": dict(manifests.groups),
-        "User": dict(manifests.users),
-        "Check": dict(manifests.checks),
-        "Upstream": dict(manifests.upstreams),
-        "AccessNode": dict(manifests.access_nodes),
-    }
+    by_kind: dict[str, dict[str, Any]] = {kind: dict(manifests.of_kind(kind)) for kind in KINDS}
     for (kind, name), stored in kept.items():
         by_kind[kind][name] = build_object(kind, stored.body)
-    return DesiredState(by_kind["Group"], by_kind["User"], by_kind["Check"], by_kind["Upstream"], by_kind["AccessNode"])
+    return DesiredState.from_kinds(by_kind)
 
 
 def targets(state: DesiredState, limit: Iterable[str]) -> list[AccessNode]:

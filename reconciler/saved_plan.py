@@ -94,9 +94,9 @@ def _revalidated(path: Path, bodies: list[dict[str, Any]], sources: list[Source]
     if state is None:
         raise ManifestError(problems + more)
     by_name = {(b["kind"], b["name"]): s for b, s in zip(bodies, sources, strict=True)}
-    return DesiredState(
-        *(
-            {name: replace(obj, source=by_name[(kind, name)]) for name, obj in state.of_kind(kind).items()}
+    return DesiredState.from_kinds(
+        {
+            kind: {name: replace(obj, source=by_name[(kind, name)]) for name, obj in state.of_kind(kind).items()}
             for kind in KINDS
-        )
+        }
     )

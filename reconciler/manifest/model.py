@@ -7,7 +7,7 @@ of SPEC.md section 1 filled in, so that no later stage ever looks a default up a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -176,6 +176,19 @@ class DesiredState:
             "Upstream": self.upstreams,
             "AccessNode": self.access_nodes,
         }[kind]
+
+    @classmethod
+    def from_kinds(cls, by_kind: Mapping[str, Mapping[str, Any]]) -> DesiredState:
+        """A desired state from objects by kind, then by name (a missing kind is empty)."""
+        return cls(*(dict(by_kind.get(kind, {})) for kind in KINDS))
+
+    @classmethod
+    def from_documents(cls, documents: Iterable[Mapping[str, Any]], source: Source = Source()) -> DesiredState:
+        """A desired state from schema-valid manifest documents (no rule is checked here)."""
+        by_kind: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
+        for doc in documents:
+            by_kind[doc["kind"]][doc["name"]] = build_object(doc["kind"], doc, source)
+        return cls.from_kinds(by_kind)
 
 
 def build_object(kind: str, data: Mapping[str, Any], source: Source = Source()) -> Any:

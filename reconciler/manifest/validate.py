@@ -73,13 +73,7 @@ def _build(objects: Iterable[LocatedObject]) -> DesiredState:
     for obj in objects:
         source = Source(obj.doc.file, obj.doc.locate(())[0])
         by_kind[obj.kind][obj.name] = build_object(obj.kind, obj.data, source)
-    return DesiredState(
-        groups=by_kind["Group"],
-        users=by_kind["User"],
-        checks=by_kind["Check"],
-        upstreams=by_kind["Upstream"],
-        access_nodes=by_kind["AccessNode"],
-    )
+    return DesiredState.from_kinds(by_kind)
 
 
 # --- schemas ----------------------------------------------------------------------------

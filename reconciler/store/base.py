@@ -154,13 +154,7 @@ class Snapshot:
             p = obj.provenance
             source = Source(p.origin) if p.source == "manifest" else Source(f"api:{p.origin}")
             by_kind.setdefault(kind, {})[name] = build_object(kind, obj.body, source)
-        return DesiredState(
-            groups=by_kind.get("Group", {}),
-            users=by_kind.get("User", {}),
-            checks=by_kind.get("Check", {}),
-            upstreams=by_kind.get("Upstream", {}),
-            access_nodes=by_kind.get("AccessNode", {}),
-        )
+        return DesiredState.from_kinds(by_kind)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import yaml
 
 from reconciler.errors import ManifestError
 from reconciler.manifest.load import load_bytes
-from reconciler.manifest.model import KINDS, DesiredState, build_object
+from reconciler.manifest.model import DesiredState
 from reconciler.manifest.validate import validate
 
 GROUP = {"apiVersion": "openbalancer/v1", "kind": "Group", "name": "ops"}
@@ -25,16 +25,7 @@ def state_of(documents: Iterable[Mapping[str, Any]], validated: bool = True) -> 
     for doc in documents:
         docs.append({"apiVersion": "openbalancer/v1", "owner": "ops", **doc})
     if not validated:
-        by_kind: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
-        for doc in docs:
-            by_kind[doc["kind"]][doc["name"]] = build_object(doc["kind"], doc)
-        return DesiredState(
-            groups=by_kind["Group"],
-            users=by_kind["User"],
-            checks=by_kind["Check"],
-            upstreams=by_kind["Upstream"],
-            access_nodes=by_kind["AccessNode"],
-        )
+        return DesiredState.from_documents(docs)
     text = yaml.dump_all(docs, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False)
     loaded, problems = load_bytes("test.yaml", text.encode())
     state, more = validate(loaded)
