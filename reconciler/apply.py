@@ -139,10 +139,8 @@ def apply_node(
                 raise NodeError(node.name, "plan", plan.refused)
             if not plan.changed:
                 return NodeResult(node.name, "unchanged", plan, seconds=time.monotonic() - started)
-            rolled_back = _deploy(node, rendered, model, transport, store, settings, facts)
-            return NodeResult(
-                node.name, "converged", plan, reloaded=True, rolled_back=rolled_back, seconds=time.monotonic() - started
-            )
+            _deploy(node, rendered, model, transport, store, settings, facts)
+            return NodeResult(node.name, "converged", plan, reloaded=True, seconds=time.monotonic() - started)
     except NodeError as e:
         return NodeResult(
             node.name,
@@ -166,7 +164,7 @@ def _deploy(
     store: StoreRef,
     settings: ApplySettings,
     facts: Facts,
-) -> bool:
+) -> None:
     layout = NodeLayout.of(node)
     now = datetime.now(UTC)
     release_id = f"{now.strftime('%Y%m%dT%H%M%S.%fZ')}-{rendered.revision}"
@@ -204,7 +202,6 @@ def _deploy(
             node.name, "verify" if reload.ok else "reload", f"{problem}; {outcome}", reloaded=True, rolled_back=True
         )
     transport.write_file(posixpath.join(release, MARKER), replace(marker, state="deployed").to_json())
-    return False
 
 
 def _adopt(transport: Transport, layout: NodeLayout, facts: Facts) -> str | None:
