@@ -15,90 +15,21 @@ p99 <= fall x interval + 1 s.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from tests.services.backends import RestartableBackend
 from tests.services.fleet import ROOT, SimulatedNode, start_fleet
 from tests.services.sshd import free_port
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, port: int) -> None:
-        super().__init__(("127.0.0.1", port), _Handler)
-        self.open: set[socket.socket] = set()
-        self.lock = threading.Lock()
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        with self.lock:
-            self.open.add(request)
-        try:
-            super().finish_request(request, client_address)
-        finally:
-            with self.lock:
-                self.open.discard(request)
-
-    def server_close(self) -> None:
-        super().server_close()
-        with self.lock:
-            for connection in self.open:
-                with contextlib.suppress(OSError):
-                    connection.shutdown(socket.SHUT_RDWR)
-
-
-class Backend:
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.server: _Server | None = None
-        self.start()
-
-    @property
-    def hostname(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        for _ in range(100):
-            try:
-                self.server = _Server(self.port)
-                break
-            except OSError:
-                time.sleep(0.05)
-        assert self.server is not None
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def stop(self) -> None:
-        server, self.server = self.server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
 
 
 def role(node: SimulatedNode, hostname: str) -> str:
@@ -130,7 +61,9 @@ def wait(condition: Any, timeout: float, what: str) -> float:
     return time.monotonic() - started
 
 
-def manifests(directory: Path, nodes: list[SimulatedNode], backends: list[Backend], args: argparse.Namespace) -> Path:
+def manifests(
+    directory: Path, nodes: list[SimulatedNode], backends: list[RestartableBackend], args: argparse.Namespace
+) -> Path:
     api = "openbalancer/v1"
     docs: list[dict[str, Any]] = [
         {"apiVersion": api, "kind": "Group", "name": "ops"},
@@ -185,7 +118,7 @@ def main() -> None:
     parser.add_argument("--rise", type=int, default=2)
     parser.add_argument("--fall", type=int, default=3)
     args = parser.parse_args()
-    backends = [Backend() for _ in range(4)]
+    backends = [RestartableBackend(f"b{i}") for i in range(4)]
     with tempfile.TemporaryDirectory(prefix="bench-convergence-") as tmp:
         fleet = start_fleet(Path(tmp) / "fleet", args.nodes)
         serve: subprocess.Popen[bytes] | None = None

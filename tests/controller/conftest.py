@@ -8,25 +8,22 @@ fixtures' finalisers, whatever the test did.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import os
 import re
 import signal
-import socket
 import subprocess
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.services.backends import RestartableBackend as Backend
 from tests.services.fleet import ROOT, Fleet, SimulatedNode
 from tests.services.fleet_fixtures import fleet_under_test
 from tests.services.sshd import free_port
@@ -47,86 +44,6 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str | Callable[
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what if isinstance(what, str) else what()}")
         time.sleep(every)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
-
-    def do_GET(self) -> None:
-        body = self.server.identity.encode()
-        self.server.hits += 1
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, identity: str, port: int) -> None:
-        super().__init__(("127.0.0.1", port), _Handler)
-        self.identity, self.hits = identity, 0
-        self.open: set[socket.socket] = set()
-        self.lock = threading.Lock()
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        with self.lock:
-            self.open.add(request)
-        try:
-            super().finish_request(request, client_address)
-        finally:
-            with self.lock:
-                self.open.discard(request)
-
-    def server_close(self) -> None:
-        """Close the listening socket and every open connection: a killed backend answers nothing."""
-        super().server_close()
-        with self.lock:
-            for connection in self.open:
-                with contextlib.suppress(OSError):
-                    connection.shutdown(socket.SHUT_RDWR)
-
-
-class Backend:
-    """An HTTP backend on a fixed 127.0.0.1 port that can be stopped and started again."""
-
-    def __init__(self, identity: str) -> None:
-        self.identity = identity
-        self.port = free_port()
-        self._server: _Server | None = None
-        self.start()
-
-    @property
-    def hostname(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def running(self) -> bool:
-        return self._server is not None
-
-    def start(self) -> None:
-        deadline = time.monotonic() + 5
-        while True:
-            try:
-                self._server = _Server(self.identity, self.port)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
 
 
 @pytest.fixture

@@ -8,11 +8,15 @@ with EchoBackend() as echo:        # a tcp server that sends back what it gets
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import socketserver
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.services.sshd import free_port
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -133,3 +137,84 @@ class EchoBackend(_Threaded):
     def __init__(self) -> None:
         self._server = _EchoServer(("127.0.0.1", 0), _Echo)
         self._serve()
+
+
+class _RestartableHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _RestartableServer
+
+    def do_GET(self) -> None:
+        body = self.server.identity.encode()
+        self.server.hits += 1
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+class _RestartableServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, identity: str, port: int) -> None:
+        super().__init__(("127.0.0.1", port), _RestartableHandler)
+        self.identity, self.hits = identity, 0
+        self.open: set[socket.socket] = set()
+        self.lock = threading.Lock()
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        with self.lock:
+            self.open.add(request)
+        try:
+            super().finish_request(request, client_address)
+        finally:
+            with self.lock:
+                self.open.discard(request)
+
+    def server_close(self) -> None:
+        """Close the listening socket and every open connection: a killed backend answers nothing."""
+        super().server_close()
+        with self.lock:
+            for connection in self.open:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+
+
+class RestartableBackend:
+    """An HTTP backend on a fixed 127.0.0.1 port that can be stopped (killed: every open
+    connection is shut down) and started again on the same port: a backend that dies and comes back."""
+
+    def __init__(self, identity: str) -> None:
+        self.identity = identity
+        self.port = free_port()
+        self._server: _RestartableServer | None = None
+        self.start()
+
+    @property
+    def hostname(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    def start(self) -> None:
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                self._server = _RestartableServer(self.identity, self.port)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
