@@ -298,8 +298,8 @@ def converge_command(ctx: Context, /, limit: tuple[str, ...], **options: Any) ->
 
 async def _check_once(store: Store, state: Any) -> tuple[dict[str, dict[str, bool]], int]:
     """Every check run once, counted into the stored rise/fall state (which is saved back)."""
-    from reconciler.health.checks import Prober
     from reconciler.health.monitor import Monitor
+    from reconciler.health.probe import Prober
 
     async with Prober() as prober:
         monitor = Monitor(prober, lambda upstream: None)

@@ -32,8 +32,8 @@ from typing import Any
 from reconciler.apply import ApplySettings
 from reconciler.controller_status import StatusCache, build_status
 from reconciler.errors import ObreconcileError
-from reconciler.health.checks import Prober
 from reconciler.health.monitor import Monitor
+from reconciler.health.probe import Prober
 from reconciler.health.select import select
 from reconciler.management import MANAGEMENT_PREFIX, lock_holders
 from reconciler.manifest.model import DesiredState

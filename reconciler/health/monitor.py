@@ -1,11 +1,12 @@
 """The health loop: every (upstream, backend, check) probed on its interval, with rise/fall.
 
-Scheduling: one asyncio task per (upstream, backend, check) on the serving loop. Each starts
-at a random offset within its interval and then runs every ``interval`` with ±``jitter``
-(5 % by default), so that thousands of checks spread evenly instead of firing in step.
-While a check's results disagree with its status (a backend changing state), it is re-run
-every ``interval × fast`` (HAProxy's fastinter), so a fall or rise is confirmed sooner.
-All probes share one ``Prober`` (bounded concurrency, one aiohttp session).
+Scheduling: one timer of the serving loop per (upstream, backend, check), no task: when it
+fires, the check's probe starts, and its outcome sets the next timer. Each check starts at a
+random offset within its interval and then runs every ``interval`` (counted from the start of
+the previous probe) with ±``jitter`` (5 % by default), so that thousands of checks spread
+evenly instead of firing in step. While a check's results disagree with its status (a backend
+changing state), it is re-run every ``interval × fast`` (HAProxy's fastinter), so a fall or
+rise is confirmed sooner. All probes share one ``Prober`` (bounded concurrency).
 
 Rise/fall (SPEC.md §3) per check, ``step`` below: a check is ``up`` before its first result;
 ``fall`` failures in a row make it ``down``, ``rise`` passes in a row make it ``up``. A
@@ -19,6 +20,7 @@ by a new master (``load``), so neither a restart nor a master change resets it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -26,7 +28,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from reconciler.health.checks import CheckSpec, CheckStringError, Outcome, Prober, Target, checks_of
+from reconciler.health.checks import CheckSpec, CheckStringError, Outcome, Target, checks_of
+from reconciler.health.probe import Prober
 from reconciler.manifest.model import DesiredState
 from reconciler.metrics import Metrics
 from reconciler.store import HealthRecord
@@ -109,7 +112,8 @@ class Monitor:
         self.fast = fast
         self.states: dict[Key, CheckState] = {}
         self.probes: dict[Key, Probe] = {}
-        self._tasks: dict[Key, asyncio.Task[None]] = {}
+        self._scheduled: dict[Key, Probe] = {}  # the checks that run, each with its next timer
+        self._timers: dict[Key, asyncio.TimerHandle] = {}  # (absent while its probe is under way)
         self._dirty: set[Key] = set()
         self.checks_run = 0
 
@@ -177,31 +181,44 @@ class Monitor:
     def configure(self, state: DesiredState) -> None:
         """Run exactly the checks of ``state``: start new ones, stop removed or changed ones."""
         wanted = probes_of(state)
-        for key in list(self._tasks):
-            if key not in wanted or wanted[key] != self.probes.get(key):
-                self._tasks.pop(key).cancel()
+        for key in list(self._scheduled):
+            if key not in wanted or wanted[key] != self._scheduled[key]:
+                self._unschedule(key)
         for key in set(self.states) - set(wanted):
             del self.states[key]
         changed = {k[0] for k in set(self.probes) ^ set(wanted)}
         self.probes = wanted
+        loop = asyncio.get_running_loop()
         for key, probe in wanted.items():
-            if key not in self._tasks:
-                self._tasks[key] = asyncio.create_task(self._loop(probe), name=f"check {key}")
+            if key not in self._scheduled:
+                self._scheduled[key] = probe
+                self._timers[key] = loop.call_later(random.uniform(0, probe.spec.interval), self._fire, probe)
         for upstream in changed:
             self.on_change(upstream)
 
-    async def _loop(self, probe: Probe) -> None:
-        interval = probe.spec.interval
-        await asyncio.sleep(random.uniform(0, interval))
+    def _unschedule(self, key: Key) -> None:
+        del self._scheduled[key]
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()  # else its probe is under way, and its outcome will be dropped
+
+    def _fire(self, probe: Probe) -> None:
+        """A check is due: start its probe (its timer is spent until the outcome comes back)."""
+        del self._timers[probe.key]
+        started = asyncio.get_running_loop().time()
+        self.prober.start(probe.spec, probe.target, functools.partial(self._outcome, probe, started))
+
+    def _outcome(self, probe: Probe, started: float, outcome: Outcome) -> None:
+        if self._scheduled.get(probe.key) is not probe:
+            return  # stopped or changed while it ran
+        self.result(probe, outcome)
+        state = self.states.get(probe.key)
+        delay = probe.spec.interval
+        if state is not None and state.run < 0:
+            delay *= self.fast
+        delay *= random.uniform(1 - self.jitter, 1 + self.jitter)
         loop = asyncio.get_running_loop()
-        while True:
-            started = loop.time()
-            outcome = await self.prober.probe(probe.spec, probe.target)
-            self.result(probe, outcome)
-            state = self.states.get(probe.key)
-            delay = interval * self.fast if state is not None and state.run < 0 else interval
-            delay *= random.uniform(1 - self.jitter, 1 + self.jitter)
-            await asyncio.sleep(max(0.0, started + delay - loop.time()))
+        self._timers[probe.key] = loop.call_at(max(loop.time(), started + delay), self._fire, probe)
 
     async def run_once(self, state: DesiredState) -> int:
         """Run every check of ``state`` once (``converge``); the number of checks that flipped."""
@@ -211,8 +228,6 @@ class Monitor:
         return sum(self.result(p, o) for p, o in zip(probes, outcomes, strict=True))
 
     async def stop(self) -> None:
-        tasks = list(self._tasks.values())
-        self._tasks.clear()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        """Stop scheduling checks; an outcome still under way is dropped when it comes back."""
+        for key in list(self._scheduled):
+            self._unschedule(key)

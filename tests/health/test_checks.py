@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 
 import pytest
 
@@ -11,12 +12,13 @@ from reconciler.health.checks import (
     BASE_SPECS,
     CheckSpec,
     CheckStringError,
-    Prober,
+    Outcome,
     Target,
     checks_of,
     parse_request,
     spec_of,
 )
+from reconciler.health.probe import Prober
 from reconciler.manifest.model import Check, DesiredState, Listen, Upstream
 from tests.services.backends import HttpBackend
 
@@ -70,8 +72,12 @@ def _closed_port() -> int:
 
 
 async def _probe(spec: CheckSpec, port: int) -> tuple[bool, str]:
+    return await _probe_target(spec, Target("127.0.0.1", port))
+
+
+async def _probe_target(spec: CheckSpec, target: Target) -> tuple[bool, str]:
     async with Prober(10) as prober:
-        outcome = await prober.probe(spec, Target("127.0.0.1", port))
+        outcome = await prober.probe(spec, target)
     return outcome.passed, outcome.detail
 
 
@@ -98,25 +104,66 @@ def test_a_silent_server_times_out() -> None:
     assert not passed and "0.3s" in detail
 
 
-def test_slots_bound_concurrency_and_survive_cancellation() -> None:
-    from reconciler.health.checks import Slots
+def test_the_prober_bounds_concurrency_and_every_probe_ends_once() -> None:
+    """With 3 slots, 3 silent servers hold them: the other probes wait, then each ends exactly once."""
 
-    async def scenario() -> tuple[int, int]:
-        slots = Slots(3)
-        running = peak = 0
+    async def scenario(ports: list[int]) -> tuple[list[int], list[Outcome], int]:
+        outcomes: list[Outcome] = []
+        async with Prober(3) as prober:
+            seen = []
+            for port in ports:
+                prober.start(CheckSpec("h", "http", timeout=0.3), Target("127.0.0.1", port), outcomes.append)
+                seen.append(prober.running)
+            await asyncio.sleep(0.1)
+            assert outcomes == []  # the silent ones hold every slot
+            while len(outcomes) < len(ports):
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.1)
+            return seen, outcomes, prober.running
 
-        async def one() -> None:
-            nonlocal running, peak
-            async with slots:
-                running += 1
-                peak = max(peak, running)
-                await asyncio.sleep(0.01)
-                running -= 1
+    listeners = [socket.socket() for _ in range(5)]
+    try:
+        for listener in listeners:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(8)  # accepts, never answers
+        ports = [s.getsockname()[1] for s in listeners]
+        seen, outcomes, running = asyncio.run(scenario(ports))
+    finally:
+        for listener in listeners:
+            listener.close()
+    assert seen == [1, 2, 3, 3, 3]
+    assert len(outcomes) == 5 and all(not o.passed and "0.3s" in o.detail for o in outcomes)
+    assert running == 0
 
-        tasks = [asyncio.create_task(one()) for _ in range(20)]
-        await asyncio.sleep(0)
-        tasks[10].cancel()  # a waiter cancelled in the queue
-        await asyncio.gather(*tasks, return_exceptions=True)
-        return peak, slots.free
 
-    assert asyncio.run(scenario()) == (3, 3)
+def test_a_name_is_resolved_and_a_bad_name_fails() -> None:
+    with HttpBackend("b") as backend:
+        assert asyncio.run(_probe_target(CheckSpec("t", "http", timeout=2), Target("localhost", backend.port)))[0]
+    passed, detail = asyncio.run(_probe_target(CheckSpec("t", "tcp", timeout=2), Target("no-such-host.invalid", 80)))
+    assert not passed and detail
+
+
+def test_a_server_that_hangs_up_or_talks_nonsense_fails() -> None:
+    def serve(answer: bytes) -> tuple[socket.socket, threading.Thread]:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+
+        def once() -> None:
+            connection, _ = listener.accept()
+            connection.recv(4096)
+            connection.sendall(answer)
+            connection.close()
+
+        thread = threading.Thread(target=once, daemon=True)
+        thread.start()
+        return listener, thread
+
+    for answer, expected in ((b"", "closed before answering"), (b"SSH-2.0-OpenSSH\r\n", "not an HTTP answer")):
+        listener, thread = serve(answer)
+        try:
+            port = listener.getsockname()[1]
+            assert asyncio.run(_probe(CheckSpec("h", "http", timeout=1), port)) == (False, expected)
+        finally:
+            thread.join(5)
+            listener.close()

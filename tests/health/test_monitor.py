@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.health.checks import CheckSpec, Outcome, Prober, Target
+from reconciler.health.checks import CheckSpec, Outcome, Target
 from reconciler.health.monitor import CheckState, Monitor, Probe, probes_of, step
+from reconciler.health.probe import Prober
 from reconciler.manifest.model import Backend, Check, DesiredState, Listen, Upstream
 from reconciler.store import HealthRecord
 
