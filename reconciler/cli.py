@@ -6,16 +6,15 @@ Every option can also be set by an ``OBRECONCILE_<OPTION>`` environment variable
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
 
-from reconciler import __version__
 from reconciler.cli_context import (
     DEFAULT_STORE,
     Context,
@@ -25,20 +24,63 @@ from reconciler.cli_context import (
     pass_context,
     report_problems,
 )
-from reconciler.cli_rollout import apply_command, plan_command
-from reconciler.cli_serve import converge_command, serve_command
 from reconciler.errors import ManifestError, ObreconcileError
-from reconciler.manifest.model import KINDS, DesiredState
-from reconciler.manifest.validate import load_desired_state
-from reconciler.passwords import hash_password
-from reconciler.render import Renderer
-from reconciler.status import read_status
-from reconciler.store import open_store
-from reconciler.write import write_access_node
+
+if TYPE_CHECKING:
+    from reconciler.manifest.model import DesiredState
+
+# Commands defined in other modules, imported only when run (or listed by --help): a CLI start
+# imports what its command uses (plan/apply: paramiko; serve: aiohttp, asyncio), nothing more.
+LAZY_COMMANDS = {
+    "plan": "reconciler.cli_rollout:plan_command",
+    "apply": "reconciler.cli_rollout:apply_command",
+    "converge": "reconciler.cli_serve:converge_command",
+    "serve": "reconciler.cli_serve:serve_command",
+}
 
 
-@click.group(context_settings={"auto_envvar_prefix": "OBRECONCILE", "help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="obreconcile")
+class LazyGroup(click.Group):
+    """A click group whose ``lazy`` subcommands (name -> ``module:attribute``) are imported on use."""
+
+    def __init__(self, *args: Any, lazy: Mapping[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy and cmd_name not in self.commands:
+            module, _, attribute = self.lazy[cmd_name].partition(":")
+            command = getattr(importlib.import_module(module), attribute)
+            if not isinstance(command, click.Command):
+                raise TypeError(f"{self.lazy[cmd_name]} is not a click command")
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from reconciler import __version__
+
+    click.echo(f"obreconcile, version {__version__}")
+    ctx.exit()
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy=LAZY_COMMANDS,
+    context_settings={"auto_envvar_prefix": "OBRECONCILE", "help_option_names": ["-h", "--help"]},
+)
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version and exit.",
+)
 @click.option(
     "--store",
     default=DEFAULT_STORE,
@@ -59,10 +101,7 @@ def cli(ctx: click.Context, store: str, output: str) -> None:
     Validate YAML manifests of upstreams, access nodes, checks, users and groups; render
     nginx configuration; push it to every access node over SSH and reload nginx safely.
     """
-    # soft_wrap: a long line stays one line (grep-able, and rich never breaks a path or a diff)
-    ctx.obj = Context(
-        store, output, Console(highlight=False, soft_wrap=True), Console(stderr=True, highlight=False, soft_wrap=True)
-    )
+    ctx.obj = Context(store, output)
 
 
 @cli.command()
@@ -76,6 +115,8 @@ def validate(ctx: Context, paths: tuple[str, ...], max_file_size: int) -> None:
     *.yaml and *.yml taken). Every problem is reported at once as
     FILE:LINE:COL: Kind/name: field: message. Exit 0 when valid, 1 when not.
     """
+    from reconciler.manifest.validate import load_desired_state
+
     try:
         state = load_desired_state(paths, max_file_size)
     except ManifestError as e:
@@ -90,6 +131,8 @@ def validate(ctx: Context, paths: tuple[str, ...], max_file_size: int) -> None:
 
 
 def _counts(state: DesiredState) -> dict[str, int]:
+    from reconciler.manifest.model import KINDS
+
     return {kind: len(state.of_kind(kind)) for kind in KINDS}
 
 
@@ -125,6 +168,9 @@ def render_command(
     docs/render.md); every backend counts as up. Files the new rendering no longer has are
     removed; nothing else in DIR is touched. Exit 0, or 1 when the manifests are invalid.
     """
+    from reconciler.render import Renderer
+    from reconciler.write import write_access_node
+
     state = load_or_exit(ctx, paths, max_file_size)
     rendered = Renderer(templates).render(state, limit=limit or None)
     results = {name: write_access_node(out_dir, node) for name, node in rendered.items()}
@@ -166,6 +212,8 @@ def hash_password_command(ctx: Context) -> None:
     On a terminal the password is asked twice; otherwise the first line of standard input
     is taken, so that `printf '%s\\n' "$PW" | obreconcile hash-password` works in scripts.
     """
+    from reconciler.passwords import hash_password
+
     if sys.stdin.isatty():
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True, err=True)
     else:
@@ -188,6 +236,9 @@ def status(ctx: Context) -> None:
     revision than the store's) or failed; and the last error ("never deployed" until apply
     has run). Exit 0; 1 when the store cannot be read.
     """
+    from reconciler.status import read_status
+    from reconciler.store import open_store
+
     with open_store(ctx.store) as store:
         report = read_status(store)
     if ctx.output == "json":
@@ -206,12 +257,6 @@ def status(ctx: Context) -> None:
         if node.error:
             line += f": {node.error}"
         ctx.out.print(line, markup=False, soft_wrap=True)
-
-
-cli.add_command(plan_command)
-cli.add_command(apply_command)
-cli.add_command(converge_command)
-cli.add_command(serve_command)
 
 
 def main() -> None:

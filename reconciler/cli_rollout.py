@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from reconciler.apply import ApplySettings, NodeResult
 from reconciler.cli_context import Context, connection_options, load_or_exit, max_file_size, pass_context
@@ -209,6 +208,8 @@ def _converge(
             expected,
             lambda r: ctx.out.print(result_line(r), highlight=False, soft_wrap=True),
         )
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
     columns = (TextColumn("[bold]converging"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, console=ctx.out, transient=True) as progress:
         task = progress.add_task("apply", total=total)

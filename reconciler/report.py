@@ -8,18 +8,26 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.markup import escape
-
-from reconciler.apply import NodeResult
 from reconciler.plan import SYMBOL, Op
-from reconciler.rollout import NodePlanResult
 from reconciler.store.sync import SyncAction, SyncPlan
+
+if TYPE_CHECKING:  # rich is imported only when text is printed: JSON output never needs it
+    from rich.console import Console
+
+    from reconciler.apply import NodeResult
+    from reconciler.rollout import NodePlanResult
 
 _COLOUR = {"+": "green", "~": "yellow", "-": "red", "!": "magenta"}
 _SYNC_SYMBOL = {SyncAction.ADD: "+", SyncAction.CHANGE: "~", SyncAction.REMOVE: "-", SyncAction.TAKEOVER: "!"}
+
+
+def escape(text: str) -> str:
+    """``text`` with rich markup escaped, so a value from a manifest or a node prints as is."""
+    from rich.markup import escape as escape_markup
+
+    return escape_markup(text)
 
 
 def _line(console: Console, symbol: str, text: str) -> None:

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reconciler.manifest.model import AccessNode
-from reconciler.transport.base import DEFAULT_COMMAND_TIMEOUT, CommandResult, Transport
-from reconciler.transport.connect import ConnectionPool, SSHSettings, resolve_target
-from reconciler.transport.local import LocalTransport
-from reconciler.transport.ssh import SSHTransport
+from reconciler.transport.lazy_invoke import defer_invoke_import
+
+defer_invoke_import()  # before anything imports paramiko (see lazy_invoke)
+
+from reconciler.manifest.model import AccessNode  # noqa: E402
+from reconciler.transport.base import DEFAULT_COMMAND_TIMEOUT, CommandResult, Transport  # noqa: E402
+from reconciler.transport.connect import ConnectionPool, SSHSettings, resolve_target  # noqa: E402
+from reconciler.transport.local import LocalTransport  # noqa: E402
+from reconciler.transport.ssh import SSHTransport  # noqa: E402
 
 __all__ = [
     "CommandResult",
