@@ -114,6 +114,39 @@ def _ssh_config_entry(host: str, path: Path | None) -> paramiko.SSHConfigDict:
     return paramiko.SSHConfig.from_path(str(config_path)).lookup(host)
 
 
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux
+
+
+class _QuickAckSocket(socket.socket):
+    """A TCP socket that acknowledges what it receives at once (``TCP_QUICKACK``, re-armed per recv).
+
+    sshd leaves Nagle's algorithm on for its side of the connection until the first session
+    starts (OpenSSH sets ``TCP_NODELAY`` in ``ssh_packet_set_interactive``). Until then, a
+    small reply that follows another one unacknowledged waits for our delayed ACK: 40 ms on
+    Linux, paid by the first command on every connection (opening the channel, the exec
+    request, its output). Linux leaves quick-ACK mode by itself, hence re-arming it on every
+    recv (paramiko reads the socket with ``recv`` only).
+    """
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        data = super().recv(bufsize, flags)
+        if _QUICKACK is not None:
+            self.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+        return data
+
+
+def _open_socket(target: SSHTarget, timeout: float) -> socket.socket:
+    """The TCP connection to the SSH server: no Nagle on our side, no delayed ACK (see above)."""
+    plain = socket.create_connection((target.host, target.port), timeout=timeout)
+    sock = _QuickAckSocket(plain.family, plain.type, plain.proto, fileno=plain.detach())
+    sock.settimeout(timeout)
+    # Without TCP_NODELAY, Nagle's algorithm and delayed ACKs add ~40 ms to small SFTP writes.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if _QUICKACK is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+    return sock
+
+
 class _SetupFailed(Exception):
     """A connection attempt failed in a way that a later attempt may not (internal)."""
 
@@ -143,9 +176,7 @@ def _connect_once(target: SSHTarget, settings: SSHSettings) -> paramiko.SSHClien
     connected = False
     sock: socket.socket | None = None
     try:
-        sock = socket.create_connection((target.host, target.port), timeout=timeout)
-        # Without TCP_NODELAY, Nagle's algorithm and delayed ACKs add ~40 ms to small SFTP writes.
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = _open_socket(target, timeout)
         load_known_hosts(client, target.known_hosts)
         client.set_missing_host_key_policy(
             HostKeyPolicy(

@@ -276,3 +276,21 @@ def test_keys_from_ssh_agent_are_used(sshd: SSHServer, ssh_agent: Path) -> None:
     node = sshd.access_node(identity_file=None)
     with open_transport(node, known_hosts=sshd.known_hosts) as transport:
         assert transport.run("echo agent").stdout == b"agent\n"
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_QUICKACK"), reason="TCP_QUICKACK is Linux's")
+def test_the_ssh_socket_acknowledges_at_once_after_every_read() -> None:
+    """sshd's Nagle (on until its first session) would otherwise wait for our delayed ACK: 40 ms."""
+    from reconciler.transport.connect import SSHTarget, _open_socket
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        sock = _open_socket(SSHTarget("127.0.0.1", port, "u", (), False, Path("kh")), 5.0)
+        peer, _ = server.accept()
+        with sock, peer:
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            assert sock.gettimeout() == 5.0
+            for _ in range(3):
+                peer.sendall(b"x")
+                assert sock.recv(1) == b"x"
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK) == 1
