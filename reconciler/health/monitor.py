@@ -1,7 +1,8 @@
 """The health loop: every (upstream, backend, check) probed on its interval, with rise/fall.
 
-Scheduling: one timer of the serving loop per (upstream, backend, check), no task: when it
-fires, the check's probe starts, and its outcome sets the next timer. Each check starts at a
+Scheduling: a timing wheel of ``TICK`` (10 ms) slots turned by one timer of the serving
+loop, no task or timer per check: each (upstream, backend, check) sits in the slot of its
+next run, and its outcome puts it in the next slot. Each check starts at a
 random offset within its interval and then runs every ``interval`` (counted from the start of
 the previous probe) with ±``jitter`` (5 % by default), so that thousands of checks spread
 evenly instead of firing in step. While a check's results disagree with its status (a backend
@@ -35,6 +36,8 @@ from reconciler.metrics import Metrics
 from reconciler.store import HealthRecord
 
 log = logging.getLogger("obreconcile.health")
+
+TICK = 0.01  # seconds: the resolution of check scheduling
 
 Key = tuple[str, str, str]  # (upstream, backend hostname, check name)
 Status = Literal["up", "down"]
@@ -112,8 +115,11 @@ class Monitor:
         self.fast = fast
         self.states: dict[Key, CheckState] = {}
         self.probes: dict[Key, Probe] = {}
-        self._scheduled: dict[Key, Probe] = {}  # the checks that run, each with its next timer
-        self._timers: dict[Key, asyncio.TimerHandle] = {}  # (absent while its probe is under way)
+        self._scheduled: dict[Key, Probe] = {}  # the checks that run
+        self._due: dict[Key, int] = {}  # their next tick (absent while a probe is under way)
+        self._wheel: dict[int, list[Probe]] = {}  # tick -> checks due then (stale entries skipped)
+        self._turned = 0  # the last tick whose checks were started
+        self._turner: asyncio.TimerHandle | None = None
         self._dirty: set[Key] = set()
         self.checks_run = 0
 
@@ -188,25 +194,46 @@ class Monitor:
             del self.states[key]
         changed = {k[0] for k in set(self.probes) ^ set(wanted)}
         self.probes = wanted
-        loop = asyncio.get_running_loop()
+        now = asyncio.get_running_loop().time()
         for key, probe in wanted.items():
             if key not in self._scheduled:
                 self._scheduled[key] = probe
-                self._timers[key] = loop.call_later(random.uniform(0, probe.spec.interval), self._fire, probe)
+                self._schedule(probe, now + random.uniform(0, probe.spec.interval))
         for upstream in changed:
             self.on_change(upstream)
 
     def _unschedule(self, key: Key) -> None:
         del self._scheduled[key]
-        timer = self._timers.pop(key, None)
-        if timer is not None:
-            timer.cancel()  # else its probe is under way, and its outcome will be dropped
+        self._due.pop(key, None)  # its wheel entry is skipped; a probe under way is dropped
 
-    def _fire(self, probe: Probe) -> None:
-        """A check is due: start its probe (its timer is spent until the outcome comes back)."""
-        del self._timers[probe.key]
-        started = asyncio.get_running_loop().time()
-        self.prober.start(probe.spec, probe.target, functools.partial(self._outcome, probe, started))
+    def _schedule(self, probe: Probe, when: float) -> None:
+        """Run ``probe`` at the first tick of the wheel at or after loop time ``when``."""
+        loop = asyncio.get_running_loop()
+        if self._turner is None:  # the wheel is empty: it starts again from now
+            self._turned = int(loop.time() / TICK)
+        tick = max(int(when / TICK), self._turned + 1)
+        self._due[probe.key] = tick
+        bucket = self._wheel.get(tick)
+        if bucket is None:
+            self._wheel[tick] = [probe]
+        else:
+            bucket.append(probe)
+        if self._turner is None:
+            self._turner = loop.call_at(tick * TICK, self._turn)
+
+    def _turn(self) -> None:
+        """Start the probes of every tick that has come (one loop timer for all checks)."""
+        loop = asyncio.get_running_loop()
+        now = int(loop.time() / TICK)
+        for tick in range(self._turned + 1, now + 1):
+            for probe in self._wheel.pop(tick, ()):
+                key = probe.key
+                if self._due.get(key) == tick and self._scheduled.get(key) is probe:
+                    del self._due[key]
+                    started = loop.time()
+                    self.prober.start(probe.spec, probe.target, functools.partial(self._outcome, probe, started))
+        self._turned = now
+        self._turner = loop.call_at((now + 1) * TICK, self._turn) if self._wheel else None
 
     def _outcome(self, probe: Probe, started: float, outcome: Outcome) -> None:
         if self._scheduled.get(probe.key) is not probe:
@@ -216,9 +243,7 @@ class Monitor:
         delay = probe.spec.interval
         if state is not None and state.run < 0:
             delay *= self.fast
-        delay *= random.uniform(1 - self.jitter, 1 + self.jitter)
-        loop = asyncio.get_running_loop()
-        self._timers[probe.key] = loop.call_at(max(loop.time(), started + delay), self._fire, probe)
+        self._schedule(probe, started + delay * random.uniform(1 - self.jitter, 1 + self.jitter))
 
     async def run_once(self, state: DesiredState) -> int:
         """Run every check of ``state`` once (``converge``); the number of checks that flipped."""
@@ -229,5 +254,9 @@ class Monitor:
 
     async def stop(self) -> None:
         """Stop scheduling checks; an outcome still under way is dropped when it comes back."""
-        for key in list(self._scheduled):
-            self._unschedule(key)
+        self._scheduled.clear()
+        self._due.clear()
+        self._wheel.clear()
+        if self._turner is not None:
+            self._turner.cancel()
+            self._turner = None

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+from collections.abc import Callable
+
 import pytest
 
 from reconciler.health.checks import CheckSpec, Outcome, Target
@@ -87,3 +91,70 @@ def test_state_loaded_from_the_store_is_kept() -> None:
     assert monitor.health() == {"web": {"a:80": False}}  # one pass of rise 2
     monitor.result(probe, Outcome(True, "", 0.0))
     assert monitor.health() == {"web": {"a:80": True}}
+
+
+class _AnsweringProber:
+    """Answers every probe on the next loop turn: passes unless its backend is in ``failing``."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[tuple[str, str, str], float]] = []
+        self.failing: set[str] = set()
+
+    def start(self, spec: CheckSpec, target: Target, done: Callable[[Outcome], None]) -> None:
+        loop = asyncio.get_running_loop()
+        backend = f"{target.host}:{target.port}"
+        self.calls.append(((spec.name, backend, ""), loop.time()))
+        failing = backend in self.failing
+        loop.call_soon(done, Outcome(not failing, "refused" if failing else "", 0.0))
+
+
+def test_checks_run_on_their_interval_fast_while_changing_and_stop_when_removed() -> None:
+    def desired(upstreams: list[str]) -> DesiredState:
+        check = Check("c", "ops", "tcp", interval="100ms", rise=2, fall=3)
+        return DesiredState(
+            checks={"c": check},
+            upstreams={
+                u: Upstream(
+                    u, "ops", Listen(), checks=("c",), nodes=(Backend(f"10.0.{i}.1:80"), Backend(f"10.0.{i}.2:80"))
+                )
+                for i, u in enumerate(upstreams)
+            },
+        )
+
+    async def scenario() -> tuple[list[str], dict[str, list[float]], dict[str, list[float]], int]:
+        prober = _AnsweringProber()
+        changes: list[str] = []
+        monitor = Monitor(prober, changes.append)  # type: ignore[arg-type]
+        monitor.configure(desired(["a", "b"]))
+        await asyncio.sleep(1.05)
+        steady = _by_backend(prober.calls)
+        removal = len(prober.calls)
+        monitor.configure(desired(["a"]))  # b's two checks stop
+        prober.failing.add("10.0.0.1:80")
+        await asyncio.sleep(0.5)
+        changing = _by_backend(prober.calls[removal:])
+        await monitor.stop()
+        stopped_at = len(prober.calls)
+        await asyncio.sleep(0.3)
+        return changes, steady, changing, len(prober.calls) - stopped_at
+
+    changes, steady, changing, after_stop = asyncio.run(scenario())
+    assert sorted(changes[:2]) == ["a", "b"] and changes[2:] == ["b", "a"]  # new; b removed; a's backend down
+    assert sorted(steady) == ["10.0.0.1:80", "10.0.0.2:80", "10.0.1.1:80", "10.0.1.2:80"]
+    for times in steady.values():  # first run at a random point of the first 100 ms, then every 100 ms ± 5 %
+        assert 9 <= len(times) <= 11, times
+        assert all(0.085 <= b - a <= 0.125 for a, b in itertools.pairwise(times)), times
+    assert sorted(changing) == ["10.0.0.1:80", "10.0.0.2:80"]  # b's checks stopped
+    assert 4 <= len(changing["10.0.0.2:80"]) <= 6
+    # failing: re-checked after 25 ms (interval x 0.25) while the results contradict its status
+    # (up), so fall=3 is reached 50 ms after the first failure; then down agrees: every 100 ms
+    gaps = [b - a for a, b in itertools.pairwise(changing["10.0.0.1:80"])]
+    assert [g < 0.07 for g in gaps[:4]] == [True, True, False, False], gaps
+    assert after_stop == 0
+
+
+def _by_backend(calls: list[tuple[tuple[str, str, str], float]]) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for (_, backend, _), when in calls:
+        out.setdefault(backend, []).append(when)
+    return out
