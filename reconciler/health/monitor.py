@@ -2,9 +2,9 @@
 
 Scheduling: a timing wheel of ``TICK`` (10 ms) slots turned by one timer of the serving
 loop, no task or timer per check: each (upstream, backend, check) sits in the slot of its
-next run, and its outcome puts it in the next slot. Each check starts at a
-random offset within its interval and then runs every ``interval`` (counted from the start of
-the previous probe) with ±``jitter`` (5 % by default), so that thousands of checks spread
+next run, and its outcome puts it in the slot of the run after (counted from when this one
+was due, so that a late loop does not stretch the interval). Each check starts at a
+random offset within its interval and then runs every ``interval`` with ±``jitter`` (5 % by default), so that thousands of checks spread
 evenly instead of firing in step. While a check's results disagree with its status (a backend
 changing state), it is re-run every ``interval × fast`` (HAProxy's fastinter), so a fall or
 rise is confirmed sooner. All probes share one ``Prober`` (bounded concurrency).
@@ -230,12 +230,16 @@ class Monitor:
                 key = probe.key
                 if self._due.get(key) == tick and self._scheduled.get(key) is probe:
                     del self._due[key]
-                    started = loop.time()
-                    self.prober.start(probe.spec, probe.target, functools.partial(self._outcome, probe, started))
+                    self.prober.start(probe.spec, probe.target, functools.partial(self._outcome, probe, tick * TICK))
         self._turned = now
         self._turner = loop.call_at((now + 1) * TICK, self._turn) if self._wheel else None
 
-    def _outcome(self, probe: Probe, started: float, outcome: Outcome) -> None:
+    def _outcome(self, probe: Probe, due: float, outcome: Outcome) -> None:
+        """Count the outcome and put the check in the slot of its next run.
+
+        The next run is counted from when this one was due, not from when it started, so that
+        a loop running late (a busy machine) never slows the checks down.
+        """
         if self._scheduled.get(probe.key) is not probe:
             return  # stopped or changed while it ran
         self.result(probe, outcome)
@@ -243,7 +247,7 @@ class Monitor:
         delay = probe.spec.interval
         if state is not None and state.run < 0:
             delay *= self.fast
-        self._schedule(probe, started + delay * random.uniform(1 - self.jitter, 1 + self.jitter))
+        self._schedule(probe, due + delay * random.uniform(1 - self.jitter, 1 + self.jitter))
 
     async def run_once(self, state: DesiredState) -> int:
         """Run every check of ``state`` once (``converge``); the number of checks that flipped."""

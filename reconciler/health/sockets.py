@@ -1,7 +1,11 @@
 """tcp and plain-http probes on non-blocking sockets, all watched through one epoll set.
 
 A probe is a small state machine: connect, then (http) send one request and read up to the
-status line, then close with a reset (no TIME_WAIT left behind, as HAProxy's checks do). The
+status line. A tcp probe closes with a reset (no TIME_WAIT left behind, as HAProxy's checks
+do). An http probe reports its outcome at the status line, then reads on until the server
+closes (the request says ``Connection: close``), so that the backend sees an orderly close
+rather than a reset in its logs; a server that keeps talking past 64 KiB or past the timeout
+is reset. The
 sockets are not registered with the event loop one by one: they share one ``select.epoll``
 set (each socket armed once with ``EPOLLONESHOT``, and leaving the set when it is closed),
 whose own descriptor is the only thing the serving loop watches. When it is readable, one
@@ -31,12 +35,14 @@ SWEEP = 0.05  # seconds between two looks for probes past their timeout
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 _STATUS_LINE_MAX = 1024
 _BATCH = 1024  # ready sockets taken per callback
+_DRAIN_MAX = 65536  # bytes read after the status line while waiting for the server to close
 _WRITABLE = select.EPOLLOUT | select.EPOLLONESHOT
+_CONNECTING, _READING, _DRAINING = 0, 1, 2
 _READABLE = select.EPOLLIN | select.EPOLLONESHOT
 
 
 class _Attempt:
-    __slots__ = ("buffer", "done", "finished", "generation", "reading", "request", "sock", "spec", "started")
+    __slots__ = ("buffer", "done", "drained", "finished", "generation", "phase", "request", "sock", "spec", "started")
 
     def __init__(
         self, sock: socket.socket, spec: CheckSpec, request: bytes, done: Done, started: float, generation: int
@@ -44,7 +50,9 @@ class _Attempt:
         self.sock, self.spec, self.request, self.done = sock, spec, request, done
         self.started, self.generation = started, generation
         self.buffer = b""
-        self.reading = self.finished = False
+        self.drained = 0
+        self.phase = _CONNECTING
+        self.finished = False  # closed (its outcome may have come before, while draining)
 
 
 class SocketProbes:
@@ -72,7 +80,8 @@ class SocketProbes:
             self._end(done, Outcome(False, reason(e), self._loop.time() - started))
             return
         sock.setblocking(False)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+        if not request:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
         code = sock.connect_ex(address)
         if code not in (errno.EINPROGRESS, 0):
             sock.close()
@@ -95,8 +104,7 @@ class SocketProbes:
             self._sweeper.cancel()
         self._loop.remove_reader(self._epoll.fileno())
         for attempt in self._attempts.values():
-            attempt.finished = True
-            attempt.sock.close()
+            _reset(attempt)
         self._attempts.clear()
         self._deadlines.clear()
         self._epoll.close()
@@ -108,10 +116,12 @@ class SocketProbes:
             attempt = self._attempts.get(fd)
             if attempt is None or attempt.generation == generation:
                 continue  # a descriptor closed, or reused by a probe started during this batch
-            if attempt.reading:
+            if attempt.phase == _CONNECTING:
+                self._connected(fd, attempt)
+            elif attempt.phase == _READING:
                 self._read(fd, attempt)
             else:
-                self._connected(fd, attempt)
+                self._drain(fd, attempt)
 
     def _connected(self, fd: int, attempt: _Attempt) -> None:
         code = attempt.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
@@ -125,7 +135,7 @@ class SocketProbes:
             except OSError as e:
                 self._finish(fd, attempt, reason(e))
                 return
-            attempt.reading = True
+            attempt.phase = _READING
             self._epoll.modify(fd, _READABLE)
 
     def _read(self, fd: int, attempt: _Attempt) -> None:
@@ -146,16 +156,42 @@ class SocketProbes:
             self._epoll.modify(fd, _READABLE)
             return
         parts = line.split(b" ", 2)
-        if len(parts) >= 2 and parts[0].startswith(b"HTTP/") and parts[1].isdigit() and len(parts[1]) == 3:
-            status = int(parts[1])
-            self._finish(fd, attempt, "" if attempt.spec.accepts(status) else f"status {status}")
-        else:
+        if not (len(parts) >= 2 and parts[0].startswith(b"HTTP/") and parts[1].isdigit() and len(parts[1]) == 3):
             self._finish(fd, attempt, "not an HTTP answer")
+            return
+        status = int(parts[1])
+        detail = "" if attempt.spec.accepts(status) else f"status {status}"
+        self._end(attempt.done, Outcome(detail == "", detail, self._loop.time() - attempt.started))
+        # The outcome is known; the rest of the answer is read until the server closes (it was
+        # asked to), so that the backend sees an orderly close and not a reset in its logs.
+        attempt.phase = _DRAINING
+        attempt.drained = len(attempt.buffer)
+        self._drain(fd, attempt)
+
+    def _drain(self, fd: int, attempt: _Attempt) -> None:
+        try:
+            data = attempt.sock.recv(_DRAIN_MAX)
+        except BlockingIOError:
+            self._epoll.modify(fd, _READABLE)
+            return
+        except OSError:
+            data = b""
+        if data:
+            attempt.drained += len(data)
+            if attempt.drained <= _DRAIN_MAX:
+                self._epoll.modify(fd, _READABLE)
+                return
+        del self._attempts[fd]
+        if data:
+            _reset(attempt)  # a server that keeps talking: hang up
+        else:
+            attempt.finished = True
+            attempt.sock.close()  # after the server's own close: orderly, no TIME_WAIT here
 
     def _finish(self, fd: int, attempt: _Attempt, detail: str) -> None:
+        """Close (with a reset) and report ``detail``: '' passed, else why not."""
         del self._attempts[fd]
-        attempt.finished = True
-        attempt.sock.close()  # its last descriptor: it leaves the epoll set
+        _reset(attempt)
         self._end(attempt.done, Outcome(detail == "", detail, self._loop.time() - attempt.started))
 
     def _sweep(self) -> None:
@@ -163,11 +199,24 @@ class SocketProbes:
         for timeout, queue in list(self._deadlines.items()):
             while queue and (queue[0].finished or queue[0].started + timeout <= now):
                 attempt = queue.popleft()
-                if not attempt.finished:
+                if attempt.finished:
+                    continue
+                if attempt.phase == _DRAINING:  # answered, but the server never closed
+                    del self._attempts[attempt.sock.fileno()]
+                    _reset(attempt)
+                else:
                     self._finish(attempt.sock.fileno(), attempt, f"no answer within {timeout:g}s")
             if not queue:
                 del self._deadlines[timeout]
         self._sweeper = self._loop.call_later(SWEEP, self._sweep) if self._deadlines else None
+
+
+def _reset(attempt: _Attempt) -> None:
+    """Close with a reset: no TIME_WAIT on our side, whatever was left unread."""
+    attempt.finished = True
+    if attempt.request:  # (tcp probes' sockets have had it from the start)
+        attempt.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+    attempt.sock.close()  # its last descriptor: it leaves the epoll set
 
 
 def strerror(code: int) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
+from collections.abc import Callable
 
 import pytest
 
@@ -167,3 +169,83 @@ def test_a_server_that_hangs_up_or_talks_nonsense_fails() -> None:
         finally:
             thread.join(5)
             listener.close()
+
+
+def _one_shot_server(
+    behaviour: Callable[[socket.socket], object],
+) -> tuple[socket.socket, threading.Thread, list[object]]:
+    """A listener that runs ``behaviour`` on its first connection; what it returns lands in the list."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    seen: list[object] = []
+
+    def once() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.settimeout(5)
+            try:
+                seen.append(behaviour(connection))
+            except OSError as e:
+                seen.append(e)
+
+    thread = threading.Thread(target=once, daemon=True)
+    thread.start()
+    return listener, thread, seen
+
+
+async def _probe_and_linger(spec: CheckSpec, listener: socket.socket, linger: float) -> tuple[bool, str, float]:
+    """Probe, then keep the prober open ``linger`` seconds (as serve does): (passed, detail, seconds)."""
+    async with Prober(10) as prober:
+        started = time.monotonic()
+        outcome = await prober.probe(spec, Target("127.0.0.1", listener.getsockname()[1]))
+        took = time.monotonic() - started
+        await asyncio.sleep(linger)
+    return outcome.passed, outcome.detail, took
+
+
+def test_an_http_check_closes_in_order_after_the_server_does() -> None:
+    """Headers first, the body 500 ms later: the check has its answer at the status line, yet
+    the server can still send its body and sees an orderly close (no reset in its logs)."""
+
+    def slow_body(connection: socket.socket) -> object:
+        connection.recv(4096)
+        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n")
+        time.sleep(0.5)
+        connection.sendall(b"ok")
+        connection.shutdown(socket.SHUT_WR)
+        return connection.recv(10)  # b"" on an orderly close; ConnectionResetError on a reset
+
+    listener, thread, seen = _one_shot_server(slow_body)
+    try:
+        passed, detail, took = asyncio.run(_probe_and_linger(CheckSpec("h", "http", timeout=2), listener, 1.0))
+        thread.join(5)
+    finally:
+        listener.close()
+    assert (passed, detail) == (True, "") and took < 0.4
+    assert seen == [b""]
+
+
+def test_an_http_check_answers_at_once_when_the_server_keeps_the_connection() -> None:
+    """A server that ignores Connection: close: the outcome still comes at the status line,
+    and the connection is hung up at the check's timeout."""
+
+    def keep_open(connection: socket.socket) -> object:
+        connection.recv(4096)
+        connection.sendall(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n")
+        started = time.monotonic()
+        try:
+            connection.recv(10)
+        except ConnectionResetError:
+            return round(time.monotonic() - started, 1)
+        return "closed without a reset"
+
+    listener, thread, seen = _one_shot_server(keep_open)
+    try:
+        passed, detail, took = asyncio.run(_probe_and_linger(CheckSpec("h", "http", timeout=0.5), listener, 0.8))
+        thread.join(5)
+    finally:
+        listener.close()
+    assert (passed, detail) == (False, "status 503")
+    assert took < 0.3
+    assert len(seen) == 1 and isinstance(seen[0], float) and 0.3 <= seen[0] <= 0.8, seen
