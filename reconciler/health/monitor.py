@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -116,8 +117,8 @@ class Monitor:
         self.states: dict[Key, CheckState] = {}
         self.probes: dict[Key, Probe] = {}
         self._scheduled: dict[Key, Probe] = {}  # the checks that run
-        self._due: dict[Key, int] = {}  # their next tick (absent while a probe is under way)
-        self._wheel: dict[int, list[Probe]] = {}  # tick -> checks due then (stale entries skipped)
+        self._due: dict[Key, float] = {}  # when each runs next (absent while its probe is under way)
+        self._wheel: dict[int, list[tuple[Probe, float]]] = {}  # tick -> (check, when) due by then
         self._turned = 0  # the last tick whose checks were started
         self._turner: asyncio.TimerHandle | None = None
         self._dirty: set[Key] = set()
@@ -211,13 +212,13 @@ class Monitor:
         loop = asyncio.get_running_loop()
         if self._turner is None:  # the wheel is empty: it starts again from now
             self._turned = int(loop.time() / TICK)
-        tick = max(int(when / TICK), self._turned + 1)
-        self._due[probe.key] = tick
+        tick = max(math.ceil(when / TICK), self._turned + 1)
+        self._due[probe.key] = when
         bucket = self._wheel.get(tick)
         if bucket is None:
-            self._wheel[tick] = [probe]
+            self._wheel[tick] = [(probe, when)]
         else:
-            bucket.append(probe)
+            bucket.append((probe, when))
         if self._turner is None:
             self._turner = loop.call_at(tick * TICK, self._turn)
 
@@ -226,11 +227,11 @@ class Monitor:
         loop = asyncio.get_running_loop()
         now = int(loop.time() / TICK)
         for tick in range(self._turned + 1, now + 1):
-            for probe in self._wheel.pop(tick, ()):
+            for probe, when in self._wheel.pop(tick, ()):
                 key = probe.key
-                if self._due.get(key) == tick and self._scheduled.get(key) is probe:
+                if self._due.get(key) == when and self._scheduled.get(key) is probe:
                     del self._due[key]
-                    self.prober.start(probe.spec, probe.target, functools.partial(self._outcome, probe, tick * TICK))
+                    self.prober.start(probe.spec, probe.target, functools.partial(self._outcome, probe, when))
         self._turned = now
         self._turner = loop.call_at((now + 1) * TICK, self._turn) if self._wheel else None
 
