@@ -1,7 +1,7 @@
 """The REST API of SPEC.md §4 as one aiohttp application: ``create_app(store, view, ...)``.
 
-Middleware, in order: errors (ApiError -> JSON; anything else -> a bare JSON 500, logged, no
-stack trace in the response), then authentication (X-Auth-Token only; never from the URL)
+Middleware, in order: errors (ApiError -> JSON; a store that cannot be used -> 503; anything
+else -> a bare JSON 500, logged, no stack trace in the response), then authentication (X-Auth-Token only; never from the URL)
 which also pins the desired state the handler checks and writes against. Blocking store calls
 run in threads: the same event loop runs the health checks.
 """
@@ -22,6 +22,7 @@ from reconciler.api.context import ACTOR, API, DESIRED, ApiContext
 from reconciler.api.problems import ApiError
 from reconciler.api.routes import Handler, Route
 from reconciler.api.view import ControllerView
+from reconciler.errors import StoreError, StoreUnavailableError
 from reconciler.store import Store
 from reconciler.store.tokens import TokenRecord
 
@@ -43,6 +44,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except ApiError as e:
         return e.response()
+    except StoreError as e:  # an outage is not the client's fault, nor a bug: 503, no traceback
+        log.warning("%s %s: %s", request.method, request.path, e)
+        retry = {"Retry-After": "5"} if isinstance(e, StoreUnavailableError) else None
+        return ApiError(503, "the store cannot be used now; try again later", str(e), retry).response()
     except web.HTTPRequestEntityTooLarge:
         limit = request.app._client_max_size
         return ApiError(413, "request body too large", f"at most {limit} bytes").response()
@@ -74,7 +79,12 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         def lookup() -> tuple[TokenRecord | None, int]:
             return context.tokens.lookup(token), context.store.revision()
 
-        record, revision = await asyncio.to_thread(lookup)
+        try:
+            record, revision = await asyncio.to_thread(lookup)
+        except StoreUnavailableError:
+            record, revision = context.tokens.known(token), 0  # the last desired state, if any
+            if record is None:
+                raise
         if record is None:
             raise ApiError(401, "invalid or expired token")
         desired = await context.desired.at(revision)

@@ -126,6 +126,17 @@ class Tokens:
             return None
         return hit[1]
 
+    def known(self, token: str) -> TokenRecord | None:
+        """A token this process found valid before and that has not expired, however long ago.
+
+        What a request is trusted with while the store does not answer: reads are served from
+        the last desired state, writes fail anyway (docs/api.md, *When the store is down*).
+        """
+        hit = self._recent.get(token_hash(token)) if len(token) <= MAX_TOKEN_LENGTH else None
+        if hit is None or hit[1].expires <= self.clock():
+            return None
+        return hit[1]
+
     def issue(self, user: str) -> tuple[str, TokenRecord]:
         token = secrets.token_urlsafe(TOKEN_BYTES)
         now = self.clock()

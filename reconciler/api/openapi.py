@@ -145,6 +145,7 @@ def _operation(route: Route) -> dict[str, Any]:
         success["content"] = _content(route.response)
     responses: dict[str, Any] = {str(route.status): success}
     statuses = set(route.errors) | ({400, 413} if route.body else set()) | ({401} if not route.public else set())
+    statuses.add(503)  # the store cannot be used (etcd down): docs/api.md
     for status in sorted(statuses):
         responses[str(status)] = {"description": "error", "content": _content("Error")}
     operation: dict[str, Any] = {

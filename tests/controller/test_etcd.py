@@ -5,6 +5,7 @@ Controllers are `serve` processes with a 2 s master lease; every one is stopped 
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -132,10 +133,21 @@ def test_controllers_keep_the_config_while_etcd_is_down_and_resume_after(
     wait_for(master.converged, 30, "convergence")
     live = [n.marker()["revision"] for n in fleet.nodes]
     reloads = [n.reloads() for n in fleet.nodes]
+    wait_for(lambda: controllers[0].status().get("etcd_health", {}).get("healthy"), 30, "/status of the first")
+    token = controllers[0].token()
     etcd.stop()
     wait_for(
         lambda: all("obreconcile_store_healthy 0.0" in c.metrics() for c in controllers), 10, "unhealthy store reported"
     )
+
+    # /status still answers a token checked before the outage, and says the store is unhealthy
+    def unhealthy_status() -> bool:
+        code, body = controllers[0].get("/status", {"X-Auth-Token": token})
+        assert code == 200, body
+        return json.loads(body)["etcd_health"]["healthy"] is False
+
+    wait_for(unhealthy_status, 5, "/status to say the store is unhealthy")
+    assert controllers[0].get("/status", {"X-Auth-Token": "x" * 43})[0] == 503
     backends[2].stop()  # no master can be sure of its lease: nothing is pushed
     time.sleep(TTL + 1)
     assert [n.marker()["revision"] for n in fleet.nodes] == live
