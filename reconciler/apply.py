@@ -1,10 +1,15 @@
 """Apply a plan on one access node, in SPEC.md §2's order, leaving it on the old or the new release.
 
-    lock → observe → plan → stage → switch → test → reload → verify → marker → prune → unlock
+    lock + observe → plan → stage → prune → switch → test → reload → verify → marker → unlock
 
-- lock: ``flock`` on ``<config_dir>.lock``, held by a command whose stdin is ours (layout.py);
-- stage: the complete new release is written to ``<config_dir>.releases/<id>/`` in one round
-  trip (a tar stream on stdin), its marker saying ``staged``;
+Two round trips when the node changes, one when it does not (plus the lock's release):
+
+- lock: ``flock`` on ``<config_dir>.lock``, held by a command whose stdin is ours (layout.py),
+  which reads the node's facts once it holds the lock (observe.py's commands) and reports them
+  in the same answer;
+- stage … marker: one script (deploy_script.py) with the release as a tar stream on its stdin;
+- stage: the complete new release is written to ``<config_dir>.releases/<id>/``, its marker
+  saying ``staged`` (and the ``deployed`` one beside it, renamed over it last);
 - switch: a new symlink renamed over ``<config_dir>`` (one ``rename(2)``);
 - test: ``test_command`` runs against the complete new configuration with the new release
   linked in, under the lock and before any reload; when it fails the link is renamed back at
@@ -12,7 +17,7 @@
 - reload, then verify from nginx itself: its default server must answer the new revision
   and its error log must show no ``[emerg]`` since the reload; otherwise roll back (link the
   previous release, reload it) and report;
-- marker: rewritten ``deployed`` in the live release, last.
+- marker: ``deployed`` renamed over the ``staged`` marker in the live release, last.
 
 Each failure is a ``NodeError`` naming the access node, the step and nginx's message.
 """
@@ -21,26 +26,39 @@ from __future__ import annotations
 
 import getpass
 import io
-import posixpath
 import shlex
 import socket
 import tarfile
 import time
 from collections.abc import Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from reconciler.errors import NodeError, ObreconcileError
-from reconciler.layout import KEEP_RELEASES, LOCK_BUSY_EXIT, MARKER, MODEL, NodeLayout
+from reconciler.deploy_script import (
+    DEPLOYED_MARKER,
+    PROBE_PATH,
+    Deploy,
+    lock_command,
+    parse_steps,
+    probe_command,
+    steps_script,
+    switch_script,
+    verify_outcome,
+    verify_script,
+)
+from reconciler.errors import CommandError, NodeError, ObreconcileError
+from reconciler.layout import LOCK_BUSY_EXIT, MARKER, MODEL, NodeLayout
 from reconciler.manifest.model import AccessNode
-from reconciler.observe import Facts, Marker, encode_model, observe
+from reconciler.observe import Facts, Marker, encode_model, fact_commands, parse_facts
 from reconciler.plan import NodePlan, StoreRef, plan_node, sha256
 from reconciler.render import DEFAULT_FILE, RenderedAccessNode
 from reconciler.transport import CommandResult, Transport
+from reconciler.transport.batch import batch_script, parse_batch
 from reconciler.transport.held import HeldCommand
 
-PROBE_PATH = "/.well-known/obreconcile/revision"
+__all__ = ["PROBE_PATH", "ApplySettings", "NodeLock", "NodeResult", "apply_node", "probe_address"]
 
 
 @dataclass(frozen=True)
@@ -90,27 +108,44 @@ def default_deployer() -> str:
 
 
 class NodeLock:
-    """``flock`` on the node's lock file, held while this object lives (a context manager)."""
+    """``flock`` on the node's lock file, held while this object lives (a context manager).
 
-    def __init__(self, transport: Transport, layout: NodeLayout, timeout: float) -> None:
+    With ``facts`` (name -> command, observe.py's), the commands run as soon as the lock is
+    held and ``results`` holds their outcomes: locking and observing cost one round trip.
+    """
+
+    def __init__(
+        self, transport: Transport, layout: NodeLayout, timeout: float, facts: Mapping[str, str] | None = None
+    ) -> None:
         self.transport, self.layout, self.timeout = transport, layout, timeout
+        self.facts = dict(facts or {})
         self.held: HeldCommand | None = None
+        self.results: dict[str, CommandResult] = {}
 
     def __enter__(self) -> NodeLock:
-        lock = shlex.quote(self.layout.lock)
         wait = max(1, round(self.timeout))
-        command = (
-            f"mkdir -p -- {shlex.quote(self.layout.parent)} && "
-            f"exec flock -w {wait} -E {LOCK_BUSY_EXIT} {lock} sh -c 'echo locked; exec cat >/dev/null'"
-        )
-        self.held = self.transport.hold(command)
-        start = self.held.first_line(self.timeout + 15)
-        if start.line == "locked":
-            return self
+        script, boundary = batch_script(self.facts)
+        sentinel = f"{boundary} done"
+        then = f"{script}\nprintf '%s\\n' {shlex.quote(sentinel)}; printf '%s\\n' {shlex.quote(sentinel)} >&2"
+        self.held = self.transport.hold(lock_command(self.layout, wait, then))
+        try:
+            answer = self.held.read_until(sentinel.encode(), self.timeout + 15 + (self.transport.command_timeout or 0))
+        except BaseException:
+            self.held.release()
+            raise
+        if answer.exit_code is None and answer.stdout.startswith(b"locked\n"):
+            parsed = parse_batch(answer.stdout[len(b"locked\n") :], answer.stderr, boundary, list(self.facts))
+            if parsed is not None:
+                self.results = {name: CommandResult(*parts) for name, parts in parsed.items()}
+                return self
         self.held.release()
-        if start.exit_code == LOCK_BUSY_EXIT:
+        if answer.exit_code == LOCK_BUSY_EXIT:
             raise NodeError(self.transport.name, "lock", f"another apply held {self.layout.lock} for {wait}s")
-        raise NodeError(self.transport.name, "lock", f"cannot lock {self.layout.lock}", start.stderr)
+        if answer.stdout.startswith(b"locked\n"):
+            raise CommandError(self.transport.target, "(facts under the lock)", answer.exit_code or 1, answer.stderr)
+        raise NodeError(
+            self.transport.name, "lock", f"cannot lock {self.layout.lock}", answer.stderr.decode("utf-8", "replace")
+        )
 
     def __exit__(self, *exc: object) -> None:
         if self.held is not None:
@@ -119,19 +154,24 @@ class NodeLock:
 
 def apply_node(
     node: AccessNode,
-    rendered: RenderedAccessNode,
+    rendered: RenderedAccessNode | Future[RenderedAccessNode],
     model: dict[str, Any],
     transport: Transport,
     store: StoreRef,
     settings: ApplySettings,
     expected_facts: str | None = None,
 ) -> NodeResult:
-    """Converge one access node; never raises for the node's own failures (see NodeResult)."""
+    """Converge one access node; never raises for the node's own failures (see NodeResult).
+
+    ``rendered`` may still be rendering (a Future): the node is locked and observed meanwhile.
+    """
     started = time.monotonic()
     plan: NodePlan | None = None
     try:
-        with NodeLock(transport, NodeLayout.of(node), settings.lock_timeout):
-            facts = observe(node, transport)
+        with NodeLock(transport, NodeLayout.of(node), settings.lock_timeout, fact_commands(node)) as lock:
+            facts = parse_facts(node.name, lock.results)
+            if isinstance(rendered, Future):
+                rendered = _rendered(node, rendered)
             plan = plan_node(rendered, facts, model, store, settings.force)
             if expected_facts is not None and plan.facts_digest != expected_facts:
                 raise NodeError(node.name, "plan", "the node changed since the saved plan was made: plan again")
@@ -156,6 +196,13 @@ def apply_node(
         return NodeResult(node.name, "failed", plan, "connect", str(e), seconds=time.monotonic() - started)
 
 
+def _rendered(node: AccessNode, future: Future[RenderedAccessNode]) -> RenderedAccessNode:
+    try:
+        return future.result()
+    except ObreconcileError as e:
+        raise NodeError(node.name, "render", str(e)) from e
+
+
 def _deploy(
     node: AccessNode,
     rendered: RenderedAccessNode,
@@ -165,6 +212,8 @@ def _deploy(
     settings: ApplySettings,
     facts: Facts,
 ) -> None:
+    """Stage, switch, test, reload, verify and mark the new release in one round trip (deploy_script.py);
+    on a failure switch back or roll back, and raise ``NodeError``."""
     layout = NodeLayout.of(node)
     now = datetime.now(UTC)
     release_id = f"{now.strftime('%Y%m%dT%H%M%S.%fZ')}-{rendered.revision}"
@@ -180,28 +229,80 @@ def _deploy(
         release=release_id,
     )
     previous = _adopt(transport, layout, facts)
-    _stage(transport, layout, release, rendered, marker, encode_model(model))
-    test = _switch_and_test(transport, node, layout, release)
-    if not test.ok:
+    contents: dict[str, bytes] = {path: text.encode() for path, text in rendered.files.items()}
+    contents.update(
+        {
+            MARKER: marker.to_json(),
+            DEPLOYED_MARKER: replace(marker, state="deployed").to_json(),
+            MODEL: encode_model(model),
+        }
+    )
+    deploy = Deploy(
+        layout,
+        release,
+        node.nginx.test_command,
+        node.nginx.reload_command,
+        node.nginx.error_log,
+        rendered.revision,
+        probe_command(probe_address(node), facts.probe_tool) if _can_probe(facts, rendered.files) else None,
+        settings.verify_timeout,
+    )
+    commands = deploy.steps()
+    script, boundary = steps_script(commands)
+    timeout = settings.verify_timeout + (transport.command_timeout or 0)
+    answer = transport.run(script, input=_tar(transport.name, contents), timeout=timeout)
+    steps = parse_steps(answer, boundary, list(commands))
+    failed, result = next(reversed(steps.items()), ("stage", CommandResult(answer.exit_code or 1, b"", answer.stderr)))
+    if failed == "marker" and result.ok:
+        return
+    if result.ok:  # the script broke off after a step that succeeded (the shell died, sudo refused)
+        failed, result = _broke_off(failed, answer)
+    if failed == "stage":
+        raise NodeError(node.name, "stage", f"cannot write the new release {release}", result.stderr)
+    if failed == "switch":
+        raise NodeError(node.name, "switch", f"cannot link {layout.config_dir} to {release}", result.stderr)
+    if failed == "test":
         _switch_back(transport, layout, previous)
         transport.run(["rm", "-rf", "--", release])
-        raise NodeError(
-            node.name, "test", f"{node.nginx.test_command!r} refused the new configuration", test.stderr or test.stdout
-        )
-    reload, log_size = _reload(transport, node)
-    problem = (
-        f"{node.nginx.reload_command!r} failed (exit {reload.exit_code}): {reload.stderr.decode('utf-8', 'replace').strip()}"
-        if not reload.ok
-        else _verify(
-            transport, node, rendered.revision, _can_probe(facts, rendered.files), log_size, settings.verify_timeout
-        )
+        message = f"{node.nginx.test_command!r} refused the new configuration"
+        raise NodeError(node.name, "test", message, result.stderr or result.stdout)
+    if failed == "marker":
+        raise NodeError(node.name, "marker", f"cannot mark {release} deployed", result.stderr, reloaded=True)
+    if failed == "reload":
+        stderr = result.stderr.decode("utf-8", "replace").strip()
+        problem = f"{node.nginx.reload_command!r} failed (exit {result.exit_code}): {stderr}"
+    else:  # verify (prune and size always succeed)
+        problem = verify_outcome(result, rendered.revision, deploy.probe is not None, settings.verify_timeout)
+    outcome = _roll_back(transport, node, layout, previous, facts, settings)
+    raise NodeError(
+        node.name,
+        "reload" if failed == "reload" else "verify",
+        f"{problem}; {outcome}",
+        reloaded=True,
+        rolled_back=True,
     )
-    if problem:
-        outcome = _roll_back(transport, node, layout, previous, facts, settings)
-        raise NodeError(
-            node.name, "verify" if reload.ok else "reload", f"{problem}; {outcome}", reloaded=True, rolled_back=True
-        )
-    transport.write_file(posixpath.join(release, MARKER), replace(marker, state="deployed").to_json())
+
+
+def _broke_off(last: str, answer: CommandResult) -> tuple[str, CommandResult]:
+    """Which step to report when the deploy script stopped after ``last`` succeeded: the next one,
+    failed (so that a switched node is switched back, a reloaded one rolled back)."""
+    following = {"stage": "switch", "prune": "switch", "switch": "test", "test": "reload", "size": "reload"}
+    step = following.get(last, "verify")
+    stderr = f"the deploy script stopped after {last} (exit {answer.exit_code})\n".encode() + answer.stderr
+    return step, CommandResult(answer.exit_code or 1, b"", stderr)
+
+
+def _tar(node: str, contents: Mapping[str, bytes]) -> bytes:
+    """The release as one tar stream (paths relative to the release directory)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path, data in sorted(contents.items()):
+            if path.startswith("/") or ".." in path.split("/"):
+                raise NodeError(node, "stage", f"refusing to write outside the release: {path!r}")
+            info = tarfile.TarInfo(path)
+            info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
 
 
 def _adopt(transport: Transport, layout: NodeLayout, facts: Facts) -> str | None:
@@ -220,69 +321,10 @@ def _adopt(transport: Transport, layout: NodeLayout, facts: Facts) -> str | None
     return adopted
 
 
-def _stage(
-    transport: Transport, layout: NodeLayout, release: str, rendered: RenderedAccessNode, marker: Marker, model: bytes
-) -> None:
-    """Write the complete release in one round trip: a tar stream unpacked into a new directory."""
-    buffer = io.BytesIO()
-    contents: dict[str, bytes] = {path: text.encode() for path, text in rendered.files.items()}
-    contents.update({MARKER: marker.to_json(), MODEL: model})
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for path, data in sorted(contents.items()):
-            if path.startswith("/") or ".." in path.split("/"):
-                raise NodeError(transport.name, "stage", f"refusing to write outside the release: {path!r}")
-            info = tarfile.TarInfo(path)
-            info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
-            tar.addfile(info, io.BytesIO(data))
-    q = shlex.quote(release)
-    result = transport.run(
-        f"set -e; mkdir -p -- {shlex.quote(layout.releases)}; mkdir -- {q}; "
-        f"tar -x --no-same-owner --no-same-permissions -C {q} -f -; chmod -R a+rX -- {q}; " + _prune_script(layout),
-        input=buffer.getvalue(),
-    )
-    if not result.ok:
-        transport.run(["rm", "-rf", "--", release])
-        raise NodeError(transport.name, "stage", f"cannot write the new release {release}", result.stderr)
-
-
-def _switch_script(layout: NodeLayout, target: str) -> str:
-    """Point ``config_dir`` at ``target`` with one rename of a new symlink over it."""
-    link = f"{layout.config_dir}.obr-switch"
-    return (
-        f"rm -f -- {shlex.quote(link)} && ln -s -- {shlex.quote(target)} {shlex.quote(link)} && "
-        f"mv -f -T -- {shlex.quote(link)} {shlex.quote(layout.config_dir)}"
-    )
-
-
 def _switch(transport: Transport, layout: NodeLayout, target: str) -> None:
-    result = transport.run(_switch_script(layout, target))
+    result = transport.run(switch_script(layout, target))
     if not result.ok:
         raise NodeError(transport.name, "switch", f"cannot link {layout.config_dir} to {target}", result.stderr)
-
-
-_SWITCH_FAILED = 97
-
-
-def _switch_and_test(transport: Transport, node: AccessNode, layout: NodeLayout, release: str) -> CommandResult:
-    """Link the new release and run ``test_command`` against it, in one round trip."""
-    result = transport.run(
-        f"{{ {_switch_script(layout, release)}; }} || exit {_SWITCH_FAILED}\n{node.nginx.test_command}"
-    )
-    if result.exit_code == _SWITCH_FAILED:
-        raise NodeError(transport.name, "switch", f"cannot link {layout.config_dir} to {release}", result.stderr)
-    return result
-
-
-def _reload(transport: Transport, node: AccessNode) -> tuple[CommandResult, int | None]:
-    """Run ``reload_command``; with the error log's size just before, in one round trip."""
-    results = transport.run_batch(
-        {
-            "size": f"stat -c %s -- {shlex.quote(node.nginx.error_log)} 2>/dev/null || true",
-            "reload": node.nginx.reload_command,
-        }
-    )
-    size = results["size"].text.strip()
-    return results["reload"], int(size) if size.isdigit() else None
 
 
 def _switch_back(transport: Transport, layout: NodeLayout, previous: str | None) -> None:
@@ -308,50 +350,6 @@ def probe_address(node: AccessNode) -> str:
     return f"{address}:{node.http_port}"
 
 
-def probe_command(node: AccessNode) -> str:
-    url = shlex.quote(f"http://{probe_address(node)}{PROBE_PATH}")
-    return (
-        f"curl -fsS --max-time 2 {url} 2>/dev/null || wget -qO- -T 2 {url} 2>/dev/null || "
-        f"python3 -c 'import sys,urllib.request;print(urllib.request.urlopen(sys.argv[1],timeout=2).read().decode())' {url}"
-    )
-
-
-def _emergency_lines(log: str) -> list[str]:
-    return [line for line in log.splitlines() if any(w in line for w in ("[emerg]", "[alert]", "[crit]"))]
-
-
-def _verify(
-    transport: Transport, node: AccessNode, revision: str, probe: bool, log_size: int | None, timeout: float
-) -> str:
-    """'' when nginx serves ``revision``; else what went wrong (in nginx's own words).
-
-    Each round trip reads what nginx logged since the reload (``[emerg]``, ``[alert]``,
-    ``[crit]`` lines) and, when ``probe``, asks nginx's default server for its revision
-    (without the probe only the error log is read).
-    """
-    deadline = time.monotonic() + timeout
-    commands = {}
-    if log_size is not None:
-        commands["log"] = f"tail -c +{log_size + 1} -- {shlex.quote(node.nginx.error_log)} 2>/dev/null || true"
-    if probe:
-        commands["probe"] = probe_command(node)
-    while True:
-        results = transport.run_batch(commands) if commands else {}
-        emergencies = _emergency_lines(results["log"].text) if "log" in results else []
-        if emergencies:
-            return "nginx did not load the new configuration: " + " | ".join(emergencies[-3:])
-        if not probe:
-            return ""
-        served = results["probe"].text.strip()
-        if served == revision:
-            return ""
-        if time.monotonic() >= deadline:
-            return (
-                f"nginx still serves revision {served or '(no answer)'} {timeout:g}s after the reload, not {revision}"
-            )
-        time.sleep(0.05)
-
-
 def _roll_back(
     transport: Transport,
     node: AccessNode,
@@ -360,28 +358,30 @@ def _roll_back(
     facts: Facts,
     settings: ApplySettings,
 ) -> str:
-    """Link the previous release again and reload it; say how that went."""
+    """Link the previous release again, reload it and verify it; say how that went (one round trip)."""
     try:
-        _switch_back(transport, layout, previous)
-        reload, log_size = _reload(transport, node)
-        if not reload.ok:
-            return f"rolled back the files, but reloading them failed too: {reload.stderr.decode('utf-8', 'replace').strip()}"
         old = facts.marker.revision if facts.marker and previous else None
+        probe = probe_command(probe_address(node), facts.probe_tool) if _can_probe(facts, facts.files) else None
+        log = shlex.quote(node.nginx.error_log)
+        commands = {
+            "switch": switch_script(layout, previous) if previous else f"rm -f -- {shlex.quote(layout.config_dir)}",
+            "size": f"stat -c %s -- {log} 2>/dev/null || true",
+            "reload": node.nginx.reload_command,
+        }
         if old is not None:
-            has_probe = _can_probe(facts, facts.files)
-            problem = _verify(transport, node, old, has_probe, log_size, settings.verify_timeout)
+            commands["verify"] = verify_script(old, probe, node.nginx.error_log, "$size", settings.verify_timeout)
+        script, boundary = steps_script(commands)
+        steps = parse_steps(transport.run(script, timeout=settings.verify_timeout + 60), boundary, list(commands))
+        failed, result = next(reversed(steps.items()), ("switch", CommandResult(1, b"", b"")))
+        if failed == "switch" and not result.ok:
+            return f"rollback failed: cannot link {layout.config_dir} back: {result.stderr.decode('utf-8', 'replace').strip()}"
+        if failed == "reload" and not result.ok:
+            stderr = result.stderr.decode("utf-8", "replace").strip()
+            return f"rolled back the files, but reloading them failed too: {stderr}"
+        if failed == "verify" and old is not None:
+            problem = verify_outcome(result, old, probe is not None, settings.verify_timeout)
             if problem:
                 return f"rolled back to the previous release, but {problem}"
         return "rolled back to the previous release and reloaded it"
     except ObreconcileError as e:
         return f"rollback failed: {e}"
-
-
-def _prune_script(layout: NodeLayout) -> str:
-    """Keep the KEEP_RELEASES newest releases (names sort by time) and always the live one."""
-    q = shlex.quote(layout.releases)
-    return (
-        f"cd {q} && live=$(readlink -- {shlex.quote(layout.config_dir)} || true) && "
-        f"ls -1 | LC_ALL=C sort | head -n -{KEEP_RELEASES} | "
-        f'while read -r r; do [ "{layout.releases}/$r" = "$live" ] || rm -rf -- "$r"; done || true'
-    )

@@ -11,11 +11,12 @@ import select
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Sequence
 
 from reconciler.errors import CommandTimeout, TransportError
 from reconciler.transport.base import CommandResult, Transport, shorten
-from reconciler.transport.held import HeldCommand, HeldStart
+from reconciler.transport.held import HeldCommand, HeldOutput, HeldStart, strip_sentinel
 
 TARGET = "local"
 
@@ -106,6 +107,35 @@ class _LocalHeld(HeldCommand):
             return HeldStart(line.decode("utf-8", "replace").rstrip("\n"), None)
         code = self.process.wait(timeout)
         return HeldStart(None, code, self.process.stderr.read().decode("utf-8", "replace"))
+
+    def read_until(self, sentinel: bytes, timeout: float) -> HeldOutput:
+        assert self.process.stdout is not None and self.process.stderr is not None
+        deadline = time.monotonic() + timeout
+        streams = {self.process.stdout.fileno(): bytearray(), self.process.stderr.fileno(): bytearray()}
+        stdout, stderr = streams.values()
+        open_fds = list(streams)
+        while open_fds:
+            found = strip_sentinel(bytes(stdout), bytes(stderr), sentinel)
+            if found is not None:
+                return HeldOutput(*found, None)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise CommandTimeout(self.target, f"no answer within {timeout:g}s: {shorten(self.line)}")
+            ready, _, _ = select.select(open_fds, [], [], remaining)
+            for fd in ready:
+                data = os.read(fd, 65536)
+                if data:
+                    streams[fd] += data
+                else:
+                    open_fds.remove(fd)
+        found = strip_sentinel(bytes(stdout), bytes(stderr), sentinel)
+        if found is not None:
+            return HeldOutput(*found, None)
+        try:  # both streams closed: the command is ending
+            code = self.process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired as e:
+            raise CommandTimeout(self.target, f"no answer within {timeout:g}s: {shorten(self.line)}") from e
+        return HeldOutput(bytes(stdout), bytes(stderr), code)
 
     def release(self) -> None:
         if self.process.stdin is not None and not self.process.stdin.closed:

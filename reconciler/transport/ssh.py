@@ -23,7 +23,7 @@ import paramiko
 from reconciler.errors import CommandTimeout, ConnectionLost, TransportError
 from reconciler.transport.base import CommandResult, Transport, shorten, temporary_path
 from reconciler.transport.connect import ConnectionPool, SSHSettings, SSHTarget, alive
-from reconciler.transport.held import HeldCommand, HeldStart
+from reconciler.transport.held import HeldCommand, HeldOutput, HeldStart, strip_sentinel
 
 CHUNK = 32768
 T = TypeVar("T")
@@ -231,6 +231,25 @@ class _SSHHeld(HeldCommand):
             select.select([self.channel.fileno()], [], [], min(remaining, 0.5))
         line, _, _ = bytes(self.buffer).partition(b"\n")
         return HeldStart(line.decode("utf-8", "replace"), None)
+
+    def read_until(self, sentinel: bytes, timeout: float) -> HeldOutput:
+        deadline = time.monotonic() + timeout
+        stdout, stderr = self.buffer, bytearray()
+        while True:
+            ended = self.channel.exit_status_ready() or self.channel.closed
+            while self.channel.recv_ready():
+                stdout += self.channel.recv(CHUNK)
+            while self.channel.recv_stderr_ready():
+                stderr += self.channel.recv_stderr(CHUNK)
+            found = strip_sentinel(bytes(stdout), bytes(stderr), sentinel)
+            if found is not None:
+                return HeldOutput(*found, None)
+            if ended:  # everything it printed arrived before its exit status
+                return HeldOutput(bytes(stdout), bytes(stderr), self.channel.recv_exit_status())
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise CommandTimeout(self.target, f"no answer within {timeout:g}s: {shorten(self.line)}")
+            select.select([self.channel.fileno()], [], [], min(remaining, 0.5))
 
     def release(self) -> None:
         try:

@@ -173,3 +173,30 @@ def test_rename_swaps_a_symlink(transport: Transport, tmp_path: Path) -> None:
 def test_describe_names_the_access_node(transport: Transport) -> None:
     assert transport.name in transport.describe()
     assert transport.target in transport.describe()
+
+
+def test_a_held_command_reports_everything_before_its_sentinel_lines(transport: Transport) -> None:
+    held = transport.hold("echo one; echo err >&2; echo two; echo END; echo END >&2; exec cat >/dev/null")
+    try:
+        answer = held.read_until(b"END", 10)
+        assert (answer.stdout, answer.stderr, answer.exit_code) == (b"one\ntwo\n", b"err\n", None)
+    finally:
+        held.release()
+
+
+def test_a_held_command_that_exits_before_its_sentinel_reports_its_exit(transport: Transport) -> None:
+    held = transport.hold("echo partial; echo why >&2; exit 75")
+    try:
+        answer = held.read_until(b"END", 10)
+        assert (answer.stdout, answer.stderr, answer.exit_code) == (b"partial\n", b"why\n", 75)
+    finally:
+        held.release()
+
+
+def test_a_held_command_silent_past_the_timeout_raises(transport: Transport) -> None:
+    held = transport.hold("exec cat >/dev/null")
+    try:
+        with pytest.raises(CommandTimeout):
+            held.read_until(b"END", 0.3)
+    finally:
+        held.release()
