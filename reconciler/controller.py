@@ -35,7 +35,7 @@ from reconciler.errors import ObreconcileError
 from reconciler.health.monitor import Monitor
 from reconciler.health.probe import Prober
 from reconciler.health.select import select
-from reconciler.management import MANAGEMENT_PREFIX, lock_holders
+from reconciler.management import MANAGEMENT_PREFIX
 from reconciler.manifest.model import DesiredState
 from reconciler.metrics import Metrics
 from reconciler.plan import StoreRef, node_model
@@ -163,7 +163,7 @@ class Controller:
                 self.cache.master = (
                     self.host_name if self.is_master() else await self._call(self.store.lock_holder, MASTER_LOCK)
                 )
-                self.cache.management = await self._call(lock_holders, self.store, MANAGEMENT_PREFIX)
+                self.cache.management = await self._call(self.store.lock_holders, MANAGEMENT_PREFIX)
             except ObreconcileError:
                 pass
             if self.lease is not None and not self.is_master():

@@ -374,6 +374,10 @@ class Store(TokenStore):
     @abstractmethod
     def lock_holder(self, name: str) -> str | None: ...
 
+    @abstractmethod
+    def lock_holders(self, prefix: str) -> dict[str, str]:
+        """Live lock name -> holder, for every lock whose name starts with ``prefix``."""
+
     # the store itself -------------------------------------------------------------------
     @abstractmethod
     def check_health(self) -> StoreHealth: ...

@@ -361,6 +361,13 @@ class EtcdStore(EtcdTokens, Store):
         value, _ = self._get(self._k("lock", name))
         return None if value is None else str(value["holder"])
 
+    def lock_holders(self, prefix: str) -> dict[str, str]:
+        start = len(self._k("lock", ""))
+        return {
+            meta["key"].decode()[start:]: str(value["holder"])
+            for value, meta in self._range_all(self._k("lock", prefix))
+        }
+
     def _refresh_lock(self, lock: EtcdLock) -> bool:
         if self._call(lock.lease.refresh) <= 0:
             return False

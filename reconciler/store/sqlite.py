@@ -331,6 +331,14 @@ class SqliteStore(Store):
             ).fetchone()
         return None if row is None else str(row[0])
 
+    def lock_holders(self, prefix: str) -> dict[str, str]:
+        with self._mutex, self._errors():
+            rows = self._db.execute(
+                "SELECT name, holder FROM locks WHERE substr(name, 1, ?) = ? AND expires > ?",
+                (len(prefix), prefix, time.time()),
+            ).fetchall()
+        return {str(name): str(holder) for name, holder in rows}
+
     def _refresh_lock(self, lock: SqliteLock) -> bool:
         with self._write() as db:
             now = time.time()

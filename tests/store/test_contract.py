@@ -183,6 +183,24 @@ def test_lease_expiry_releases_a_lock(open_handle: Callable[[], Store]) -> None:
     assert first.lock_holder("master") is None
 
 
+def test_lock_holders_lists_the_live_locks_under_a_prefix(open_handle: Callable[[], Store]) -> None:
+    first, second = open_handle(), open_handle()
+    held = [first.acquire_lock(f"management/ctl-{i}", f"host-{i}", ttl=30) for i in range(3)]
+    other = first.acquire_lock("master", "host-0", ttl=30)
+    short = second.acquire_lock("management/ctl-short", "host-short", ttl=1)
+    assert all(lock is not None for lock in [*held, other, short])
+    expected = {f"management/ctl-{i}": f"host-{i}" for i in range(3)}
+    assert second.lock_holders("management/") == {**expected, "management/ctl-short": "host-short"}
+    assert held[1] is not None
+    held[1].release()
+    del expected["management/ctl-1"]
+    deadline = time.monotonic() + 10  # the 1 s lock lapses (etcd: its lease expires)
+    while "management/ctl-short" in first.lock_holders("management/") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert first.lock_holders("management/") == expected
+    assert first.lock_holders("nothing/") == {}
+
+
 def test_audit_log_is_complete(store: Store) -> None:
     r1 = store.commit([put("a"), put("b", by=ALICE)])
     r2 = store.commit([put("a", "SUPER", by=ALICE)])
