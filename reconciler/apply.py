@@ -7,7 +7,7 @@ Two round trips when the node changes, one when it does not (plus the lock's rel
 - lock: ``flock`` on ``<config_dir>.lock``, held by a command whose stdin is ours (layout.py),
   which reads the node's facts once it holds the lock (observe.py's commands) and reports them
   in the same answer;
-- stage … marker: one script (deploy_script.py) with the release as a tar stream on its stdin;
+- stage … marker: one script (deploy_script.py) with the release as a compressed tar on its stdin;
 - stage: the complete new release is written to ``<config_dir>.releases/<id>/``, its marker
   saying ``staged`` (and the ``deployed`` one beside it, renamed over it last);
 - switch: a new symlink renamed over ``<config_dir>`` (one ``rename(2)``);
@@ -25,6 +25,7 @@ Each failure is a ``NodeError`` naming the access node, the step and nginx's mes
 from __future__ import annotations
 
 import getpass
+import gzip
 import io
 import shlex
 import socket
@@ -293,7 +294,12 @@ def _broke_off(last: str, answer: CommandResult) -> tuple[str, CommandResult]:
 
 
 def _tar(node: str, contents: Mapping[str, bytes]) -> bytes:
-    """The release as one tar stream (paths relative to the release directory)."""
+    """The release as one gzip-compressed tar stream (paths relative to the release directory).
+
+    Compressed because the bytes are sent by a worker thread that competes for the GIL with
+    rendering and the other nodes' workers (a 32 KiB packet at a time): 100 upstreams' files
+    are ~290 KB as a tar, ~25 KB compressed. zlib releases the GIL while it works.
+    """
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for path, data in sorted(contents.items()):
@@ -302,7 +308,7 @@ def _tar(node: str, contents: Mapping[str, bytes]) -> bytes:
             info = tarfile.TarInfo(path)
             info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
             tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+    return gzip.compress(buffer.getvalue(), compresslevel=1, mtime=0)
 
 
 def _adopt(transport: Transport, layout: NodeLayout, facts: Facts) -> str | None:

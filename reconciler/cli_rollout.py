@@ -25,10 +25,18 @@ from reconciler.report import (
     print_sync,
     result_line,
 )
-from reconciler.rollout import FleetSettings, apply_fleet, merged_state, plan_fleet, targets
+from reconciler.rollout import (
+    FleetSettings,
+    apply_fleet,
+    merged_state,
+    plan_fleet,
+    prefetch_connections,
+    targets,
+)
 from reconciler.saved_plan import SavedPlan, read_saved_plan, write_saved_plan
 from reconciler.store import DeployRecord, Store, open_store
 from reconciler.store.sync import plan_sync, sync_manifests
+from reconciler.transport import ConnectionPool
 
 
 def fleet_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -83,14 +91,16 @@ def plan_command(
     """
     manifests = load_or_exit(ctx, paths, options["max_file_size"])
     settings = _settings(options)
-    renderer = Renderer(options["templates"])
-    with open_store(ctx.store) as store:
-        sync = plan_sync(store, manifests, options["prune_api"])
-        state = merged_state(manifests, store, sync.kept_api)
-        ref = StoreRef(store.store_id(), sync.base_revision + (1 if sync.changes else 0))
-        targets(state, settings.limit)
-        results = plan_fleet(state, ref, renderer, settings)
-        store_url = store.url
+    with ConnectionPool() as pool:
+        prefetch_connections(manifests, settings, pool)
+        renderer = Renderer(options["templates"])
+        with open_store(ctx.store) as store:
+            sync = plan_sync(store, manifests, options["prune_api"])
+            state = merged_state(manifests, store, sync.kept_api)
+            ref = StoreRef(store.store_id(), sync.base_revision + (1 if sync.changes else 0))
+            targets(state, settings.limit)
+            results = plan_fleet(state, ref, renderer, settings, pool=pool)
+            store_url = store.url
     if out_file is not None:
         write_saved_plan(
             out_file, manifests, ref.store_id, sync.base_revision, options["prune_api"], settings.limit, results
@@ -154,22 +164,25 @@ def apply_command(
     if saved:
         settings = FleetSettings(**{**settings.__dict__, "limit": saved.limit})
     prune_api = saved.prune_api if saved else options["prune_api"]
-    renderer = Renderer(options["templates"])
-    with open_store(ctx.store) as store:
-        if saved:
-            _check_saved_plan(saved, store, manifests, renderer, settings)
-        sync = plan_sync(store, manifests, prune_api)
-        state = merged_state(manifests, store, sync.kept_api)
-        targets(state, settings.limit)  # a bad --limit is refused before the store is written
-        synced = sync_manifests(store, manifests, prune_api, sync)
-        ref = StoreRef(store.store_id(), synced.revision)
-        results = _converge(ctx, state, ref, renderer, settings, saved.expected_facts() if saved else None)
-        store.record_deploys([r for result in results if (r := _record(result, synced.revision)) is not None])
-        sync_summary = {
-            "changes": [{"action": str(c.action), "kind": c.kind, "name": c.name} for c in synced.changes],
-            "writes": synced.writes,
-        }
-        store_url = store.url
+    with ConnectionPool() as pool:
+        prefetch_connections(manifests, settings, pool)
+        renderer = Renderer(options["templates"])
+        with open_store(ctx.store) as store:
+            if saved:
+                _check_saved_plan(saved, store, manifests, renderer, settings, pool)
+            sync = plan_sync(store, manifests, prune_api)
+            state = merged_state(manifests, store, sync.kept_api)
+            targets(state, settings.limit)  # a bad --limit is refused before the store is written
+            synced = sync_manifests(store, manifests, prune_api, sync)
+            ref = StoreRef(store.store_id(), synced.revision)
+            expected = saved.expected_facts() if saved else None
+            results = _converge(ctx, state, ref, renderer, settings, expected, pool)
+            store.record_deploys([r for result in results if (r := _record(result, synced.revision)) is not None])
+            sync_summary = {
+                "changes": [{"action": str(c.action), "kind": c.kind, "name": c.name} for c in synced.changes],
+                "writes": synced.writes,
+            }
+            store_url = store.url
     if ctx.output == "json":
         ctx.emit_json(apply_document(store_url, synced.revision, results, sync_summary))
     else:
@@ -194,11 +207,12 @@ def _converge(
     renderer: Renderer,
     settings: FleetSettings,
     expected: dict[str, str] | None,
+    pool: ConnectionPool,
 ) -> list[NodeResult]:
     """apply_fleet with a progress bar on a terminal, else one line per access node as it ends."""
     total = len(targets(state, settings.limit))
     if ctx.output == "json":
-        return apply_fleet(state, ref, renderer, settings, expected)
+        return apply_fleet(state, ref, renderer, settings, expected, pool=pool)
     if not ctx.out.is_terminal:
         return apply_fleet(
             state,
@@ -207,6 +221,7 @@ def _converge(
             settings,
             expected,
             lambda r: ctx.out.print(result_line(r), highlight=False, soft_wrap=True),
+            pool=pool,
         )
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -218,7 +233,7 @@ def _converge(
             progress.console.print(result_line(result), highlight=False, soft_wrap=True)
             progress.advance(task)
 
-        return apply_fleet(state, ref, renderer, settings, expected, done)
+        return apply_fleet(state, ref, renderer, settings, expected, done, pool=pool)
 
 
 def _record(result: NodeResult, revision: int) -> DeployRecord | None:
@@ -233,7 +248,12 @@ def _record(result: NodeResult, revision: int) -> DeployRecord | None:
 
 
 def _check_saved_plan(
-    saved: SavedPlan, store: Store, manifests: DesiredState, renderer: Renderer, settings: FleetSettings
+    saved: SavedPlan,
+    store: Store,
+    manifests: DesiredState,
+    renderer: Renderer,
+    settings: FleetSettings,
+    pool: ConnectionPool,
 ) -> None:
     """Refuse the saved plan before anything changes when the store or a node moved since."""
     if store.store_id() != saved.store_id:
@@ -246,7 +266,7 @@ def _check_saved_plan(
     state = merged_state(manifests, store, sync.kept_api)
     ref = StoreRef(saved.store_id, saved.store_revision + (1 if sync.changes else 0))
     moved = []
-    for result in plan_fleet(state, ref, renderer, settings):
+    for result in plan_fleet(state, ref, renderer, settings, pool=pool):
         expected = saved.nodes.get(result.access_node)
         if result.plan is None:
             moved.append(f"{result.access_node}: {result.error}")

@@ -1,8 +1,9 @@
 """The shell side of apply: what runs on an access node, as scripts built here (pure functions).
 
-A changing apply sends one script (``steps_script(Deploy(...).steps())``) with the release as a tar stream on its
-stdin, and reads one answer: every step of SPEC.md §2 from staging to the marker in a single
-round trip, each step run only when the previous one succeeded::
+A changing apply sends one script (``steps_script(Deploy(...).steps())``) with the release
+as a gzip-compressed tar stream on its stdin, and reads one answer: every step of SPEC.md §2
+from staging to the marker in a single round trip, each step run only when the previous one
+succeeded::
 
     stage → prune → switch → test → size → reload → verify → marker
 
@@ -147,7 +148,7 @@ class Deploy:
         return {
             # umask 022 with --no-same-permissions: files 0644, directories 0755 (a+rX), no chmod -R
             "stage": (
-                f"umask 022; mkdir -p -- {q} && tar -x --no-same-owner --no-same-permissions -C {q} -f - "
+                f"umask 022; mkdir -p -- {q} && tar -xz --no-same-owner --no-same-permissions -C {q} -f - "
                 f"|| {{ rc=$?; rm -rf -- {q}; exit $rc; }}"
             ),
             "prune": prune_script(self.layout),

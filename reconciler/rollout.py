@@ -9,8 +9,9 @@ Transports share one SSH connection pool for the run; every node gets its own th
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from reconciler.plan import NodePlan, StoreRef, node_model, plan_node
 from reconciler.render import Health, RenderedAccessNode, Renderer
 from reconciler.store import Store
 from reconciler.store.base import ObjectKey
-from reconciler.transport import ConnectionPool, Transport, open_transport
+from reconciler.transport import ConnectionPool, Transport, open_transport, prefetch
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,29 @@ def targets(state: DesiredState, limit: Iterable[str]) -> list[AccessNode]:
     return [state.access_nodes[n] for n in sorted(state.access_nodes) if not wanted or n in wanted]
 
 
+def prefetch_connections(state: DesiredState, settings: FleetSettings, pool: ConnectionPool) -> None:
+    """Start connecting to the targeted access nodes of ``state`` now (see ``transport.prefetch``),
+    so that key exchanges overlap the store sync and rendering. Unknown ``--limit`` names are
+    left for ``targets`` to refuse."""
+    wanted = set(settings.limit)
+    nodes = [node for name, node in sorted(state.access_nodes.items()) if not wanted or name in wanted]
+    prefetch(
+        nodes,
+        pool,
+        known_hosts=settings.known_hosts,
+        accept_new_host_keys=settings.accept_new_host_keys,
+        connect_timeout=settings.connect_timeout,
+        workers=settings.forks,
+    )
+
+
+@contextmanager
+def _pool(pool: ConnectionPool | None) -> Iterator[ConnectionPool]:
+    """The caller's pool (the caller closes it), or one for this call."""
+    with nullcontext(pool) if pool is not None else ConnectionPool() as opened:
+        yield opened
+
+
 def _open(node: AccessNode, settings: FleetSettings, pool: ConnectionPool) -> Transport:
     return open_transport(
         node,
@@ -84,11 +108,12 @@ def plan_fleet(
     renderer: Renderer,
     settings: FleetSettings,
     on_result: Callable[[NodePlanResult], None] | None = None,
+    pool: ConnectionPool | None = None,
 ) -> list[NodePlanResult]:
     """Observe and plan every targeted access node (read only)."""
     nodes = targets(state, settings.limit)
     manifests: dict[str, dict[str, Any]] = {}  # each upstream's manifest form, once per run
-    with ConnectionPool() as pool:
+    with _pool(pool) as pool:
 
         def one(node: AccessNode) -> NodePlanResult:
             try:
@@ -127,37 +152,34 @@ def apply_fleet(
     expected_facts: dict[str, str] | None = None,
     on_result: Callable[[NodeResult], None] | None = None,
     health: Health | None = None,
+    pool: ConnectionPool | None = None,
 ) -> list[NodeResult]:
     """Converge every targeted access node; results in the order of the nodes' names.
 
     ``health``: upstream -> backend hostname -> up, for the selection (``converge``); none: all up.
+    ``pool``: the caller's connections (``prefetch_connections``); none: this call's own.
     """
     nodes = targets(state, settings.limit)
-    rendered: dict[str, RenderedAccessNode | ObreconcileError] = {}
-    for node in nodes:
-        try:
-            rendered[node.name] = renderer.render_access_node(state, node, health)
-        except ObreconcileError as e:
-            rendered[node.name] = e
     batches = (
         [nodes[i : i + settings.serial] for i in range(0, len(nodes), settings.serial)] if settings.serial else [nodes]
     )
+    rendered: dict[str, Future[RenderedAccessNode]] = {node.name: Future() for node in nodes}
     results: dict[str, NodeResult] = {}
     manifests: dict[str, dict[str, Any]] = {}  # each upstream's manifest form, once per run
-    with ConnectionPool() as pool, ThreadPoolExecutor(max_workers=max(1, settings.forks)) as executor:
+    with _pool(pool) as pool, ThreadPoolExecutor(max_workers=max(1, settings.forks)) as executor:
 
         def one(node: AccessNode) -> NodeResult:
-            files = rendered[node.name]
-            if isinstance(files, ObreconcileError):
-                result = NodeResult(node.name, "failed", step="render", error=str(files))
-            else:
-                result = _apply_one(node, files, state, store, settings, pool, expected_facts, manifests)
+            result = _apply_one(node, rendered[node.name], state, store, settings, pool, expected_facts, manifests)
             if on_result is not None:
                 on_result(result)
             return result
 
-        for batch in batches:
-            for result in executor.map(one, batch):
+        for index, batch in enumerate(batches):
+            running = [executor.submit(one, node) for node in batch]
+            if index == 0:  # while the first batch connects, locks and observes
+                _render(renderer, state, nodes, health, rendered)
+            for future in running:
+                result = future.result()
                 results[result.access_node] = result
             if settings.serial and not all(r.ok for r in results.values()):
                 break
@@ -170,9 +192,29 @@ def apply_fleet(
     return [results[n.name] for n in nodes]
 
 
+def _render(
+    renderer: Renderer,
+    state: DesiredState,
+    nodes: Sequence[AccessNode],
+    health: Health | None,
+    into: Mapping[str, Future[RenderedAccessNode]],
+) -> None:
+    try:
+        for node in nodes:
+            try:
+                into[node.name].set_result(renderer.render_access_node(state, node, health))
+            except ObreconcileError as e:
+                into[node.name].set_exception(e)
+    except BaseException as e:  # a bug (or ^C): no worker may wait for its files forever
+        for future in into.values():
+            if not future.done():
+                future.set_exception(e)
+        raise
+
+
 def _apply_one(
     node: AccessNode,
-    rendered: RenderedAccessNode,
+    rendered: Future[RenderedAccessNode],
     state: DesiredState,
     store: StoreRef,
     settings: FleetSettings,

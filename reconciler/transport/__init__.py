@@ -8,12 +8,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from reconciler.transport.lazy_invoke import defer_invoke_import
 
 defer_invoke_import()  # before anything imports paramiko (see lazy_invoke)
 
+from reconciler.errors import ObreconcileError  # noqa: E402
 from reconciler.manifest.model import AccessNode  # noqa: E402
 from reconciler.transport.base import DEFAULT_COMMAND_TIMEOUT, CommandResult, Transport  # noqa: E402
 from reconciler.transport.connect import ConnectionPool, SSHSettings, resolve_target  # noqa: E402
@@ -28,6 +30,7 @@ __all__ = [
     "SSHTransport",
     "Transport",
     "open_transport",
+    "prefetch",
 ]
 
 
@@ -74,3 +77,33 @@ def open_transport(
         pool=pool,
     )
     return transport.connect()
+
+
+def prefetch(
+    access_nodes: Iterable[AccessNode],
+    pool: ConnectionPool,
+    *,
+    known_hosts: Path | None = None,
+    accept_new_host_keys: bool = False,
+    connect_timeout: float = 10.0,
+    workers: int = 10,
+) -> None:
+    """Start the SSH connections of ``access_nodes`` in ``pool`` now, in the background.
+
+    Each key exchange mostly waits for the server: started before loading and rendering,
+    it is done by the time ``open_transport(..., pool=pool)`` asks for it. Takes the same
+    settings as ``open_transport``; a node whose settings are wrong (a missing identity file)
+    is skipped here and reported by ``open_transport``.
+    """
+    settings = SSHSettings(
+        known_hosts=known_hosts, accept_new_host_keys=accept_new_host_keys, connect_timeout=connect_timeout
+    )
+    targets = []
+    for node in access_nodes:
+        if node.connection.type != "ssh":
+            continue
+        try:
+            targets.append((resolve_target(node.connection, settings), settings))
+        except ObreconcileError:
+            continue
+    pool.prefetch(targets, workers)

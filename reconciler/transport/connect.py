@@ -13,6 +13,8 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -269,17 +271,41 @@ class ConnectionPool:
     """SSH connections reused within a run, keyed by (host, port, user); the caller closes it.
 
     Safe to share between threads: each key connects once (a dead connection is replaced on
-    the next request). ``connects`` counts the connections set up (for tests and benchmarks).
+    the next request). ``prefetch`` starts connections in the background so that their key
+    exchanges overlap whatever the caller does next (loading, rendering): ``client`` then waits
+    for the one it needs. ``connects`` counts the connections set up (for tests and benchmarks).
     """
 
     def __init__(self) -> None:
         self._clients: dict[tuple[str, int, str], paramiko.SSHClient] = {}
         self._locks: dict[tuple[str, int, str], threading.Lock] = {}
+        self._pending: dict[tuple[str, int, str], Future[paramiko.SSHClient]] = {}
         self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
         self.connects = 0
+
+    def prefetch(self, targets: Iterable[tuple[SSHTarget, SSHSettings]], workers: int = 10) -> None:
+        """Start connecting to ``targets`` now, ``workers`` at a time, without waiting.
+
+        A setup error is kept for the first ``client`` call of that target, which raises it
+        (instead of trying again: retries already happened in the background).
+        """
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="obr-connect")
+            for target, settings in targets:
+                if target.key not in self._pending and target.key not in self._clients:
+                    self._pending[target.key] = self._executor.submit(self._setup, target, settings, False)
 
     def client(self, target: SSHTarget, settings: SSHSettings, *, renew: bool = False) -> paramiko.SSHClient:
         """The live connection for ``target``, set up if there is none (or ``renew``)."""
+        with self._lock:
+            pending = self._pending.pop(target.key, None)
+        if pending is not None and not renew:
+            return pending.result()  # its setup error, if any, is raised here once
+        return self._setup(target, settings, renew)
+
+    def _setup(self, target: SSHTarget, settings: SSHSettings, renew: bool) -> paramiko.SSHClient:
         with self._lock:
             key_lock = self._locks.setdefault(target.key, threading.Lock())
         with key_lock:
@@ -295,7 +321,11 @@ class ConnectionPool:
             return client
 
     def close(self) -> None:
-        """Close every connection; the pool can be used again afterwards."""
+        """Close every connection (after the prefetches still running); the pool can be used again."""
+        with self._lock:
+            executor, self._executor, self._pending = self._executor, None, {}
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             clients, self._clients = list(self._clients.values()), {}
         for client in clients:

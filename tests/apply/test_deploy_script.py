@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import tarfile
 import threading
@@ -57,7 +58,7 @@ def test_a_deploy_stages_switches_tests_reloads_verifies_and_marks(tmp_path: Pat
     log.write_text("old [emerg] from before the reload is ignored\n")
     deploy = Deploy(layout, release, "true", f"echo reloaded >> {log}", str(log), REVISION, f"echo {REVISION}", 2)
     files = {"http/a.conf": b"a", ".obreconcile/marker.json": b"staged", ".obreconcile/marker.json.deployed": b"done"}
-    ran = run_steps(deploy.steps(), tar_of(files))
+    ran = run_steps(deploy.steps(), gzip.compress(tar_of(files)))
     assert list(ran) == ["stage", "prune", "switch", "test", "size", "reload", "verify", "marker"]
     assert all(code == 0 for code, _, _ in ran.values())
     assert Path(layout.config_dir).resolve() == Path(release)
@@ -70,7 +71,7 @@ def test_a_failing_test_stops_before_the_reload(tmp_path: Path) -> None:
     deploy = Deploy(
         layout, layout.release("r1"), "echo bad >&2; exit 1", "touch reloaded", "/nonexistent", REVISION, None, 1
     )
-    ran = run_steps(deploy.steps(), tar_of({"a.conf": b"a"}))
+    ran = run_steps(deploy.steps(), gzip.compress(tar_of({"a.conf": b"a"})))
     assert list(ran)[-1] == "test" and ran["test"] == (1, b"", b"bad\n")
     assert not (tmp_path / "reloaded").exists()
 

@@ -294,3 +294,28 @@ def test_the_ssh_socket_acknowledges_at_once_after_every_read() -> None:
                 peer.sendall(b"x")
                 assert sock.recv(1) == b"x"
                 assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK) == 1
+
+
+def test_prefetch_connects_in_the_background_and_open_transport_takes_that_connection(sshd_factory: Factory) -> None:
+    from reconciler.transport import prefetch
+
+    sshd = sshd_factory()
+    with ConnectionPool() as pool:
+        prefetch([sshd.access_node(), local_node()], pool, known_hosts=sshd.known_hosts)
+        transport = ssh_transport(sshd, pool=pool)
+        assert transport.run("echo ok").stdout == b"ok\n"
+        assert pool.connects == 1 and sshd.connections() == 1
+
+
+def test_a_prefetch_that_failed_is_reported_by_open_transport_without_trying_again() -> None:
+    from reconciler.transport import prefetch
+
+    node = AccessNode(name="down", owner="ops", connection=Connection("ssh", "127.0.0.1", free_port(), "root"))
+    with ConnectionPool() as pool:
+        prefetch([node], pool, known_hosts=Path("/nonexistent/known_hosts"), connect_timeout=1)
+        with pytest.raises(UnreachableError, match="after 3 attempts"):
+            open_transport(node, pool=pool, known_hosts=Path("/nonexistent/known_hosts"), allow_agent=False)
+        assert pool.connects == 0
+        # a later request is connection setup again (the failure was reported once)
+        with pytest.raises(UnreachableError):
+            open_transport(node, pool=pool, connect_retries=0, allow_agent=False)
