@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # aiohttp and the controller are imported by the commands tha
     from aiohttp import web
 
     from reconciler.controller import Controller
+    from reconciler.resolve import Resolver
 
 log = logging.getLogger("obreconcile.serve")
 
@@ -267,12 +268,14 @@ def converge_command(ctx: Context, /, limit: tuple[str, ...], **options: Any) ->
     with open_store(ctx.store) as store:
         snapshot = store.snapshot()
         state = snapshot.desired_state()
-        health, flipped = asyncio.run(_check_once(store, state))
+        renderer.resolver.remember(store.known_addresses())
+        health, flipped = asyncio.run(_check_once(store, state, renderer.resolver))
         ref = StoreRef(store.store_id(), snapshot.revision)
         echo = (
             None if ctx.output == "json" else (lambda r: ctx.out.print(result_line(r), highlight=False, soft_wrap=True))
         )
         results = apply_fleet(state, ref, renderer, settings, on_result=echo, health=health)
+        store.record_addresses(renderer.resolver.learned())
         for result in results:
             if result.status != "skipped":
                 digests = {f.path: f.new_digest or "" for f in result.plan.files} if result.plan and result.ok else {}
@@ -296,12 +299,12 @@ def converge_command(ctx: Context, /, limit: tuple[str, ...], **options: Any) ->
         sys.exit(1)
 
 
-async def _check_once(store: Store, state: Any) -> tuple[dict[str, dict[str, bool]], int]:
+async def _check_once(store: Store, state: Any, resolver: Resolver) -> tuple[dict[str, dict[str, bool]], int]:
     """Every check run once, counted into the stored rise/fall state (which is saved back)."""
     from reconciler.health.monitor import Monitor
     from reconciler.health.probe import Prober
 
-    async with Prober() as prober:
+    async with Prober(resolver=resolver) as prober:
         monitor = Monitor(prober, lambda upstream: None)
         monitor.load(await asyncio.to_thread(store.health_records))
         flipped = await monitor.run_once(state)

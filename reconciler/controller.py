@@ -176,6 +176,7 @@ class Controller:
         self.master_since = time.time()
         self.store_id = await self._call(self.store.store_id)
         records = await self._call(self.store.health_records)
+        self.renderer.resolver.remember(await self._call(self.store.known_addresses))
         self.state = None
         self.monitor = Monitor(self._prober, self._health_changed, self.telemetry)
         self.monitor.load(records)
@@ -287,6 +288,10 @@ class Controller:
             " (drift check)" if drift else "",
         )
         jobs = await asyncio.to_thread(self._jobs, state, health, since, drift)
+        learned = self.renderer.resolver.learned()
+        if learned:  # so that a name that stops resolving keeps them after a restart too
+            with contextlib.suppress(ObreconcileError):
+                await self._call(self.store.record_addresses, learned)
         for name in set(self.workers) - set(jobs):
             await self.workers.pop(name).stop()
             with contextlib.suppress(KeyError):
@@ -348,7 +353,7 @@ class Controller:
     # running ----------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then shut down cleanly (see ``shutdown``)."""
-        async with Prober(self.settings.check_concurrency) as prober:
+        async with Prober(self.settings.check_concurrency, self.renderer.resolver) as prober:
             self._prober = prober
             tasks = [
                 asyncio.create_task(self._supervised(name, loop), name=name)

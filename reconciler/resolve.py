@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,14 @@ class Resolution:
 class Resolver(Protocol):
     def resolve(self, host: str) -> Resolution:
         """The addresses of ``host`` (a DNS name; IP literals never reach a resolver)."""
+        ...
+
+    def remember(self, addresses: Mapping[str, Sequence[str]]) -> None:
+        """Take these as the last known addresses of names not looked up yet (from the store)."""
+        ...
+
+    def learned(self) -> dict[str, tuple[str, ...]]:
+        """Names whose addresses are new or changed since the last call: to record in the store."""
         ...
 
 
@@ -61,15 +70,34 @@ class SystemResolver:
     """The system's resolver (``getaddrinfo``), with a cache and the last known addresses.
 
     Answers are kept for ``ttl`` seconds, so that a render of many upstreams sharing a name
-    looks it up once; a name that stops resolving keeps the addresses it last had (for the
-    life of this object).
+    looks it up once; a name that stops resolving keeps the addresses it last had. Those
+    start from ``last_known`` (the store's, so that they outlive this process), and
+    ``learned()`` gives what changed since, to be recorded back. One object may serve the
+    renderer (in a thread) and the health checks at once: its tables are under a lock.
     """
 
-    def __init__(self, ttl: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        ttl: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        last_known: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
         self.ttl = ttl
         self._clock = clock
         self._cache: dict[str, tuple[float, Resolution]] = {}
-        self._last_known: dict[str, tuple[str, ...]] = {}
+        self._last_known: dict[str, tuple[str, ...]] = {h: tuple(a) for h, a in (last_known or {}).items()}
+        self._learned: dict[str, tuple[str, ...]] = {}
+        self._lock = threading.Lock()
+
+    def remember(self, addresses: Mapping[str, Sequence[str]]) -> None:
+        with self._lock:
+            for host, found in addresses.items():
+                self._last_known.setdefault(host, tuple(found))
+
+    def learned(self) -> dict[str, tuple[str, ...]]:
+        with self._lock:
+            learned, self._learned = self._learned, {}
+        return learned
 
     def resolve(self, host: str) -> Resolution:
         now = self._clock()
@@ -91,7 +119,9 @@ class SystemResolver:
         addresses = sorted_addresses([str(info[4][0]).partition("%")[0] for info in infos])
         if not addresses:
             return Resolution(self._last_known.get(host, ()), "does not resolve: no address")
-        self._last_known[host] = addresses
+        with self._lock:
+            if self._last_known.get(host) != addresses:
+                self._last_known[host] = self._learned[host] = addresses
         return Resolution(addresses)
 
 
@@ -104,6 +134,12 @@ class StaticResolver:
     def __init__(self, table: Mapping[str, Sequence[str]], default: Sequence[str] | None = None) -> None:
         self._table = {host.lower(): sorted_addresses(addresses) for host, addresses in table.items()}
         self._default = sorted_addresses(default) if default is not None else None
+
+    def remember(self, addresses: Mapping[str, Sequence[str]]) -> None:
+        """A fixed table learns nothing."""
+
+    def learned(self) -> dict[str, tuple[str, ...]]:
+        return {}
 
     def resolve(self, host: str) -> Resolution:
         addresses = self._table.get(host.lower(), self._default)

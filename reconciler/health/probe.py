@@ -3,7 +3,8 @@
 tcp and plain http probes run as socket state machines (``reconciler/health/sockets.py``): no
 task, future or transport is made per probe, since at 5,000 checks a second the coroutine
 machinery cost more CPU than the checks themselves (docs/serve.md, *Figures*). Backend names
-are resolved in a task (cached 30 s, as aiohttp's resolver does); https goes through aiohttp
+are resolved in a thread by the renderer's resolver (cached 30 s; a name that stops resolving
+is checked at its last known address, the one nginx is given); https goes through aiohttp
 (TLS, certificate verification), in a task.
 
 Every probe runs under the prober's concurrency bound (later ones wait in a queue) and its own
@@ -23,7 +24,7 @@ import aiohttp
 
 from reconciler.health.checks import CheckSpec, Outcome, Target
 from reconciler.health.sockets import Done, SocketProbes, reason
-from reconciler.resolve import ip_literal
+from reconciler.resolve import Resolver, SystemResolver, ip_literal
 
 _RESOLVED_FOR = 30  # seconds a resolved backend name is reused (aiohttp's ttl_dns_cache)
 
@@ -31,8 +32,9 @@ _RESOLVED_FOR = 30  # seconds a resolved backend name is reused (aiohttp's ttl_d
 class Prober:
     """Runs probes with bounded concurrency; use ``async with Prober(...)`` on the serving loop."""
 
-    def __init__(self, concurrency: int = 1000) -> None:
+    def __init__(self, concurrency: int = 1000, resolver: Resolver | None = None) -> None:
         self.concurrency = concurrency
+        self.resolver: Resolver = resolver if resolver is not None else SystemResolver()
         self.running = 0
         self._waiting: collections.deque[tuple[CheckSpec, Target, Done]] = collections.deque()
         self._sockets: SocketProbes | None = None
@@ -120,19 +122,24 @@ class Prober:
         task.add_done_callback(self._tasks.discard)
 
     async def _resolve_and_connect(self, spec: CheckSpec, target: Target, done: Done, started: float) -> None:
+        """Resolve a backend name with the renderer's resolver (same cache, same last known
+        addresses: a name that stops resolving is still checked at the address it is rendered
+        with), then probe it."""
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(spec.timeout):
-                infos = await loop.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+                resolution = await asyncio.to_thread(self.resolver.resolve, target.host)
         except TimeoutError:
             self._end(done, Outcome(False, f"no answer within {spec.timeout:g}s", loop.time() - started))
             return
-        except OSError as e:
-            self._end(done, Outcome(False, _reason(e), loop.time() - started))
+        if not resolution.addresses:
+            self._end(done, Outcome(False, resolution.error or "does not resolve", loop.time() - started))
             return
-        family, address = infos[0][0], (str(infos[0][4][0]), int(infos[0][4][1]))
-        self._resolved[(target.host, target.port)] = (loop.time() + _RESOLVED_FOR, family, address)
-        self._connect(spec, target, family, address, done, started)
+        address = resolution.addresses[0]
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        if not resolution.error:  # a last known address is asked for again next time
+            self._resolved[(target.host, target.port)] = (loop.time() + _RESOLVED_FOR, family, (address, target.port))
+        self._connect(spec, target, family, (address, target.port), done, started)
 
     async def _https(self, spec: CheckSpec, target: Target, done: Done, started: float) -> None:
         loop = asyncio.get_running_loop()

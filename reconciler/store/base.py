@@ -366,6 +366,16 @@ class Store(TokenStore):
     @abstractmethod
     def health_records(self) -> dict[tuple[str, str, str], HealthRecord]: ...
 
+    # last known addresses ---------------------------------------------------------------------
+    @abstractmethod
+    def record_addresses(self, addresses: Mapping[str, Sequence[str]]) -> None:
+        """Remember what each backend name last resolved to (SPEC.md §2: a name that stops
+        resolving keeps its last known address, also in the next CLI run or on a new master)."""
+
+    @abstractmethod
+    def known_addresses(self) -> dict[str, tuple[str, ...]]:
+        """Backend name -> the addresses it last resolved to."""
+
     # locks ----------------------------------------------------------------------------------
     @abstractmethod
     def acquire_lock(self, name: str, holder: str, ttl: int) -> Lock | None:

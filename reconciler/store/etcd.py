@@ -22,7 +22,7 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import requests
@@ -347,6 +347,23 @@ class EtcdStore(EtcdTokens, Store):
     def health_records(self) -> dict[tuple[str, str, str], HealthRecord]:
         records = [HealthRecord.from_dict(v) for v, _ in self._range_all(self._k("health/"))]
         return {r.key: r for r in records}
+
+    # last known addresses ---------------------------------------------------------------------
+    def record_addresses(self, addresses: Mapping[str, Sequence[str]]) -> None:
+        now = time.time()
+        puts = [
+            req.put(self._k("address", host), {"addresses": list(found), "at": now})
+            for host, found in addresses.items()
+        ]
+        for chunk in req.chunks(puts, lambda _: 300, MAX_TXN_OPS):
+            self._txn([], chunk)
+
+    def known_addresses(self) -> dict[str, tuple[str, ...]]:
+        start = len(self._k("address", ""))
+        return {
+            meta["key"].decode()[start:]: tuple(value["addresses"])
+            for value, meta in self._range_all(self._k("address/"))
+        }
 
     # locks ----------------------------------------------------------------------------------
     def acquire_lock(self, name: str, holder: str, ttl: int) -> Lock | None:

@@ -20,7 +20,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -75,6 +75,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (  # 3 -> 4: API tokens, as sha256 hashes only (reconciler/store/tokens.py)
         """CREATE TABLE tokens (hash TEXT PRIMARY KEY, user TEXT NOT NULL, expires REAL NOT NULL,
             created REAL NOT NULL) WITHOUT ROWID""",
+    ),
+    (  # 4 -> 5: the addresses backend names last resolved to (kept when a name stops resolving)
+        "CREATE TABLE addresses (host TEXT PRIMARY KEY, addresses TEXT NOT NULL, at REAL NOT NULL) WITHOUT ROWID",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -312,6 +315,22 @@ class SqliteStore(Store):
             rows = self._db.execute("SELECT record FROM health").fetchall()
         records = [HealthRecord.from_dict(json.loads(r[0])) for r in rows]
         return {r.key: r for r in records}
+
+    # last known addresses ---------------------------------------------------------------------
+    def record_addresses(self, addresses: Mapping[str, Sequence[str]]) -> None:
+        if not addresses:
+            return
+        now = time.time()
+        with self._write() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO addresses VALUES (?, ?, ?)",
+                [(host, json.dumps(list(found)), now) for host, found in addresses.items()],
+            )
+
+    def known_addresses(self) -> dict[str, tuple[str, ...]]:
+        with self._mutex, self._errors():
+            rows = self._db.execute("SELECT host, addresses FROM addresses").fetchall()
+        return {str(host): tuple(json.loads(found)) for host, found in rows}
 
     # locks ----------------------------------------------------------------------------------
     def acquire_lock(self, name: str, holder: str, ttl: int) -> Lock | None:

@@ -78,3 +78,30 @@ def test_a_failing_node_is_retried_with_backoff_without_holding_back_the_others(
     broken.write_conf()
     wait_for(lambda: role(broken, "web", backends[0].hostname) == "down", 12, "the retry converged it")
     assert "retrying in 2.0s" in controller.tail(200)
+
+
+def test_a_name_that_stops_resolving_keeps_the_address_in_the_store(
+    fleet: Fleet, backends: list[Backend], tmp_path: Path
+) -> None:
+    """SPEC.md §2: a name that does not resolve keeps its last known address, also in a new
+    process: converge renders (and checks) it at the address an earlier run recorded."""
+    gone = f"app-gone.invalid:{backends[1].port}"  # .invalid never resolves (RFC 6761)
+    manifests = write_manifests(
+        fleet,
+        tmp_path / "m",
+        {"web": {"checks": ["fast"], "nodes": [{"hostname": backends[0].hostname}, {"hostname": gone}]}},
+    )
+    apply(fleet, manifests)
+    first = fleet.cli("converge")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert all(role(n, "web", gone) is None for n in fleet.nodes)  # never resolved: left out, reported
+    assert "app-gone.invalid" in first.stdout + first.stderr
+
+    with open_store(fleet.store) as store:
+        store.record_addresses({"app-gone.invalid": ["127.0.0.1"]})  # as a run before the DNS outage learned
+    second = fleet.cli("converge")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert json.loads(second.stdout)["health"]["backends"]["web"][gone] is True  # checked at that address
+    for node in fleet.nodes:
+        assert f"server 127.0.0.1:{backends[1].port} " in node.live_files()["http/web.conf"]
+        assert role(node, "web", gone) == "enabled"

@@ -6,7 +6,7 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 import pytest
 
@@ -22,6 +22,7 @@ from reconciler.health.checks import (
 )
 from reconciler.health.probe import Prober
 from reconciler.manifest.model import Check, DesiredState, Listen, Upstream
+from reconciler.resolve import Resolution
 from tests.services.backends import HttpBackend
 
 
@@ -249,3 +250,29 @@ def test_an_http_check_answers_at_once_when_the_server_keeps_the_connection() ->
     assert (passed, detail) == (False, "status 503")
     assert took < 0.3
     assert len(seen) == 1 and isinstance(seen[0], float) and 0.3 <= seen[0] <= 0.8, seen
+
+
+class _OutageResolver:
+    """DNS is down: one name still has its last known address, the other never had one."""
+
+    def resolve(self, host: str) -> Resolution:
+        known = ("127.0.0.1",) if host == "known.invalid" else ()
+        return Resolution(known, "does not resolve: [Errno -2] Name or service not known")
+
+    def remember(self, addresses: Mapping[str, Sequence[str]]) -> None: ...
+
+    def learned(self) -> dict[str, tuple[str, ...]]:
+        return {}
+
+
+def test_a_name_that_does_not_resolve_is_checked_at_its_last_known_address() -> None:
+    async def scenario(port: int) -> list[tuple[bool, str]]:
+        async with Prober(10, _OutageResolver()) as prober:
+            spec = CheckSpec("h", "http", timeout=2)
+            outcomes = [await prober.probe(spec, Target(host, port)) for host in ("known.invalid", "never.invalid")]
+        return [(o.passed, o.detail) for o in outcomes]
+
+    with HttpBackend("b") as backend:
+        known, never = asyncio.run(scenario(backend.port))
+    assert known == (True, "")
+    assert never == (False, "does not resolve: [Errno -2] Name or service not known")

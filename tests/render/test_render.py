@@ -177,6 +177,24 @@ def test_system_resolver_keeps_the_last_known_address(monkeypatch: pytest.Monkey
     assert any("keeps its last known address" in w for w in node.warnings)
 
 
+def test_last_known_addresses_come_from_before_and_changes_are_learned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new process (a CLI run) seeded with the store's addresses keeps them for a dead name."""
+    answers: dict[str, Any] = {"new.internal": [(socket.AF_INET, 1, 6, "", ("10.2.2.2", 0))]}
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: answers[host] if host in answers else _nxdomain())
+    resolver = SystemResolver(last_known={"old.internal": ["10.1.1.1"], "new.internal": ["10.9.9.9"]})
+    kept = resolver.resolve("old.internal")
+    assert kept.addresses == ("10.1.1.1",) and "does not resolve" in kept.error
+    assert resolver.resolve("new.internal") == Resolution(("10.2.2.2",))
+    nowhere = resolver.resolve("nowhere.internal")
+    assert nowhere.addresses == () and "does not resolve" in nowhere.error
+    assert resolver.learned() == {"new.internal": ("10.2.2.2",)}  # only what changed
+    assert resolver.learned() == {}
+
+
+def _nxdomain() -> Any:
+    raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+
 def test_system_resolver_never_looks_up_ip_literals(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: pytest.fail("looked up"))
     assert SystemResolver().resolve("2001:db8::1") == Resolution(("2001:db8::1",))

@@ -270,3 +270,13 @@ def test_record_deploys_writes_every_record_and_moves_no_revision(store: Store) 
     assert store.revision() == revision
     store.record_deploys([DeployRecord("lb3:80", revision, {}, "failed", "nginx -t refused", when=3.0)])
     assert store.deploy_records()["lb3:80"].result == "failed" and len(store.deploy_records()) == 150
+
+
+def test_last_known_addresses_are_kept_and_replaced(open_handle: Callable[[], Store]) -> None:
+    first, second = open_handle(), open_handle()
+    assert second.known_addresses() == {}
+    first.record_addresses({"app1.internal": ("10.0.0.1", "10.0.0.2"), "db.internal": ("fd00::5",)})
+    first.record_addresses({})
+    assert second.known_addresses() == {"app1.internal": ("10.0.0.1", "10.0.0.2"), "db.internal": ("fd00::5",)}
+    second.record_addresses({"app1.internal": ("10.0.0.3",)})
+    assert first.known_addresses() == {"app1.internal": ("10.0.0.3",), "db.internal": ("fd00::5",)}
