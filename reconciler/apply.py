@@ -43,7 +43,7 @@ from reconciler.deploy_script import (
     Deploy,
     lock_command,
     parse_steps,
-    probe_command,
+    probe_function,
     steps_script,
     switch_script,
     verify_outcome,
@@ -245,7 +245,7 @@ def _deploy(
         node.nginx.reload_command,
         node.nginx.error_log,
         rendered.revision,
-        probe_command(probe_address(node), facts.probe_tool) if _can_probe(facts, rendered.files) else None,
+        probe_function(probe_address(node), facts.probe_tool) if _can_probe(facts, rendered.files) else None,
         settings.verify_timeout,
     )
     commands = deploy.steps()
@@ -367,7 +367,7 @@ def _roll_back(
     """Link the previous release again, reload it and verify it; say how that went (one round trip)."""
     try:
         old = facts.marker.revision if facts.marker and previous else None
-        probe = probe_command(probe_address(node), facts.probe_tool) if _can_probe(facts, facts.files) else None
+        probe = probe_function(probe_address(node), facts.probe_tool) if _can_probe(facts, facts.files) else None
         log = shlex.quote(node.nginx.error_log)
         commands = {
             "switch": switch_script(layout, previous) if previous else f"rm -f -- {shlex.quote(layout.config_dir)}",

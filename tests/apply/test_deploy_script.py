@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import gzip
+import http.server
 import io
+import socket
+import subprocess
 import tarfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +17,9 @@ import pytest
 from reconciler.apply import NodeLock
 from reconciler.deploy_script import (
     Deploy,
+    command_probe,
     parse_steps,
+    probe_function,
     steps_script,
     verify_outcome,
     verify_script,
@@ -56,7 +62,8 @@ def test_a_deploy_stages_switches_tests_reloads_verifies_and_marks(tmp_path: Pat
     release = layout.release("r1")
     log = tmp_path / "error.log"
     log.write_text("old [emerg] from before the reload is ignored\n")
-    deploy = Deploy(layout, release, "true", f"echo reloaded >> {log}", str(log), REVISION, f"echo {REVISION}", 2)
+    probe = command_probe(f"echo {REVISION}")
+    deploy = Deploy(layout, release, "true", f"echo reloaded >> {log}", str(log), REVISION, probe, 2)
     files = {"http/a.conf": b"a", ".obreconcile/marker.json": b"staged", ".obreconcile/marker.json.deployed": b"done"}
     ran = run_steps(deploy.steps(), gzip.compress(tar_of(files)))
     assert list(ran) == ["stage", "prune", "switch", "test", "size", "reload", "verify", "marker"]
@@ -89,7 +96,8 @@ def verify(tmp_path: Path, probe: str | None, log_lines: str = "", timeout: floa
     log.write_text("before\n")
     size = log.stat().st_size
     log.write_text("before\n" + log_lines)
-    script = f"size={size}\n" + verify_script(REVISION, probe, str(log), "$size", timeout)
+    probe_definition = command_probe(probe) if probe is not None else None
+    script = f"size={size}\n" + verify_script(REVISION, probe_definition, str(log), "$size", timeout)
     result = LocalTransport().run(script)
     return verify_outcome(result, REVISION, probe is not None, timeout)
 
@@ -159,3 +167,51 @@ def test_verify_waits_for_nginx_to_hand_over_from_the_old_workers(tmp_path: Path
     assert verify(tmp_path, probe) == ""
     asked = int((tmp_path / "n").read_text()) - 1
     assert asked >= 6  # new, old (start again), then the new one alone four times
+
+
+@pytest.fixture
+def revision_server() -> Iterator[tuple[str, list[str]]]:
+    """nginx's default server as the probe sees it: the revision as a text body; its path log."""
+    paths: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            paths.append(self.path)
+            body = REVISION.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}", paths
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("shell", ["bash", "sh", "bash --posix"])
+def test_the_probe_reads_the_revision_with_bash_alone_or_with_curl(
+    shell: str, revision_server: tuple[str, list[str]]
+) -> None:
+    address, paths = revision_server
+    script = probe_function(address, "curl") + '\nobr_probe; printf "%s|" "$served"'
+    result = subprocess.run([*shell.split(), "-c", script], capture_output=True, text=True, timeout=30, check=False)
+    assert result.stdout == f"{REVISION}|" and paths == ["/.well-known/obreconcile/revision"]
+
+
+@pytest.mark.parametrize("shell", ["bash", "sh"])
+def test_the_probe_of_a_server_not_listening_answers_nothing(shell: str) -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    script = probe_function(f"127.0.0.1:{port}", "curl") + '\nobr_probe; printf "[%s] still here" "$served"'
+    result = subprocess.run([shell, "-c", script], capture_output=True, text=True, timeout=30, check=False)
+    assert result.stdout == "[] still here"
