@@ -95,6 +95,7 @@ def plan_command(
         prefetch_connections(manifests, settings, pool)
         renderer = Renderer(options["templates"])
         with open_store(ctx.store) as store:
+            renderer.resolver.remember(store.known_addresses())  # (plan records nothing back)
             sync = plan_sync(store, manifests, options["prune_api"])
             state = merged_state(manifests, store, sync.kept_api)
             ref = StoreRef(store.store_id(), sync.base_revision + (1 if sync.changes else 0))
@@ -168,6 +169,7 @@ def apply_command(
         prefetch_connections(manifests, settings, pool)
         renderer = Renderer(options["templates"])
         with open_store(ctx.store) as store:
+            renderer.resolver.remember(store.known_addresses())  # a name that stops resolving keeps them
             if saved:
                 _check_saved_plan(saved, store, manifests, renderer, settings, pool)
             sync = plan_sync(store, manifests, prune_api)
@@ -177,6 +179,7 @@ def apply_command(
             ref = StoreRef(store.store_id(), synced.revision)
             expected = saved.expected_facts() if saved else None
             results = _converge(ctx, state, ref, renderer, settings, expected, pool)
+            store.record_addresses(renderer.resolver.learned())
             store.record_deploys([r for result in results if (r := _record(result, synced.revision)) is not None])
             sync_summary = {
                 "changes": [{"action": str(c.action), "kind": c.kind, "name": c.name} for c in synced.changes],
