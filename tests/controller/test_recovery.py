@@ -84,24 +84,27 @@ def test_a_name_that_stops_resolving_keeps_the_address_in_the_store(
     fleet: Fleet, backends: list[Backend], tmp_path: Path
 ) -> None:
     """SPEC.md §2: a name that does not resolve keeps its last known address, also in a new
-    process: converge renders (and checks) it at the address an earlier run recorded."""
+    process: apply renders, and converge checks and renders, it at the address an earlier run
+    recorded in the store; apply records the names it resolved."""
     gone = f"app-gone.invalid:{backends[1].port}"  # .invalid never resolves (RFC 6761)
-    manifests = write_manifests(
-        fleet,
-        tmp_path / "m",
-        {"web": {"checks": ["fast"], "nodes": [{"hostname": backends[0].hostname}, {"hostname": gone}]}},
-    )
-    apply(fleet, manifests)
-    first = fleet.cli("converge")
+    local = f"localhost:{backends[2].port}"
+    nodes = [{"hostname": backends[0].hostname}, {"hostname": gone}, {"hostname": local}]
+    manifests = write_manifests(fleet, tmp_path / "m", {"web": {"checks": ["fast"], "nodes": nodes}})
+    first = fleet.cli("apply", manifests)
     assert first.returncode == 0, first.stdout + first.stderr
-    assert all(role(n, "web", gone) is None for n in fleet.nodes)  # never resolved: left out, reported
-    assert "app-gone.invalid" in first.stdout + first.stderr
-
+    assert "app-gone.invalid" in first.stdout + first.stderr  # reported
+    assert all(role(n, "web", gone) is None for n in fleet.nodes)  # never resolved: left out
     with open_store(fleet.store) as store:
+        assert "127.0.0.1" in store.known_addresses()["localhost"]  # what apply resolved is recorded
+        assert "app-gone.invalid" not in store.known_addresses()
         store.record_addresses({"app-gone.invalid": ["127.0.0.1"]})  # as a run before the DNS outage learned
-    second = fleet.cli("converge")
+
+    second = fleet.cli("apply", manifests)
     assert second.returncode == 0, second.stdout + second.stderr
-    assert json.loads(second.stdout)["health"]["backends"]["web"][gone] is True  # checked at that address
     for node in fleet.nodes:
         assert f"server 127.0.0.1:{backends[1].port} " in node.live_files()["http/web.conf"]
         assert role(node, "web", gone) == "enabled"
+    third = fleet.cli("converge")
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert json.loads(third.stdout)["health"]["backends"]["web"][gone] is True  # checked at that address
+    assert all(role(n, "web", gone) == "enabled" for n in fleet.nodes)
