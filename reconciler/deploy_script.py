@@ -114,15 +114,28 @@ def probe_function(address: str, tool: str | None = None) -> str:
     return f"if {in_plain_bash}; then\n{in_bash}\nelse\n{command_probe(probe_command(address, tool))}\nfi"
 
 
+# ``obr_sleep SECONDS``: under bash a read that times out on a pipe nobody writes to (no
+# process; eval keeps the bash-only ``<(:)`` from other shells' parsers), else sleep(1).
+SLEEP_FUNCTION = (
+    "if [ -n \"${BASH_VERSION:-}\" ] && ! shopt -qo posix && { eval 'exec 9<> <(:)'; } 2>/dev/null; then\n"
+    '  obr_sleep() { read -r -t "$1" -u 9 _; }\n'
+    "else\n"
+    '  obr_sleep() { sleep "$1"; }\n'
+    "fi"
+)
+NOW = "${EPOCHSECONDS:-$(date +%s)}"  # bash 5 has the clock built in
+
+
 def verify_script(revision: str, probe: str | None, error_log: str, log_size: str, timeout: float) -> str:
     """Poll until nginx serves ``revision`` (``probe``: shell defining ``obr_probe``, see
-    ``probe_function``; None: no probe) or its error
-    log shows an emergency since byte ``log_size`` (a shell word, '' when the log was not
-    found), or ``timeout`` seconds passed. Prints ``served <answer>`` and the log's emergency
-    lines; exits 0 only when nginx serves the revision (no probe: when the log is clean).
+    ``probe_function``; None: no probe) or its error log shows an emergency since byte
+    ``log_size`` (a shell word, '' when the log was not found), or ``timeout`` seconds passed.
+    Prints ``served <answer>`` and the log's emergency lines; exits 0 only when nginx serves
+    the revision (no probe: when the log is clean).
 
-    A poll starts at most one process (the probe, none under bash); the log and the clock are read every
-    ``LOG_EVERY`` polls and once at the end: processes are what a busy node is short of.
+    A poll starts no process under bash (the probe, the pause and the clock are built in), at
+    most two elsewhere; the log is read every ``LOG_EVERY`` polls and once at the end:
+    processes are what a busy node is short of.
 
     The first answer of the new revision is not the end of a reload: nginx's master starts
     the new workers, sleeps 100 ms ("allow new processes to start", ngx_process_cycle.c) and
@@ -139,18 +152,18 @@ def verify_script(revision: str, probe: str | None, error_log: str, log_size: st
         return f'bad=""; {check_log}; printf \'%s\\n\' "$bad"; [ -z "$bad" ]'
     want = shlex.quote(revision)
     return (
-        f"{probe}\n"
-        f'bad=""; served=""; n=0; ok=0; end=$(( $(date +%s) + {math.ceil(timeout) + 1} ))\n'
+        f"{probe}\n{SLEEP_FUNCTION}\n"
+        f'bad=""; served=""; n=0; ok=0; end=$(( {NOW} + {math.ceil(timeout) + 1} ))\n'
         "while :; do\n"
         "  obr_probe\n"
         f'  if [ "$served" = {want} ]; then\n'
-        f'    ok=$((ok + 1)); [ "$ok" -gt {HANDOVER_POLLS} ] && break; sleep {HANDOVER_POLL}; continue\n'
+        f'    ok=$((ok + 1)); [ "$ok" -gt {HANDOVER_POLLS} ] && break; obr_sleep {HANDOVER_POLL}; continue\n'
         "  fi\n"
         "  ok=0; n=$((n + 1))\n"
         f"  if [ $((n % {LOG_EVERY})) -eq 0 ]; then\n"
-        f'    {check_log}; [ -n "$bad" ] && break; [ "$(date +%s)" -lt "$end" ] || break\n'
+        f'    {check_log}; [ -n "$bad" ] && break; [ "{NOW}" -lt "$end" ] || break\n'
         "  fi\n"
-        f"  sleep {VERIFY_POLL}\n"
+        f"  obr_sleep {VERIFY_POLL}\n"
         "done\n"
         f"{check_log}\n"
         "printf 'served %s\\n' \"$served\"; printf '%s\\n' \"$bad\"\n"

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import tarfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -215,3 +216,19 @@ def test_the_probe_of_a_server_not_listening_answers_nothing(shell: str) -> None
     script = probe_function(f"127.0.0.1:{port}", "curl") + '\nobr_probe; printf "[%s] still here" "$served"'
     result = subprocess.run([shell, "-c", script], capture_output=True, text=True, timeout=30, check=False)
     assert result.stdout == "[] still here"
+
+
+@pytest.mark.parametrize("shell", ["bash", "sh", "bash --posix"])
+def test_verify_runs_under_every_shell_and_pauses_between_polls(shell: str, tmp_path: Path) -> None:
+    """Under bash the pause is a read that times out (no process); dash must not even parse it."""
+    log = tmp_path / "error.log"
+    log.write_text("")
+    polls = tmp_path / "polls"
+    probe = command_probe(f"echo >> {polls}; echo old")
+    script = "size=0\n" + verify_script(REVISION, probe, str(log), "$size", 0.5)
+    started = time.monotonic()
+    result = subprocess.run([*shell.split(), "-c", script], capture_output=True, text=True, timeout=30, check=False)
+    elapsed = time.monotonic() - started
+    assert (result.returncode, result.stdout.splitlines()[0], result.stderr) == (1, "served old", "")
+    assert 0.5 <= elapsed < 5  # it waited for the timeout...
+    assert len(polls.read_text()) < 5 * 2 / 0.02  # ...pausing ~20 ms between polls, never spinning
