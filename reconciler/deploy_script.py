@@ -56,16 +56,21 @@ def switch_script(layout: NodeLayout, target: str) -> str:
     )
 
 
-def prune_script(layout: NodeLayout) -> str:
-    """Keep the KEEP_RELEASES newest releases (names sort by time) and always the live one.
+def prune_script(layout: NodeLayout, staged: str) -> str:
+    """Keep the KEEP_RELEASES newest releases (names sort by time), and always the live one and
+    ``staged`` (the release this apply just uploaded, not live yet).
 
-    The shell's own glob lists and sorts them (in the C locale, as ``sort`` would): the only
-    processes started are ``readlink`` and one ``rm`` per release removed.
+    Only names obreconcile gives releases count (``<digits>…-<revision>``): anything else in the
+    releases directory is neither counted among the newest nor removed. The shell's own glob
+    lists and sorts them (in the C locale, as ``sort`` would): the only processes started are
+    ``readlink`` and one ``rm`` per release removed.
     """
     return (
-        f"LC_ALL=C; export LC_ALL; set -- {shlex.quote(layout.releases)}/*; n=$(($# - {KEEP_RELEASES})); "
+        f"LC_ALL=C; export LC_ALL; set -- {shlex.quote(layout.releases)}/[0-9]*-*; n=$(($# - {KEEP_RELEASES})); "
         f'[ "$n" -gt 0 ] || exit 0; live=$(readlink -- {shlex.quote(layout.config_dir)} || true); '
-        'for r; do [ "$n" -gt 0 ] || break; n=$((n - 1)); [ "$r" = "$live" ] || rm -rf -- "$r"; done; exit 0'
+        f"staged={shlex.quote(staged)}; "
+        'for r; do [ "$n" -gt 0 ] || break; n=$((n - 1)); '
+        '[ "$r" = "$live" ] || [ "$r" = "$staged" ] || rm -rf -- "$r"; done; exit 0'
     )
 
 
@@ -194,7 +199,7 @@ class Deploy:
                 f"umask 022; mkdir -p -- {q} && tar -xz --no-same-owner --no-same-permissions -C {q} -f - "
                 f"|| {{ rc=$?; rm -rf -- {q}; exit $rc; }}"
             ),
-            "prune": prune_script(self.layout),
+            "prune": prune_script(self.layout, self.release),
             "switch": switch_script(self.layout, self.release),
             "test": self.test_command,
             "size": f"stat -c %s -- {log} 2>/dev/null || true",

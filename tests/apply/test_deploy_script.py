@@ -154,10 +154,29 @@ def test_prune_keeps_the_newest_releases_and_always_the_live_one(tmp_path: Path)
     for name in names:
         (Path(layout.releases) / name).mkdir(parents=True)
     Path(layout.config_dir).symlink_to(layout.release(names[1]))  # an old release is live (rolled back)
-    assert LocalTransport().run(prune_script(layout)).ok
+    staged = layout.release(names[-1])
+    assert LocalTransport().run(prune_script(layout, staged)).ok
     assert sorted(p.name for p in Path(layout.releases).iterdir()) == [names[1], *names[-KEEP_RELEASES:]]
-    assert LocalTransport().run(prune_script(layout)).ok  # nothing more to remove
+    assert LocalTransport().run(prune_script(layout, staged)).ok  # nothing more to remove
     assert len(list(Path(layout.releases).iterdir())) == KEEP_RELEASES + 1
+
+
+def test_prune_never_removes_the_staged_release_nor_what_it_did_not_name(tmp_path: Path) -> None:
+    """Names sorting after the timestamps (a leftover, an operator's backup) used to push the
+    release just staged out of the newest ones, and prune deleted it before the switch."""
+    from reconciler.deploy_script import prune_script
+    from reconciler.layout import KEEP_RELEASES
+
+    layout = NodeLayout(str(tmp_path / "conf"))
+    ours = [f"20260102T000000.00000{i}Z-r{i}" for i in range(KEEP_RELEASES + 2)]
+    foreign = ["backup-by-hand", "zz-old", "~tmp"]
+    for name in ours + foreign:
+        (Path(layout.releases) / name).mkdir(parents=True)
+    Path(layout.config_dir).symlink_to(layout.release(ours[-2]))
+    staged = layout.release(ours[0])  # a clock that went back: the staged release sorts first
+    assert LocalTransport().run(prune_script(layout, staged)).ok
+    left = sorted(p.name for p in Path(layout.releases).iterdir())
+    assert left == sorted([ours[0], *ours[-KEEP_RELEASES:], *foreign])
 
 
 def test_verify_waits_for_nginx_to_hand_over_from_the_old_workers(tmp_path: Path) -> None:
