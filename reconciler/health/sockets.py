@@ -103,9 +103,8 @@ class SocketProbes:
         if self._sweeper is not None:
             self._sweeper.cancel()
         self._loop.remove_reader(self._epoll.fileno())
-        for attempt in self._attempts.values():
-            _reset(attempt)
-        self._attempts.clear()
+        for fd, attempt in list(self._attempts.items()):
+            self._drop(fd, attempt)
         self._deadlines.clear()
         self._epoll.close()
 
@@ -160,8 +159,7 @@ class SocketProbes:
             self._finish(fd, attempt, "not an HTTP answer")
             return
         status = int(parts[1])
-        detail = "" if attempt.spec.accepts(status) else f"status {status}"
-        self._end(attempt.done, Outcome(detail == "", detail, self._loop.time() - attempt.started))
+        self._report(attempt, "" if attempt.spec.accepts(status) else f"status {status}")
         # The outcome is known; the rest of the answer is read until the server closes (it was
         # asked to), so that the backend sees an orderly close and not a reset in its logs.
         attempt.phase = _DRAINING
@@ -181,18 +179,24 @@ class SocketProbes:
             if attempt.drained <= _DRAIN_MAX:
                 self._epoll.modify(fd, _READABLE)
                 return
-        del self._attempts[fd]
-        if data:
-            _reset(attempt)  # a server that keeps talking: hang up
-        else:
-            attempt.finished = True
-            attempt.sock.close()  # after the server's own close: orderly, no TIME_WAIT here
+        self._drop(fd, attempt, orderly=not data)  # a server that keeps talking is hung up on
 
     def _finish(self, fd: int, attempt: _Attempt, detail: str) -> None:
         """Close (with a reset) and report ``detail``: '' passed, else why not."""
-        del self._attempts[fd]
-        _reset(attempt)
+        self._drop(fd, attempt)
+        self._report(attempt, detail)
+
+    def _report(self, attempt: _Attempt, detail: str) -> None:
         self._end(attempt.done, Outcome(detail == "", detail, self._loop.time() - attempt.started))
+
+    def _drop(self, fd: int, attempt: _Attempt, orderly: bool = False) -> None:
+        """Forget the socket and close it: with a reset (no TIME_WAIT on our side, whatever was
+        left unread), or plainly when the server closed first (``orderly``)."""
+        del self._attempts[fd]
+        attempt.finished = True
+        if not orderly and attempt.request:  # (tcp probes' sockets have had it from the start)
+            attempt.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+        attempt.sock.close()  # its last descriptor: it leaves the epoll set
 
     def _sweep(self) -> None:
         now = self._loop.time()
@@ -202,21 +206,12 @@ class SocketProbes:
                 if attempt.finished:
                     continue
                 if attempt.phase == _DRAINING:  # answered, but the server never closed
-                    del self._attempts[attempt.sock.fileno()]
-                    _reset(attempt)
+                    self._drop(attempt.sock.fileno(), attempt)
                 else:
                     self._finish(attempt.sock.fileno(), attempt, f"no answer within {timeout:g}s")
             if not queue:
                 del self._deadlines[timeout]
         self._sweeper = self._loop.call_later(SWEEP, self._sweep) if self._deadlines else None
-
-
-def _reset(attempt: _Attempt) -> None:
-    """Close with a reset: no TIME_WAIT on our side, whatever was left unread."""
-    attempt.finished = True
-    if attempt.request:  # (tcp probes' sockets have had it from the start)
-        attempt.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
-    attempt.sock.close()  # its last descriptor: it leaves the epoll set
 
 
 def strerror(code: int) -> str:
