@@ -62,6 +62,11 @@ def backends() -> Iterator[list[Backend]]:
             backend.stop()
 
 
+def web_upstream(backends: Sequence[Backend], **fields: object) -> dict[str, object]:
+    """The body of upstream ``web``: these backends, checked by ``fast``."""
+    return {"checks": ["fast"], "nodes": [{"hostname": b.hostname} for b in backends], **fields}
+
+
 def write_manifests(
     fleet: Fleet,
     directory: Path,
@@ -187,6 +192,11 @@ class Serve:
 
     def wait_master(self, timeout: float = 40) -> None:
         wait_for(self.is_master, timeout, lambda: f"{self.name} to be master\n{self.tail()}")
+
+    def wait_converged(self, what: str = "convergence") -> None:
+        """Master, and every access node converged (its log in the message when not)."""
+        self.wait_master()
+        wait_for(self.converged, 30, lambda: f"{what}\n{self.tail()}")
 
     def tail(self, lines: int = 40) -> str:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""

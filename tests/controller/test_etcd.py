@@ -104,8 +104,7 @@ def test_a_paused_master_cannot_roll_nodes_back(
 ) -> None:
     fleet = on_etcd
     old = serve("--lease-ttl", str(TTL), env={TEST_PUSH_DELAY: "2.5"})
-    old.wait_master()
-    wait_for(old.converged, 30, lambda: f"convergence\n{old.tail()}")
+    old.wait_converged()
     others = [serve("--lease-ttl", str(TTL), admin=False) for _ in range(2)]
     wait_for(lambda: all(c.metrics() for c in others), 40, "the other controllers")
     revision = _change_weight(fleet, backends[1].hostname, 5)

@@ -8,18 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from reconciler.store import open_store
-from tests.controller.conftest import Backend, Serve, apply, role, wait_for, write_manifests
+from tests.controller.conftest import Backend, Serve, apply, role, wait_for, web_upstream, write_manifests
 from tests.services.fleet import Fleet
-
-
-def _web(backends: list[Backend]) -> dict[str, object]:
-    return {"checks": ["fast"], "nodes": [{"hostname": b.hostname} for b in backends]}
 
 
 def test_converge_runs_each_check_once_into_the_stored_rise_fall_state(
     fleet: Fleet, backends: list[Backend], tmp_path: Path
 ) -> None:
-    apply(fleet, write_manifests(fleet, tmp_path / "m", {"web": _web(backends[:2])}))
+    apply(fleet, write_manifests(fleet, tmp_path / "m", {"web": web_upstream(backends[:2])}))
     backends[0].stop()
     first = fleet.cli("converge")
     assert first.returncode == 0, first.stdout + first.stderr
@@ -43,17 +39,15 @@ def test_converge_runs_each_check_once_into_the_stored_rise_fall_state(
 def test_a_restarted_controller_keeps_the_rise_fall_state(
     fleet: Fleet, backends: list[Backend], serve: Callable[..., Serve], tmp_path: Path
 ) -> None:
-    apply(fleet, write_manifests(fleet, tmp_path / "m", {"web": _web(backends[:2])}))
+    apply(fleet, write_manifests(fleet, tmp_path / "m", {"web": web_upstream(backends[:2])}))
     first = serve()
-    first.wait_master()
-    wait_for(first.converged, 30, "convergence")
+    first.wait_converged()
     backends[0].stop()
     wait_for(lambda: all(role(n, "web", backends[0].hostname) == "down" for n in fleet.nodes), 10, "b0 down")
     assert first.stop() == 0
     reloads = [n.reloads() for n in fleet.nodes]
     second = serve(admin=False)
-    second.wait_master()
-    wait_for(second.converged, 30, "convergence after the restart")
+    second.wait_converged("convergence after the restart")
     time.sleep(1.0)  # the dead backend is down from the start: never rendered up, no reload
     assert all(role(n, "web", backends[0].hostname) == "down" for n in fleet.nodes)
     assert [n.reloads() for n in fleet.nodes] == reloads
@@ -62,10 +56,9 @@ def test_a_restarted_controller_keeps_the_rise_fall_state(
 def test_a_failing_node_is_retried_with_backoff_without_holding_back_the_others(
     fleet: Fleet, backends: list[Backend], serve: Callable[..., Serve], tmp_path: Path
 ) -> None:
-    apply(fleet, write_manifests(fleet, tmp_path / "m", {"web": _web(backends[:2])}))
+    apply(fleet, write_manifests(fleet, tmp_path / "m", {"web": web_upstream(backends[:2])}))
     controller = serve()
-    controller.wait_master()
-    wait_for(controller.converged, 30, "convergence")
+    controller.wait_converged()
     broken, healthy = fleet.nodes
     broken.write_conf(extra_http="    not_a_directive on;\n")  # its nginx -t now fails
     backends[0].stop()

@@ -22,13 +22,10 @@ from tests.controller.conftest import (
     roles,
     serving,
     wait_for,
+    web_upstream,
     write_manifests,
 )
 from tests.services.fleet import Fleet
-
-
-def _web(backends: list[Backend], **fields: object) -> dict[str, object]:
-    return {"checks": ["fast"], "nodes": [{"hostname": b.hostname} for b in backends], **fields}
 
 
 def _traffic(fleet: Fleet, host: str = "web.example.com", n: int = 8) -> set[str]:
@@ -39,10 +36,9 @@ def test_a_killed_backend_is_rendered_down_with_one_reload_and_comes_back(
     fleet: Fleet, backends: list[Backend], serve: Callable[..., Serve], tmp_path: Path
 ) -> None:
     web = backends[:3]
-    apply(fleet, write_manifests(fleet, tmp_path / "m", {"web": _web(web)}))
+    apply(fleet, write_manifests(fleet, tmp_path / "m", {"web": web_upstream(web)}))
     controller = serve()
-    controller.wait_master()
-    wait_for(controller.converged, 30, lambda: f"convergence\n{controller.tail()}")
+    controller.wait_converged()
     assert _traffic(fleet) == {"b0", "b1", "b2"}
     reloads = [n.reloads() for n in fleet.nodes]
 
@@ -77,10 +73,9 @@ def test_fifty_backends_failing_in_the_same_second_reload_each_node_once(
 ) -> None:
     many = [Backend(f"m{i}") for i in range(52)]
     try:
-        apply(fleet, write_manifests(fleet, tmp_path / "m", {"web": _web(many)}))
+        apply(fleet, write_manifests(fleet, tmp_path / "m", {"web": web_upstream(many)}))
         controller = serve("--coalesce", "1.0")
-        controller.wait_master()
-        wait_for(controller.converged, 30, "convergence")
+        controller.wait_converged()
         time.sleep(1.2)
         reloads = [n.reloads() for n in fleet.nodes]
         with ThreadPoolExecutor(50) as pool:  # all in the same instant
@@ -98,10 +93,9 @@ def test_fifty_backends_failing_in_the_same_second_reload_each_node_once(
 def test_a_flapping_backend_changes_state_at_most_once_per_window(
     fleet: Fleet, backends: list[Backend], serve: Callable[..., Serve], tmp_path: Path
 ) -> None:
-    apply(fleet, write_manifests(fleet, tmp_path / "m", {"web": _web(backends[:2])}))
+    apply(fleet, write_manifests(fleet, tmp_path / "m", {"web": web_upstream(backends[:2])}))
     controller = serve()
-    controller.wait_master()
-    wait_for(controller.converged, 30, "convergence")
+    controller.wait_converged()
     flapping = backends[0]
     started = time.monotonic()
     while time.monotonic() - started < 3.0:  # up and down every 120 ms: faster than rise/fall
@@ -137,8 +131,7 @@ def test_min_servers_failover_tiers_and_panic(
         fleet, write_manifests(fleet, tmp_path / "m", {"web": {"checks": ["fast"], "min_servers": 2, "nodes": nodes}})
     )
     controller = serve()
-    controller.wait_master()
-    wait_for(controller.converged, 30, "convergence")
+    controller.wait_converged()
     node = fleet.nodes[0]
     assert roles(node, "web", hostnames) == ["enabled", "enabled", "backup", "backup"]
     a0.stop()  # one tier-0 backend left: fewer than min_servers, so tier 1 joins
@@ -161,10 +154,9 @@ def test_force_status_through_the_store_converges_within_the_window(
 ) -> None:
     from reconciler.store import Provenance, Put, open_store
 
-    apply(fleet, write_manifests(fleet, tmp_path / "m", {"web": _web(backends[:3])}))
+    apply(fleet, write_manifests(fleet, tmp_path / "m", {"web": web_upstream(backends[:3])}))
     controller = serve()
-    controller.wait_master()
-    wait_for(controller.converged, 30, "convergence")
+    controller.wait_converged()
     target = backends[1].hostname
 
     def force(status: str) -> None:
@@ -187,10 +179,9 @@ def test_force_status_through_the_store_converges_within_the_window(
 def test_a_hand_edit_is_corrected_within_the_drift_interval(
     fleet: Fleet, backends: list[Backend], serve: Callable[..., Serve], tmp_path: Path
 ) -> None:
-    apply(fleet, write_manifests(fleet, tmp_path / "m", {"web": _web(backends[:2])}))
+    apply(fleet, write_manifests(fleet, tmp_path / "m", {"web": web_upstream(backends[:2])}))
     controller = serve("--drift-interval", "2")
-    controller.wait_master()
-    wait_for(controller.converged, 30, "convergence")
+    controller.wait_converged()
     for node in fleet.nodes:
         path = node.config_dir / "http" / "web.conf"
         path.write_text(path.read_text() + "\n# edited by hand\n")
@@ -207,7 +198,7 @@ def test_sigint_stops_cleanly_and_releases_the_lease(
 ) -> None:
     from reconciler.store import open_store
 
-    apply(fleet, write_manifests(fleet, tmp_path / "m", {"web": _web(backends[:2])}))
+    apply(fleet, write_manifests(fleet, tmp_path / "m", {"web": web_upstream(backends[:2])}))
     controller = serve()
     controller.wait_master()
     controller.signal(signal.SIGINT)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import pytest
 
@@ -147,35 +148,22 @@ def test_a_name_is_resolved_and_a_bad_name_fails() -> None:
 
 
 def test_a_server_that_hangs_up_or_talks_nonsense_fails() -> None:
-    def serve(answer: bytes) -> tuple[socket.socket, threading.Thread]:
-        listener = socket.socket()
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-
-        def once() -> None:
-            connection, _ = listener.accept()
+    def answering(answer: bytes) -> Callable[[socket.socket], object]:
+        def behaviour(connection: socket.socket) -> object:
             connection.recv(4096)
-            connection.sendall(answer)
-            connection.close()
+            return connection.sendall(answer)
 
-        thread = threading.Thread(target=once, daemon=True)
-        thread.start()
-        return listener, thread
+        return behaviour
 
     for answer, expected in ((b"", "closed before answering"), (b"SSH-2.0-OpenSSH\r\n", "not an HTTP answer")):
-        listener, thread = serve(answer)
-        try:
-            port = listener.getsockname()[1]
+        with _one_shot_server(answering(answer)) as (port, _):
             assert asyncio.run(_probe(CheckSpec("h", "http", timeout=1), port)) == (False, expected)
-        finally:
-            thread.join(5)
-            listener.close()
 
 
-def _one_shot_server(
-    behaviour: Callable[[socket.socket], object],
-) -> tuple[socket.socket, threading.Thread, list[object]]:
-    """A listener that runs ``behaviour`` on its first connection; what it returns lands in the list."""
+@contextlib.contextmanager
+def _one_shot_server(behaviour: Callable[[socket.socket], object]) -> Iterator[tuple[int, list[object]]]:
+    """(port, seen): a listener that runs ``behaviour`` on its first connection and closes it;
+    what ``behaviour`` returns (or raises) lands in ``seen`` by the end of the block."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
@@ -192,14 +180,18 @@ def _one_shot_server(
 
     thread = threading.Thread(target=once, daemon=True)
     thread.start()
-    return listener, thread, seen
+    try:
+        yield listener.getsockname()[1], seen
+    finally:
+        thread.join(5)
+        listener.close()
 
 
-async def _probe_and_linger(spec: CheckSpec, listener: socket.socket, linger: float) -> tuple[bool, str, float]:
+async def _probe_and_linger(spec: CheckSpec, port: int, linger: float) -> tuple[bool, str, float]:
     """Probe, then keep the prober open ``linger`` seconds (as serve does): (passed, detail, seconds)."""
     async with Prober(10) as prober:
         started = time.monotonic()
-        outcome = await prober.probe(spec, Target("127.0.0.1", listener.getsockname()[1]))
+        outcome = await prober.probe(spec, Target("127.0.0.1", port))
         took = time.monotonic() - started
         await asyncio.sleep(linger)
     return outcome.passed, outcome.detail, took
@@ -217,12 +209,8 @@ def test_an_http_check_closes_in_order_after_the_server_does() -> None:
         connection.shutdown(socket.SHUT_WR)
         return connection.recv(10)  # b"" on an orderly close; ConnectionResetError on a reset
 
-    listener, thread, seen = _one_shot_server(slow_body)
-    try:
-        passed, detail, took = asyncio.run(_probe_and_linger(CheckSpec("h", "http", timeout=2), listener, 1.0))
-        thread.join(5)
-    finally:
-        listener.close()
+    with _one_shot_server(slow_body) as (port, seen):
+        passed, detail, took = asyncio.run(_probe_and_linger(CheckSpec("h", "http", timeout=2), port, 1.0))
     assert (passed, detail) == (True, "") and took < 0.4
     assert seen == [b""]
 
@@ -241,12 +229,8 @@ def test_an_http_check_answers_at_once_when_the_server_keeps_the_connection() ->
             return round(time.monotonic() - started, 1)
         return "closed without a reset"
 
-    listener, thread, seen = _one_shot_server(keep_open)
-    try:
-        passed, detail, took = asyncio.run(_probe_and_linger(CheckSpec("h", "http", timeout=0.5), listener, 0.8))
-        thread.join(5)
-    finally:
-        listener.close()
+    with _one_shot_server(keep_open) as (port, seen):
+        passed, detail, took = asyncio.run(_probe_and_linger(CheckSpec("h", "http", timeout=0.5), port, 0.8))
     assert (passed, detail) == (False, "status 503")
     assert took < 0.3
     assert len(seen) == 1 and isinstance(seen[0], float) and 0.3 <= seen[0] <= 0.8, seen
