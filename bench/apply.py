@@ -77,6 +77,7 @@ from bench.ansible.generate import (
     write_inventory,
     write_upstream_vars,
 )
+from bench.ssh_floor import openssh
 from tests.services.fleet import ROOT, Fleet, SimulatedNode, start_fleet
 from tests.services.sshd import free_port
 
@@ -345,7 +346,7 @@ class Bench:
 
         def work() -> float:
             with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
-                for future in [pool.submit(openssh, n, self.fleet.known_hosts, remote(n), options) for n in nodes]:
+                for future in [pool.submit(openssh, n.sshd, remote(n), options, self.fleet.known_hosts) for n in nodes]:
                     future.result()
             return 0.0
 
@@ -382,7 +383,7 @@ class Bench:
         for options in ((), X25519):
             with ThreadPoolExecutor(max_workers=self.count) as pool:
                 for future in [
-                    pool.submit(openssh, n, self.fleet.known_hosts, "true", options) for n in self.fleet.nodes
+                    pool.submit(openssh, n.sshd, "true", options, self.fleet.known_hosts) for n in self.fleet.nodes
                 ]:
                     future.result()
 
@@ -397,32 +398,6 @@ class Bench:
         self.floor("nginx-x25519", self.nginx_floor_command, X25519)
         line = "  ".join(f"{c} {self.results.samples[c][-1].wall:.2f}s" for c in CASES if ansible or "ansible" not in c)
         print(f"  round {index + 1}: {line}", flush=True)
-
-
-def openssh(node: SimulatedNode, known_hosts: Path, remote: str, options: Sequence[str] = ()) -> None:
-    """One fresh OpenSSH connection to ``node`` running ``remote``."""
-    sshd = node.sshd
-    command = [
-        "ssh",
-        *options,
-        "-F",
-        "/dev/null",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "StrictHostKeyChecking=yes",
-        "-o",
-        f"UserKnownHostsFile={known_hosts}",
-        "-o",
-        "IdentitiesOnly=yes",
-        "-i",
-        str(sshd.client_key),
-        "-p",
-        str(sshd.port),
-        f"{sshd.user}@{sshd.host}",
-        remote,
-    ]
-    subprocess.run(command, check=True, stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
 
 
 def run_with_deadline(argv: list[str], env: dict[str, str], timeout: float) -> tuple[int | None, str, str]:

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -40,7 +40,10 @@ FACTS = {f"fact{i}": f"echo {i}; uname -r" for i in range(8)}
 PAYLOAD = b"# rendered nginx configuration\n" * 128
 
 
-def openssh_true(server: SSHServer, *options: str) -> None:
+def openssh(
+    server: SSHServer, remote: str = "true", options: Sequence[str] = (), known_hosts: Path | None = None
+) -> None:
+    """One fresh OpenSSH connection to ``server`` running ``remote`` (strict host keys, key only)."""
     command = [
         "ssh",
         *options,
@@ -51,7 +54,7 @@ def openssh_true(server: SSHServer, *options: str) -> None:
         "-o",
         "StrictHostKeyChecking=yes",
         "-o",
-        f"UserKnownHostsFile={server.known_hosts}",
+        f"UserKnownHostsFile={known_hosts or server.known_hosts}",
         "-o",
         "IdentitiesOnly=yes",
         "-i",
@@ -59,9 +62,9 @@ def openssh_true(server: SSHServer, *options: str) -> None:
         "-p",
         str(server.port),
         f"{server.user}@{server.host}",
-        "true",
+        remote,
     ]
-    subprocess.run(command, check=True, stdin=subprocess.DEVNULL, capture_output=True)
+    subprocess.run(command, check=True, stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
 
 
 def transport_fresh(server: SSHServer) -> None:
@@ -86,8 +89,8 @@ def measure(servers: list[SSHServer], repeat: int) -> dict[str, float]:
             for s in servers
         }
         cases: dict[str, Callable[[SSHServer], object]] = {
-            "openssh": openssh_true,
-            "openssh-x25519": lambda s: openssh_true(s, "-o", "KexAlgorithms=curve25519-sha256"),
+            "openssh": openssh,
+            "openssh-x25519": lambda s: openssh(s, options=("-o", "KexAlgorithms=curve25519-sha256")),
             "transport-fresh": transport_fresh,
             "transport-reused": lambda s: opened[s.port].run("true", check=True),
             "batch-reused": lambda s: opened[s.port].run_batch(FACTS),
