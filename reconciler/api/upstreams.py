@@ -112,11 +112,16 @@ async def delete_upstream(request: web.Request) -> web.Response:
 # --- nodes (backends) ------------------------------------------------------------------------
 
 
-def node_index(body: Mapping[str, Any], hostname: str) -> int:
-    for i, node in enumerate(body.get("nodes", ())):
-        if node.get("hostname") == hostname:
+def item_index(body: Mapping[str, Any], field: str, key: str, value: str, what: str) -> int:
+    """Where the item of ``body[field]`` whose ``key`` is ``value`` is; 404 naming ``what``."""
+    for i, item in enumerate(body.get(field, ())):
+        if item.get(key) == value:
             return i
-    raise not_found(f"node {hostname!r} of upstream {body.get('name')!r}")
+    raise not_found(f"{what} of upstream {body.get('name')!r}")
+
+
+def node_index(body: Mapping[str, Any], hostname: str) -> int:
+    return item_index(body, "nodes", "hostname", hostname, f"node {hostname!r}")
 
 
 async def list_nodes(request: web.Request) -> web.Response:
@@ -204,10 +209,7 @@ async def detach_check(request: web.Request) -> web.Response:
 
 
 def acl_index(body: Mapping[str, Any], group: str) -> int:
-    for i, rule in enumerate(body.get("acl", ())):
-        if rule.get("group_name") == group:
-            return i
-    raise not_found(f"acl rule for group {group!r} on upstream {body.get('name')!r}")
+    return item_index(body, "acl", "group_name", group, f"acl rule for group {group!r}")
 
 
 async def list_acl(request: web.Request) -> web.Response:
