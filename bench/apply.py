@@ -1,6 +1,6 @@
 """Apply benchmark (issue 4): obreconcile against Ansible and against the floor, interleaved.
 
-    .venv/bin/pip install -r bench/requirements.txt      # ansible-core (and py-spy), bench only
+    make setup      # the lock holds the bench extra too: ansible-core, pyinfra, py-spy
     .venv/bin/python -m bench.apply [--nodes 5 20] [--upstreams 100] [--rounds 3] [--quick]
         [--ansible-timeout SECONDS] [--ansible-rounds K] [--profile]
 
@@ -579,9 +579,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.nodes, args.upstreams, args.rounds = [5], 20, 1
     if args.profile and not PY_SPY.exists():
-        parser.error(f"{PY_SPY} is missing: .venv/bin/pip install -r bench/requirements.txt")
+        parser.error(f"{PY_SPY} is missing: make setup (the bench extra is in requirements.lock)")
     if not ANSIBLE_PLAYBOOK.exists():
-        parser.error(f"{ANSIBLE_PLAYBOOK} is missing: .venv/bin/pip install -r bench/requirements.txt")
+        parser.error(f"{ANSIBLE_PLAYBOOK} is missing: make setup (the bench extra is in requirements.lock)")
     print(f"{os.cpu_count()} CPUs; {subprocess.run(['ssh', '-V'], capture_output=True, text=True).stderr.strip()}")
     ansible_rounds = args.rounds if args.ansible_rounds is None else max(1, args.ansible_rounds)
     verdicts = [

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -31,22 +30,26 @@ def test_wheel_installs_into_a_fresh_venv_and_validates_an_example(tmp_path: Pat
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    # The dependencies come from this test run's environment (no network needed); the
-    # package itself only from the wheel: the source tree is never on the fresh venv's path.
-    purelib = Path(
-        subprocess.check_output(
-            [str(venv / "bin/python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            text=True,
-            env=env,
-        ).strip()
+    # The dependencies come from the runtime lock (exact versions and hashes, as a user who
+    # installs from a checkout gets them); the package itself only from the wheel: the source
+    # tree is never on the fresh venv's path.
+    lock = ROOT / "requirements-runtime.lock"
+    subprocess.run(
+        [str(venv / "bin/python"), "-m", "pip", "install", "-q", "--require-hashes", "--only-binary", ":all:", "-r", str(lock)],
+        check=True,
+        timeout=600,
+        env=env,
     )
-    (purelib / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     subprocess.run(
         [str(venv / "bin/python"), "-m", "pip", "install", "-q", "--no-deps", str(wheel)],
         check=True,
         timeout=300,
         env=env,
     )
+    installed = subprocess.check_output([str(venv / "bin/python"), "-m", "pip", "freeze"], text=True, env=env)
+    pinned = {_normal(line.split(" ")[0]) for line in lock.read_text().splitlines() if "==" in line and line[0] != " "}
+    unlocked = [line for line in installed.splitlines() if "==" in line and _normal(line) not in pinned]
+    assert [line for line in unlocked if not line.lower().startswith("obreconcile==")] == []
 
     work = tmp_path / "elsewhere"
     work.mkdir()
@@ -85,3 +88,8 @@ def test_wheel_installs_into_a_fresh_venv_and_validates_an_example(tmp_path: Pat
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert any(out.rglob("*.conf"))
+
+
+def _normal(requirement: str) -> str:
+    """``Name_X==1.0`` as the lock spells it: ``name-x==1.0``."""
+    return requirement.lower().replace("_", "-")

@@ -7,6 +7,7 @@ marks; values are then built here, not by PyYAML's constructor, so that the load
 - refuse every tag but plain YAML's (no ``!!python/...``),
 - refuse alias bombs (expanded size is counted, shared nodes are built once),
 - refuse deep nesting before libyaml's recursive composer sees it (it crashes near 50,000),
+  with the same located message whatever libyaml's own limits (its scanner's, since 0.2.5),
 - keep each document's root node, so an error is located by walking the node tree along
   the error's path only when an error is reported (no cost on the happy path).
 """
@@ -236,10 +237,18 @@ def load_bytes(name: str, raw: bytes) -> tuple[list[Document], list[Problem]]:
         return [], [Problem(name, line, 1, message="not a UTF-8 text file")]
     deep = _too_deep(text)
     if deep is not None:
-        return [], [Problem(name, deep[0], deep[1], message=f"nesting deeper than {MAX_DEPTH} levels is not allowed")]
+        return [], [_too_deep_problem(name, deep)]
     try:
         nodes = list(yaml.compose_all(text, Loader=_Loader))
-    except yaml.MarkedYAMLError as e:
+    except (yaml.MarkedYAMLError, RecursionError) as e:
+        # Below the hints' 4,096 brackets, libyaml refuses nesting past its own limit with its
+        # own words, and PyYAML's pure-Python composer runs out of stack: either way the same
+        # refusal as ours, at the same place.
+        deep = _too_deep(text, exact=True)
+        if deep is not None:
+            return [], [_too_deep_problem(name, deep)]
+        if isinstance(e, RecursionError):
+            raise
         return [], [_yaml_problem(name, text, e)]
     except yaml.YAMLError as e:
         return [], [Problem(name, 1, 1, message=f"YAML error: {e}")]
@@ -260,6 +269,10 @@ def load_bytes(name: str, raw: bytes) -> tuple[list[Document], list[Problem]]:
     return docs, problems
 
 
+def _too_deep_problem(name: str, where: tuple[int, int]) -> Problem:
+    return Problem(name, where[0], where[1], message=f"nesting deeper than {MAX_DEPTH} levels is not allowed")
+
+
 def _yaml_problem(name: str, text: str, e: yaml.MarkedYAMLError) -> Problem:
     mark = e.problem_mark or e.context_mark
     line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -272,28 +285,40 @@ def _yaml_problem(name: str, text: str, e: yaml.MarkedYAMLError) -> Problem:
     return Problem(name, line, column, message=f"YAML syntax error: {problem}")
 
 
-def _too_deep(text: str) -> tuple[int, int] | None:
+def _too_deep(text: str, exact: bool = False) -> tuple[int, int] | None:
     """(line, column) where nesting passes MAX_DEPTH, or None.
 
-    Cheap hints first (see _SUSPECT_BRACKETS); only when one fires are libyaml's events
-    counted, stopping at the first level too deep. Depths the hints miss are small enough
-    for libyaml, and the builder refuses them.
+    Cheap hints first (see _SUSPECT_BRACKETS) unless ``exact``; only when one fires are the
+    parser's events counted, stopping at the first level too deep. Depths the hints miss are
+    small enough for libyaml's composer, and the builder refuses them.
+
+    libyaml since 0.2.5 refuses flow nesting past 1,000 levels in its scanner, which reads a
+    whole flow collection ahead before it yields its first event: its refusal comes before
+    the events that would reach depth 65. PyYAML's pure-Python parser then counts instead;
+    it reads at most about 1,024 characters ahead, so it stops early too.
     """
-    brackets = text.count("[") + text.count("{")
-    if brackets < _SUSPECT_BRACKETS and not _DEEP_INDENT.search(text) and not _COMPACT_RUN.search(text):
-        return None
+    if not exact:
+        brackets = text.count("[") + text.count("{")
+        if brackets < _SUSPECT_BRACKETS and not _DEEP_INDENT.search(text) and not _COMPACT_RUN.search(text):
+            return None
+    for loader in dict.fromkeys((_Loader, yaml.SafeLoader)):
+        try:
+            return _first_too_deep(text, loader)
+        except yaml.YAMLError:
+            continue  # libyaml's own limit (above), or a syntax error the real parse reports
+    return None
+
+
+def _first_too_deep(text: str, loader: type) -> tuple[int, int] | None:
     depth = 0
-    try:
-        for event in yaml.parse(text, Loader=_Loader):
-            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-                depth += 1
-                mark = event.start_mark
-                if depth > MAX_DEPTH and mark is not None:
-                    return mark.line + 1, mark.column + 1
-            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-                depth -= 1
-    except yaml.YAMLError:
-        return None  # the syntax error is reported by the real parse
+    for event in yaml.parse(text, Loader=loader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            mark = event.start_mark
+            if depth > MAX_DEPTH and mark is not None:
+                return mark.line + 1, mark.column + 1
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
     return None
 
 

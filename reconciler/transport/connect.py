@@ -189,7 +189,8 @@ def _connect_once(target: SSHTarget, settings: SSHSettings) -> paramiko.SSHClien
             target.host,
             target.port,
             username=target.user,
-            key_filename=list(target.identity_files) or None,
+            # paramiko takes a list of paths too (SSHClient._auth); types-paramiko says str only
+            key_filename=list(target.identity_files) or None,  # type: ignore[arg-type]
             timeout=timeout,
             banner_timeout=timeout,
             auth_timeout=timeout,

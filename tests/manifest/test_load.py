@@ -7,8 +7,15 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
+from reconciler.manifest import load
 from reconciler.manifest.load import MAX_DEPTH, discover, load_bytes, load_file, load_paths
+
+# libyaml's parser when PyYAML has it, and PyYAML's pure-Python one: the loader's refusals
+# may not depend on which one an install has, nor on libyaml's version.
+_LOADERS = list(dict.fromkeys([getattr(yaml, "CSafeLoader", yaml.SafeLoader), yaml.SafeLoader]))
+_LOADER_IDS = [cls.__name__ for cls in _LOADERS]
 
 
 def _messages(raw: bytes) -> list[str]:
@@ -82,7 +89,13 @@ def test_default_size_limit_admits_the_benchmark_workload() -> None:
     ],
     ids=["flow-seq", "flow-map", "compact-seq", "indented-map", "100k-flow"],
 )
-def test_deep_nesting_is_refused_fast_with_bounded_memory(text: str) -> None:
+@pytest.mark.parametrize("loader", _LOADERS, ids=_LOADER_IDS)
+def test_deep_nesting_is_refused_fast_with_bounded_memory(
+    text: str, loader: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Regression (PyYAML 6.0.4's libyaml): its scanner refused deep flow nesting with its own
+    # message at 1:1001 before our count reached depth 65.
+    monkeypatch.setattr(load, "_Loader", loader)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     messages = _messages(text.encode())
@@ -91,6 +104,23 @@ def test_deep_nesting_is_refused_fast_with_bounded_memory(text: str) -> None:
     assert len(messages) == 1 and messages[0].endswith(f"nesting deeper than {MAX_DEPTH} levels is not allowed")
     assert elapsed < 1.0
     assert grown_mib < 100
+
+
+@pytest.mark.parametrize("loader", _LOADERS, ids=_LOADER_IDS)
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("[" * 1001 + "]" * 1001, "1:65"),  # below the bracket hint; past libyaml's own limit of 1,000
+        ("a: " + "{b: " * 1001 + "1" + "}" * 1001 + "\n", f"1:{4 + 4 * 63}"),  # the root map is level 1
+        ("x: 1\nitems: " + "[" * 70 + "]" * 70 + "\n", "2:71"),  # only the builder sees this one
+    ],
+    ids=["flow-seq-1001", "flow-map-1001", "flow-seq-70"],
+)
+def test_deep_nesting_is_located_where_depth_65_starts(
+    text: str, where: str, loader: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(load, "_Loader", loader)
+    assert _messages(text.encode()) == [f"{where}: nesting deeper than {MAX_DEPTH} levels is not allowed"]
 
 
 def test_alias_bomb_is_refused_fast() -> None:
