@@ -1,7 +1,7 @@
 """Bench: authenticated GET /status and GET /upstream/ with 1,000 upstreams, measured with wrk.
 
 One server process (this one): create_app over a SQLite store of 1,000 upstreams, served by
-aiohttp on 127.0.0.1, with the real controller (reconciler.controller.Controller) running its
+aiohttp on 127.0.0.1, with the real controller (reconciler.serve.controller.Controller) running its
 health loop in the same event loop: each upstream has one backend and a tcp check every
 second, so 1,000 checks per second (real connects to a listener in another process). The
 controller is the API's view, as in ``serve``. ``--simulate``: no controller; a task makes
@@ -102,7 +102,7 @@ def serve(store: Store, args: argparse.Namespace, port: int, ready: threading.Ev
             view = CachedView(store)
             task = asyncio.create_task(health_load(port, args.upstreams, counter))
         else:
-            from reconciler.controller import Controller, ServeSettings
+            from reconciler.serve.controller import Controller, ServeSettings
 
             view = Controller(store, ServeSettings(host_name="bench", check_concurrency=1000))
             task = asyncio.create_task(view.run(stop))

@@ -29,7 +29,7 @@ import yaml
 
 from bench.workload import write_workload
 from reconciler.manifest.model import DesiredState
-from reconciler.render import Renderer
+from reconciler.render.renderer import Renderer
 from reconciler.resolve import StaticResolver
 
 T = TypeVar("T")

@@ -9,8 +9,8 @@ from aiohttp import web
 
 from reconciler.api import authz
 from reconciler.api.authz import Access
+from reconciler.api.candidate import Change, manifest_body, write
 from reconciler.api.context import actor, api, desired, from_view, json_object
-from reconciler.api.desired import Change, manifest_body, write
 from reconciler.api.problems import ApiError, forbidden, not_found
 from reconciler.api.routes import Route
 from reconciler.api.upstreams import json

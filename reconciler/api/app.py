@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from reconciler.api import access_nodes, checks, session, upstreams, users
+from reconciler.api import access_nodes, checks, service, upstreams, users
 from reconciler.api.auth import LoginLimits
 from reconciler.api.authz import actor_of
 from reconciler.api.context import ACTOR, API, DESIRED, ApiContext
@@ -33,7 +33,7 @@ ALL_ROUTES: tuple[Route, ...] = (
     *checks.ROUTES,
     *access_nodes.ROUTES,
     *users.ROUTES,
-    *session.ROUTES,
+    *service.ROUTES,
 )
 PUBLIC = {(r.method, r.path) for r in ALL_ROUTES if r.public}
 

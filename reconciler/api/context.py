@@ -16,7 +16,7 @@ from aiohttp import web
 
 from reconciler.api.auth import FailedLogins, LoginLimits, Tokens
 from reconciler.api.authz import Actor
-from reconciler.api.desired import Desired, DesiredCache
+from reconciler.api.candidate import Desired, DesiredCache
 from reconciler.api.problems import ApiError
 from reconciler.api.view import ControllerView, StoreView
 from reconciler.store import Store

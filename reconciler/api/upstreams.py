@@ -9,8 +9,8 @@ from aiohttp import web
 
 from reconciler.api import authz
 from reconciler.api.authz import Access
+from reconciler.api.candidate import Change, Desired, manifest_body, write
 from reconciler.api.context import actor, api, desired, json_object
-from reconciler.api.desired import Change, Desired, manifest_body, write
 from reconciler.api.problems import ApiError, forbidden, not_found
 from reconciler.api.routes import Route
 from reconciler.manifest.model import BASE_CHECKS, FORCE_STATUS, Upstream

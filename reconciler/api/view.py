@@ -1,5 +1,5 @@
 """What the API needs from the running controller, and nothing more: the contract between
-``reconciler/api`` (routes) and ``reconciler/controller.py`` (health loop, convergence).
+``reconciler/api`` (routes) and ``reconciler/serve/controller.py`` (health loop, convergence).
 
 ``serve`` builds one aiohttp application: ``reconciler.api.app.create_app(store, view, ...)``
 with the controller as ``view``. Tests of the API use ``StoreView`` (no controller running).

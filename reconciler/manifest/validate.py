@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from reconciler import collector
+from reconciler import gc_pause
 from reconciler.errors import ManifestError, Problem
 from reconciler.manifest.load import DEFAULT_MAX_FILE_SIZE, Document, PathPart, load_paths
 from reconciler.manifest.located import LocatedObject, Report, shown
@@ -59,7 +59,7 @@ def load_desired_state(
     paths: Iterable[str | os.PathLike[str]], max_file_size: int = DEFAULT_MAX_FILE_SIZE
 ) -> DesiredState:
     """Load and validate the manifests under ``paths``; raises ManifestError with every problem."""
-    with collector.paused():
+    with gc_pause.paused():
         docs, problems = load_paths(paths, max_file_size)
         state, more = validate(docs)
     problems = sorted(problems + more)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from reconciler import collector
+from reconciler import gc_pause
 from reconciler.errors import ConflictError
 from reconciler.manifest.model import KINDS, DesiredState, to_manifest
 from reconciler.store.base import (
@@ -90,7 +90,7 @@ def plan_sync(store: Store, desired: DesiredState, prune_api: bool = False, now:
     Objects are compared by fingerprint first, from the store's index; only those that differ
     are turned into manifest form and compared with their stored bodies.
     """
-    with collector.paused():
+    with gc_pause.paused():
         return _plan(store, desired, prune_api, time.time() if now is None else now)
 
 
@@ -143,7 +143,7 @@ def sync_manifests(
         return SyncResult(plan.base_revision, plan.base_revision, (), plan.kept_api, 0)
     ops = [change.to_op() for change in plan.changes]
     try:
-        with collector.paused():
+        with gc_pause.paused():
             revision = store.commit(ops, base_revision=plan.base_revision)
     except ConflictError as e:
         raise ConflictError(f"{e}; the manifests were not applied, run again to apply them") from e

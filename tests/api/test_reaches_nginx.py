@@ -19,7 +19,7 @@ from reconciler.api.app import create_app
 from reconciler.api.view import StoreView
 from reconciler.store import open_store
 from tests.api.server import FAST_HASHER, RunningServer
-from tests.apply.conftest import address
+from tests.deploy.conftest import address
 from tests.services.backends import HttpBackend
 from tests.services.fleet import Fleet
 from tests.services.fleet_fixtures import fleet_under_test

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from reconciler.api.app import create_app
-from reconciler.api.desired import Change, Desired, write
+from reconciler.api.candidate import Change, Desired, write
 from reconciler.api.problems import ApiError
 from reconciler.api.tls import ssl_context
 from reconciler.api.view import StoreView

@@ -9,7 +9,7 @@ import pytest
 
 from reconciler.errors import RenderError
 from reconciler.manifest.model import AccessNode, Backend, Connection, DesiredState, Listen, Upstream
-from reconciler.render import make_environment, render
+from reconciler.render.renderer import make_environment, render
 from reconciler.resolve import StaticResolver
 
 INJECTIONS = [

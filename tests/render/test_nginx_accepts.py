@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.manifest.validate import load_desired_state
-from reconciler.render import RenderedAccessNode, render
+from reconciler.render.renderer import RenderedAccessNode, render
 from reconciler.resolve import StaticResolver
 from tests.render.desired import access_node, large_fleet, state_of, upstream
 from tests.services.nginx import Nginx, include_http, include_stream

@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler.render import render
+from reconciler.render.renderer import render
 from reconciler.resolve import StaticResolver
 from tests.render.desired import access_node, state_of, upstream
 from tests.services.nginx import Nginx, include_http, include_stream

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from reconciler.errors import RenderError
-from reconciler.render import DEFAULT_FILE, Renderer, listen_value, render
+from reconciler.render.directory import directory_name
+from reconciler.render.renderer import DEFAULT_FILE, Renderer, listen_value, render
 from reconciler.resolve import Resolution, StaticResolver, SystemResolver
-from reconciler.write import directory_name
 from tests.render.desired import access_node, state_of, upstream
 
 NO_DNS = StaticResolver({})

@@ -11,7 +11,7 @@ import pytest
 from reconciler.health.select import Role, select
 from reconciler.manifest.model import DesiredState, Upstream
 from reconciler.manifest.validate import load_desired_state
-from reconciler.render import render
+from reconciler.render.renderer import render
 from reconciler.resolve import StaticResolver, ip_literal
 from tests.render.desired import large_fleet
 

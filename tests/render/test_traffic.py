@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.render import RenderedAccessNode, render
+from reconciler.render.renderer import RenderedAccessNode, render
 from reconciler.resolve import StaticResolver
 from tests.render.desired import access_node, state_of, upstream
 from tests.services.backends import EchoBackend, HttpBackend

@@ -23,7 +23,7 @@ def imported(code: str) -> set[str]:
 
 def cli_imports(*args: str) -> set[str]:
     return imported(
-        "import sys\nfrom reconciler.cli import cli\n"
+        "import sys\nfrom reconciler.cli.main import cli\n"
         f"try:\n    cli.main({list(args)!r}, prog_name='obreconcile')\nexcept SystemExit:\n    pass"
     )
 

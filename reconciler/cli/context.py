@@ -1,0 +1,136 @@
+"""What every command of the CLI shares: the global options' Context, common options, printing
+manifest problems. The commands live in main.py (manifests, store), rollout.py (plan, apply) and serve.py.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from reconciler.errors import ManifestError, Problem
+from reconciler.manifest.load import DEFAULT_MAX_FILE_SIZE
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from reconciler.manifest.model import DesiredState
+
+DEFAULT_STORE = "sqlite:///.obreconcile/state.db"
+
+
+@dataclass
+class Context:
+    """What every command gets from the global options.
+
+    ``out`` and ``err`` are rich Consoles made on first use (importing rich costs a CLI start
+    ~60 ms; JSON output never needs it).
+    """
+
+    store: str
+    output: str
+
+    @cached_property
+    def out(self) -> Console:
+        return _console(stderr=False)
+
+    @cached_property
+    def err(self) -> Console:
+        return _console(stderr=True)
+
+    def emit_json(self, document: Any) -> None:
+        click.echo(json.dumps(document, indent=2, sort_keys=True))
+
+
+def _console(*, stderr: bool) -> Console:
+    from rich.console import Console
+
+    # soft_wrap: a long line stays one line (grep-able, and rich never breaks a path or a diff)
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+pass_context = click.make_pass_decorator(Context)
+
+manifest_paths = click.argument(
+    "paths", nargs=-1, required=True, type=click.Path(exists=False, dir_okay=True, file_okay=True)
+)
+max_file_size = click.option(
+    "--max-file-size",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_FILE_SIZE,
+    show_default=True,
+    help="Largest manifest file read, in bytes.",
+)
+
+
+def connection_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """How commands that reach access nodes connect (plan, apply, serve, converge)."""
+    options = [
+        click.option(
+            "--forks",
+            type=click.IntRange(1, 500),
+            default=10,
+            show_default=True,
+            help="Access nodes worked on in parallel.",
+        ),
+        click.option(
+            "--known-hosts",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="known_hosts file (default: ~/.ssh/known_hosts or UserKnownHostsFile).",
+        ),
+        click.option(
+            "--accept-new-host-keys",
+            is_flag=True,
+            help="Record the host key of a host never seen before (a changed key is always refused).",
+        ),
+        click.option(
+            "--connect-timeout",
+            type=click.FloatRange(0.1),
+            default=10.0,
+            show_default=True,
+            help="Seconds to set up an SSH connection.",
+        ),
+        click.option(
+            "--templates",
+            type=click.Path(exists=True, file_okay=False),
+            default=None,
+            help="Directory of templates used before the shipped ones.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def report_problems(ctx: Context, problems: list[Problem]) -> None:
+    if ctx.output == "json":
+        ctx.emit_json({"valid": False, "errors": [p.to_dict() for p in problems]})
+        return
+    for problem in problems:
+        ctx.out.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+    files = len({p.file for p in problems})
+    ctx.err.print(
+        f"[red]invalid[/red]: {len(problems)} problem{'s' * (len(problems) != 1)} in {files} file{'s' * (files != 1)}"
+    )
+
+
+def load_or_exit(ctx: Context, paths: tuple[str, ...], max_file_size: int) -> DesiredState:
+    """The manifests' desired state; on problems print them all and exit 1."""
+    from reconciler.manifest.validate import load_desired_state
+
+    try:
+        return load_desired_state(paths, max_file_size)
+    except ManifestError as e:
+        report_problems(ctx, e.problems)
+        exit_with(1)
+
+
+def exit_with(code: int) -> NoReturn:
+    sys.exit(code)

@@ -1,0 +1,186 @@
+"""Plans and apply results as people read them (text like Terraform's) and as CI reads them (JSON).
+
+Text goes through a rich Console: colour on a terminal, plain otherwise. Every value from a
+manifest or a node is escaped before it is printed, so it is never read as rich markup.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from reconciler.deploy.plan import SYMBOL, Op
+from reconciler.store.sync import SyncAction, SyncPlan
+
+if TYPE_CHECKING:  # rich is imported only when text is printed: JSON output never needs it
+    from rich.console import Console
+
+    from reconciler.deploy.apply import NodeResult
+    from reconciler.deploy.fleet import NodePlanResult
+
+_COLOUR = {"+": "green", "~": "yellow", "-": "red", "!": "magenta"}
+_SYNC_SYMBOL = {SyncAction.ADD: "+", SyncAction.CHANGE: "~", SyncAction.REMOVE: "-", SyncAction.TAKEOVER: "!"}
+
+
+def escape(text: str) -> str:
+    """``text`` with rich markup escaped, so a value from a manifest or a node prints as is."""
+    from rich.markup import escape as escape_markup
+
+    return escape_markup(text)
+
+
+def _line(console: Console, symbol: str, text: str) -> None:
+    console.print(f"  [{_COLOUR[symbol]}]{symbol}[/] {escape(text)}", highlight=False, soft_wrap=True)
+
+
+def print_sync(console: Console, store_url: str, sync: SyncPlan) -> None:
+    console.print(f"[bold]Store[/] {escape(store_url)} (revision {sync.base_revision}):", highlight=False)
+    if not sync.changes:
+        console.print("  no changes: the store already says what the manifests say", highlight=False)
+    for change in sync.changes:
+        symbol = _SYNC_SYMBOL[change.action]
+        note = (
+            " (created through the API, now declared in Git: Git takes it over)"
+            if change.action == SyncAction.TAKEOVER
+            else ""
+        )
+        origin = f" ({change.new_provenance.origin})" if change.new_body is not None else ""
+        _line(console, symbol, f"{change.kind}/{change.name}{origin}{note}")
+    if sync.kept_api:
+        kept = ", ".join(f"{k}/{n}" for k, n in sync.kept_api[:5]) + (" ..." if len(sync.kept_api) > 5 else "")
+        console.print(
+            f"  kept {len(sync.kept_api)} objects created through the API ({escape(kept)}); --prune-api removes them",
+            highlight=False,
+        )
+
+
+def print_node_plan(console: Console, result: NodePlanResult) -> None:
+    if result.plan is None:
+        console.print(
+            f"[bold]{escape(result.access_node)}[/]: [red]cannot plan[/]: {escape(result.error)}", highlight=False
+        )
+        return
+    plan = result.plan
+    head = f"[bold]{escape(plan.access_node)}[/]"
+    if not plan.changed:
+        console.print(f"{head}: no changes (revision {plan.revision})", highlight=False)
+        return
+    console.print(f"{head}: revision {plan.live_revision or '(none)'} -> {plan.revision}", highlight=False)
+    if plan.refused:
+        console.print(f"  [red]refused[/]: {escape(plan.refused)}", highlight=False)
+    for change in plan.objects:
+        symbol = SYMBOL[change.op]
+        detail = f" {change.field}: {_short(change.old)} -> {_short(change.new)}" if change.field else ""
+        if change.field and change.op == Op.ADD:
+            detail = f" {change.field}: {_short(change.new)}"
+        elif change.field and change.op == Op.REMOVE:
+            detail = f" {change.field} (was {_short(change.old)})"
+        _line(console, symbol, f"{change.object}{detail}")
+    for item in plan.drift:
+        console.print(f"  [magenta]drift[/]: {escape(item)}", highlight=False)
+    if plan.reload_only:
+        console.print(f"  [yellow]reload[/]: {escape(plan.reload_only)}", highlight=False)
+    for warning in plan.warnings:
+        console.print(f"  [yellow]warning[/]: {escape(warning)}", highlight=False)
+    for file in plan.files:
+        _line(console, SYMBOL[file.op], f"{file.path}{' (drift)' if file.drift else ''}")
+        old = result.live.get(file.path, "").splitlines(keepends=True)
+        new = result.desired.get(file.path, "").splitlines(keepends=True)
+        for line in difflib.unified_diff(old, new, f"live/{file.path}", f"desired/{file.path}", n=2):
+            colour = (
+                "green"
+                if line.startswith("+")
+                else "red"
+                if line.startswith("-")
+                else "cyan"
+                if line.startswith("@@")
+                else ""
+            )
+            text = escape(line.rstrip("\n"))
+            console.print(f"    [{colour}]{text}[/]" if colour else f"    {text}", highlight=False, soft_wrap=True)
+
+
+def _short(value: Any) -> str:
+    text = repr(value) if not isinstance(value, str) else value
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def plan_summary(sync: SyncPlan, results: Sequence[NodePlanResult]) -> dict[str, int]:
+    counts = {str(a): 0 for a in SyncAction}
+    for change in sync.changes:
+        counts[str(change.action)] += 1
+    return {
+        "store_changes": len(sync.changes),
+        **{f"store_{k}": v for k, v in counts.items()},
+        "nodes_to_change": sum(1 for r in results if r.plan is not None and r.plan.changed),
+        "nodes_unchanged": sum(1 for r in results if r.plan is not None and not r.plan.changed),
+        "nodes_failed": sum(1 for r in results if r.plan is None),
+        "nodes_refused": sum(1 for r in results if r.plan is not None and r.plan.refused),
+    }
+
+
+def print_plan_summary(console: Console, summary: dict[str, int]) -> None:
+    console.print(
+        f"[bold]Plan:[/] store: {summary['store_add']} to add, {summary['store_change']} to change, "
+        f"{summary['store_remove']} to remove, {summary['store_takeover']} to take over; access nodes: "
+        f"{summary['nodes_to_change']} to change, {summary['nodes_unchanged']} unchanged, "
+        f"{summary['nodes_failed']} could not be planned.",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def sync_to_dict(sync: SyncPlan) -> dict[str, Any]:
+    return {
+        "base_revision": sync.base_revision,
+        "changes": [
+            {"action": str(c.action), "kind": c.kind, "name": c.name, "origin": c.new_provenance.origin}
+            for c in sync.changes
+        ],
+        "kept_api": [f"{k}/{n}" for k, n in sync.kept_api],
+    }
+
+
+def plan_document(store_url: str, sync: SyncPlan, results: Sequence[NodePlanResult]) -> dict[str, Any]:
+    """The JSON form of a plan: the same facts as the text, one document."""
+    summary = plan_summary(sync, results)
+    return {
+        "store": {"url": store_url, **sync_to_dict(sync)},
+        "access_nodes": [
+            r.plan.to_dict() if r.plan is not None else {"access_node": r.access_node, "error": r.error}
+            for r in results
+        ],
+        "summary": summary,
+        "changes": bool(summary["store_changes"] or summary["nodes_to_change"]),
+    }
+
+
+def result_line(result: NodeResult) -> str:
+    """One line per access node for people (also printed as each finishes, off a terminal)."""
+    name = escape(result.access_node)
+    if result.status == "unchanged":
+        return f"[green]ok[/] {name}: unchanged"
+    if result.status == "converged":
+        files = len(result.plan.files) if result.plan else 0
+        return f"[green]ok[/] {name}: converged ({files} file{'s' * (files != 1)} changed, reloaded) in {result.seconds:.2f}s"
+    if result.status == "skipped":
+        return f"[yellow]skipped[/] {name}: {escape(result.error)}"
+    back = " (rolled back to the previous release)" if result.rolled_back else ""
+    return f"[red]FAILED[/] {name} at {result.step}{back}: {escape(result.error)}"
+
+
+def apply_document(
+    store_url: str, revision: int, results: Sequence[NodeResult], sync: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "store": {"url": store_url, "revision": revision, **sync},
+        "access_nodes": [r.to_dict() for r in results],
+        "summary": {
+            "converged": sum(1 for r in results if r.status == "converged"),
+            "unchanged": sum(1 for r in results if r.status == "unchanged"),
+            "failed": sum(1 for r in results if r.status == "failed"),
+            "skipped": sum(1 for r in results if r.status == "skipped"),
+        },
+        "ok": all(r.ok for r in results),
+    }

@@ -1,0 +1,393 @@
+"""Apply a plan on one access node, in SPEC.md §2's order, leaving it on the old or the new release.
+
+    lock + observe → plan → stage → prune → switch → test → reload → verify → marker → unlock
+
+Two round trips when the node changes, one when it does not (plus the lock's release):
+
+- lock: ``flock`` on ``<config_dir>.lock``, held by a command whose stdin is ours (layout.py),
+  which reads the node's facts once it holds the lock (facts.py's commands) and reports them
+  in the same answer;
+- stage … marker: one script (scripts.py) with the release as a compressed tar on its stdin;
+- stage: the complete new release is written to ``<config_dir>.releases/<id>/``, its marker
+  saying ``staged`` (and the ``deployed`` one beside it, renamed over it last);
+- switch: a new symlink renamed over ``<config_dir>`` (one ``rename(2)``);
+- test: ``test_command`` runs against the complete new configuration with the new release
+  linked in, under the lock and before any reload; when it fails the link is renamed back at
+  once, so the running nginx never sees the new files (docs/apply.md says why this order);
+- reload, then verify from nginx itself: its default server must answer the new revision
+  and its error log must show no ``[emerg]`` since the reload; otherwise roll back (link the
+  previous release, reload it) and report;
+- marker: ``deployed`` renamed over the ``staged`` marker in the live release, last.
+
+Each failure is a ``NodeError`` naming the access node, the step and nginx's message.
+"""
+
+from __future__ import annotations
+
+import getpass
+import gzip
+import io
+import shlex
+import socket
+import tarfile
+import time
+from collections.abc import Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from reconciler.deploy.facts import Facts, Marker, encode_model, fact_commands, parse_facts
+from reconciler.deploy.layout import LOCK_BUSY_EXIT, MARKER, MODEL, NodeLayout
+from reconciler.deploy.plan import NodePlan, StoreRef, plan_node, sha256
+from reconciler.deploy.scripts import (
+    DEPLOYED_MARKER,
+    PROBE_PATH,
+    Deploy,
+    lock_command,
+    parse_steps,
+    probe_function,
+    steps_script,
+    switch_script,
+    verify_outcome,
+    verify_script,
+)
+from reconciler.errors import CommandError, NodeError, ObreconcileError
+from reconciler.manifest.model import AccessNode
+from reconciler.render.renderer import DEFAULT_FILE, RenderedAccessNode
+from reconciler.transport import CommandResult, Transport
+from reconciler.transport.batch import batch_script, parse_batch
+from reconciler.transport.held import HeldCommand
+
+__all__ = ["PROBE_PATH", "ApplySettings", "NodeLock", "NodeResult", "apply_node", "probe_address"]
+
+
+@dataclass(frozen=True)
+class ApplySettings:
+    force: bool = False  # push even when fencing refuses (an older store revision)
+    lock_timeout: float = 60.0  # seconds to wait for another apply's lock on a node
+    verify_timeout: float = 10.0  # seconds for nginx to serve the new revision after a reload
+    deployed_by: str = ""
+
+
+@dataclass(frozen=True)
+class NodeResult:
+    """What happened on one access node."""
+
+    access_node: str
+    status: str  # "unchanged" | "converged" | "failed" | "skipped"
+    plan: NodePlan | None = None
+    step: str = ""
+    error: str = ""
+    reloaded: bool = False
+    rolled_back: bool = False
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("unchanged", "converged")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "access_node": self.access_node,
+            "status": self.status,
+            "step": self.step,
+            "error": self.error,
+            "reloaded": self.reloaded,
+            "rolled_back": self.rolled_back,
+            "seconds": round(self.seconds, 3),
+            "plan": self.plan.to_dict() if self.plan else None,
+        }
+
+
+def default_deployer() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+class NodeLock:
+    """``flock`` on the node's lock file, held while this object lives (a context manager).
+
+    With ``facts`` (name -> command, facts.py's), the commands run as soon as the lock is
+    held and ``results`` holds their outcomes: locking and observing cost one round trip.
+    """
+
+    def __init__(
+        self, transport: Transport, layout: NodeLayout, timeout: float, facts: Mapping[str, str] | None = None
+    ) -> None:
+        self.transport, self.layout, self.timeout = transport, layout, timeout
+        self.facts = dict(facts or {})
+        self.held: HeldCommand | None = None
+        self.results: dict[str, CommandResult] = {}
+
+    def __enter__(self) -> NodeLock:
+        wait = max(1, round(self.timeout))
+        script, boundary = batch_script(self.facts)
+        sentinel = f"{boundary} done"
+        then = f"{script}\nprintf '%s\\n' {shlex.quote(sentinel)}; printf '%s\\n' {shlex.quote(sentinel)} >&2"
+        self.held = self.transport.hold(lock_command(self.layout, wait, then))
+        try:
+            answer = self.held.read_until(sentinel.encode(), self.timeout + 15 + (self.transport.command_timeout or 0))
+        except BaseException:
+            self.held.release()
+            raise
+        if answer.exit_code is None and answer.stdout.startswith(b"locked\n"):
+            parsed = parse_batch(answer.stdout[len(b"locked\n") :], answer.stderr, boundary, list(self.facts))
+            if parsed is not None:
+                self.results = {name: CommandResult(*parts) for name, parts in parsed.items()}
+                return self
+        self.held.release()
+        if answer.exit_code == LOCK_BUSY_EXIT:
+            raise NodeError(self.transport.name, "lock", f"another apply held {self.layout.lock} for {wait}s")
+        if answer.stdout.startswith(b"locked\n"):
+            raise CommandError(self.transport.target, "(facts under the lock)", answer.exit_code or 1, answer.stderr)
+        raise NodeError(
+            self.transport.name, "lock", f"cannot lock {self.layout.lock}", answer.stderr.decode("utf-8", "replace")
+        )
+
+    def __exit__(self, *exc: object) -> None:
+        if self.held is not None:
+            self.held.release()
+
+
+def apply_node(
+    node: AccessNode,
+    rendered: RenderedAccessNode | Future[RenderedAccessNode],
+    model: dict[str, Any],
+    transport: Transport,
+    store: StoreRef,
+    settings: ApplySettings,
+    expected_facts: str | None = None,
+) -> NodeResult:
+    """Converge one access node; never raises for the node's own failures (see NodeResult).
+
+    ``rendered`` may still be rendering (a Future): the node is locked and observed meanwhile.
+    """
+    started = time.monotonic()
+    plan: NodePlan | None = None
+    try:
+        with NodeLock(transport, NodeLayout.of(node), settings.lock_timeout, fact_commands(node)) as lock:
+            facts = parse_facts(node.name, lock.results)
+            if isinstance(rendered, Future):
+                rendered = _rendered(node, rendered)
+            plan = plan_node(rendered, facts, model, store, settings.force)
+            if expected_facts is not None and plan.facts_digest != expected_facts:
+                raise NodeError(node.name, "plan", "the node changed since the saved plan was made: plan again")
+            if plan.refused:
+                raise NodeError(node.name, "plan", plan.refused)
+            if not plan.changed:
+                return NodeResult(node.name, "unchanged", plan, seconds=time.monotonic() - started)
+            _deploy(node, rendered, model, transport, store, settings, facts)
+            return NodeResult(node.name, "converged", plan, reloaded=True, seconds=time.monotonic() - started)
+    except NodeError as e:
+        return NodeResult(
+            node.name,
+            "failed",
+            plan,
+            e.step,
+            e.message,
+            reloaded=e.reloaded,
+            rolled_back=e.rolled_back,
+            seconds=time.monotonic() - started,
+        )
+    except ObreconcileError as e:  # transport: unreachable, host key, authentication, lost link
+        return NodeResult(node.name, "failed", plan, "connect", str(e), seconds=time.monotonic() - started)
+
+
+def _rendered(node: AccessNode, future: Future[RenderedAccessNode]) -> RenderedAccessNode:
+    try:
+        return future.result()
+    except ObreconcileError as e:
+        raise NodeError(node.name, "render", str(e)) from e
+
+
+def _deploy(
+    node: AccessNode,
+    rendered: RenderedAccessNode,
+    model: dict[str, Any],
+    transport: Transport,
+    store: StoreRef,
+    settings: ApplySettings,
+    facts: Facts,
+) -> None:
+    """Stage, switch, test, reload, verify and mark the new release in one round trip (scripts.py);
+    on a failure switch back or roll back, and raise ``NodeError``."""
+    layout = NodeLayout.of(node)
+    now = datetime.now(UTC)
+    release_id = f"{now.strftime('%Y%m%dT%H%M%S.%fZ')}-{rendered.revision}"
+    release = layout.release(release_id)
+    marker = Marker(
+        revision=rendered.revision,
+        store_id=store.store_id,
+        store_revision=store.revision,
+        digests={path: sha256(text) for path, text in rendered.files.items()},
+        state="staged",
+        deployed_by=settings.deployed_by or default_deployer(),
+        deployed_at=now.isoformat(timespec="seconds"),
+        release=release_id,
+    )
+    previous = _adopt(transport, layout, facts)
+    contents: dict[str, bytes] = {path: text.encode() for path, text in rendered.files.items()}
+    contents.update(
+        {
+            MARKER: marker.to_json(),
+            DEPLOYED_MARKER: replace(marker, state="deployed").to_json(),
+            MODEL: encode_model(model),
+        }
+    )
+    deploy = Deploy(
+        layout,
+        release,
+        node.nginx.test_command,
+        node.nginx.reload_command,
+        node.nginx.error_log,
+        rendered.revision,
+        probe_function(probe_address(node), facts.probe_tool) if _can_probe(facts, rendered.files) else None,
+        settings.verify_timeout,
+    )
+    commands = deploy.steps()
+    script, boundary = steps_script(commands)
+    timeout = settings.verify_timeout + (transport.command_timeout or 0)
+    answer = transport.run(script, input=_tar(transport.name, contents), timeout=timeout)
+    steps = parse_steps(answer, boundary, list(commands))
+    failed, result = next(reversed(steps.items()), ("stage", CommandResult(answer.exit_code or 1, b"", answer.stderr)))
+    if failed == "marker" and result.ok:
+        return
+    if result.ok:  # the script broke off after a step that succeeded (the shell died, sudo refused)
+        failed, result = _broke_off(failed, answer)
+    if failed == "stage":
+        raise NodeError(node.name, "stage", f"cannot write the new release {release}", result.stderr)
+    if failed == "switch":
+        raise NodeError(node.name, "switch", f"cannot link {layout.config_dir} to {release}", result.stderr)
+    if failed == "test":
+        _switch_back(transport, layout, previous)
+        transport.run(["rm", "-rf", "--", release])
+        message = f"{node.nginx.test_command!r} refused the new configuration"
+        raise NodeError(node.name, "test", message, result.stderr or result.stdout)
+    if failed == "marker":
+        raise NodeError(node.name, "marker", f"cannot mark {release} deployed", result.stderr, reloaded=True)
+    if failed == "reload":
+        stderr = result.stderr.decode("utf-8", "replace").strip()
+        problem = f"{node.nginx.reload_command!r} failed (exit {result.exit_code}): {stderr}"
+    else:  # verify (prune and size always succeed)
+        problem = verify_outcome(result, rendered.revision, deploy.probe is not None, settings.verify_timeout)
+    outcome = _roll_back(transport, node, layout, previous, facts, settings)
+    raise NodeError(
+        node.name,
+        "reload" if failed == "reload" else "verify",
+        f"{problem}; {outcome}",
+        reloaded=True,
+        rolled_back=True,
+    )
+
+
+def _broke_off(last: str, answer: CommandResult) -> tuple[str, CommandResult]:
+    """Which step to report when the deploy script stopped after ``last`` succeeded: the next one,
+    failed (so that a switched node is switched back, a reloaded one rolled back)."""
+    following = {"stage": "switch", "prune": "switch", "switch": "test", "test": "reload", "size": "reload"}
+    step = following.get(last, "verify")
+    stderr = f"the deploy script stopped after {last} (exit {answer.exit_code})\n".encode() + answer.stderr
+    return step, CommandResult(answer.exit_code or 1, b"", stderr)
+
+
+def _tar(node: str, contents: Mapping[str, bytes]) -> bytes:
+    """The release as one gzip-compressed tar stream (paths relative to the release directory).
+
+    Compressed because the bytes are sent by a worker thread that competes for the GIL with
+    rendering and the other nodes' workers (a 32 KiB packet at a time): 100 upstreams' files
+    are ~290 KB as a tar, ~25 KB compressed. zlib releases the GIL while it works.
+    """
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path, data in sorted(contents.items()):
+            if path.startswith("/") or ".." in path.split("/"):
+                raise NodeError(node, "stage", f"refusing to write outside the release: {path!r}")
+            info = tarfile.TarInfo(path)
+            info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+    return gzip.compress(buffer.getvalue(), compresslevel=1, mtime=0)
+
+
+def _adopt(transport: Transport, layout: NodeLayout, facts: Facts) -> str | None:
+    """The release live before this apply (a path), taking over a plain directory as one."""
+    if facts.link is None:
+        return None
+    if facts.link != "":
+        return facts.link
+    adopted = layout.release("00000000-adopted")
+    transport.run(
+        f"mkdir -p -- {shlex.quote(layout.releases)} && rm -rf -- {shlex.quote(adopted)} && "
+        f"mv -T -- {shlex.quote(layout.config_dir)} {shlex.quote(adopted)} && "
+        f"ln -s -- {shlex.quote(adopted)} {shlex.quote(layout.config_dir)}",
+        check=True,
+    )
+    return adopted
+
+
+def _switch(transport: Transport, layout: NodeLayout, target: str) -> None:
+    result = transport.run(switch_script(layout, target))
+    if not result.ok:
+        raise NodeError(transport.name, "switch", f"cannot link {layout.config_dir} to {target}", result.stderr)
+
+
+def _switch_back(transport: Transport, layout: NodeLayout, previous: str | None) -> None:
+    if previous is not None:
+        _switch(transport, layout, previous)
+    else:  # nothing was deployed before: no managed files at all
+        transport.run(["rm", "-f", "--", layout.config_dir], check=True)
+
+
+def _can_probe(facts: Facts, files: Mapping[str, str]) -> bool:
+    """Whether verify can ask nginx for its revision: the default server is in the release and
+    the node has curl, wget or python3 (without them only the error log is read)."""
+    return DEFAULT_FILE in files and facts.probe_tool is not None
+
+
+def probe_address(node: AccessNode) -> str:
+    """Where the node's own default server answers the revision (from the node itself)."""
+    address = node.listen_address
+    if address in ("*", "0.0.0.0"):
+        address = "127.0.0.1"
+    elif address in ("[::]",):
+        address = "[::1]"
+    return f"{address}:{node.http_port}"
+
+
+def _roll_back(
+    transport: Transport,
+    node: AccessNode,
+    layout: NodeLayout,
+    previous: str | None,
+    facts: Facts,
+    settings: ApplySettings,
+) -> str:
+    """Link the previous release again, reload it and verify it; say how that went (one round trip)."""
+    try:
+        old = facts.marker.revision if facts.marker and previous else None
+        probe = probe_function(probe_address(node), facts.probe_tool) if _can_probe(facts, facts.files) else None
+        log = shlex.quote(node.nginx.error_log)
+        commands = {
+            "switch": switch_script(layout, previous) if previous else f"rm -f -- {shlex.quote(layout.config_dir)}",
+            "size": f"stat -c %s -- {log} 2>/dev/null || true",
+            "reload": node.nginx.reload_command,
+        }
+        if old is not None:
+            commands["verify"] = verify_script(old, probe, node.nginx.error_log, "$size", settings.verify_timeout)
+        script, boundary = steps_script(commands)
+        steps = parse_steps(transport.run(script, timeout=settings.verify_timeout + 60), boundary, list(commands))
+        failed, result = next(reversed(steps.items()), ("switch", CommandResult(1, b"", b"")))
+        if failed == "switch" and not result.ok:
+            return f"rollback failed: cannot link {layout.config_dir} back: {result.stderr.decode('utf-8', 'replace').strip()}"
+        if failed == "reload" and not result.ok:
+            stderr = result.stderr.decode("utf-8", "replace").strip()
+            return f"rolled back the files, but reloading them failed too: {stderr}"
+        if failed == "verify" and old is not None:
+            problem = verify_outcome(result, old, probe is not None, settings.verify_timeout)
+            if problem:
+                return f"rolled back to the previous release, but {problem}"
+        return "rolled back to the previous release and reloaded it"
+    except ObreconcileError as e:
+        return f"rollback failed: {e}"

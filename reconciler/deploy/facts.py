@@ -1,0 +1,194 @@
+"""Facts about an access node: what is deployed there, read in one round trip.
+
+Each fact is a shell command and a pure parser of its output (pyinfra's habit), all run
+through ``Transport.run_batch``; the parsers are tested with recorded outputs. Content of
+files is not read here: ``plan`` fetches only the files whose digest differs, for a diff.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from reconciler.deploy.layout import NodeLayout
+from reconciler.manifest.model import AccessNode
+from reconciler.transport import CommandResult, Transport
+
+MARKER_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Marker:
+    """What obreconcile recorded on the node when it deployed the live release."""
+
+    revision: str  # the render revision (digest of what the files are made of)
+    store_id: str  # which desired-state store the push came from
+    store_revision: int  # that store's revision: pushes carrying an older one are refused
+    digests: Mapping[str, str]  # relative path -> sha256 of every managed file
+    state: str  # "staged" (switched, not yet verified) | "deployed" (verified live)
+    deployed_by: str = ""
+    deployed_at: str = ""
+    release: str = ""
+
+    def to_json(self) -> bytes:
+        document = {
+            "format": MARKER_FORMAT,
+            "revision": self.revision,
+            "store_id": self.store_id,
+            "store_revision": self.store_revision,
+            "digests": dict(sorted(self.digests.items())),
+            "state": self.state,
+            "deployed_by": self.deployed_by,
+            "deployed_at": self.deployed_at,
+            "release": self.release,
+        }
+        return (json.dumps(document, indent=1, sort_keys=True) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Marker:
+        data = json.loads(raw)
+        return cls(
+            str(data["revision"]),
+            str(data.get("store_id", "")),
+            int(data.get("store_revision", 0)),
+            {str(k): str(v) for k, v in data.get("digests", {}).items()},
+            str(data.get("state", "deployed")),
+            str(data.get("deployed_by", "")),
+            str(data.get("deployed_at", "")),
+            str(data.get("release", "")),
+        )
+
+
+@dataclass(frozen=True)
+class Facts:
+    """The live state of one access node's managed configuration."""
+
+    access_node: str
+    nginx_version: str | None  # None: nginx is not installed (or not on PATH)
+    link: str | None  # target of the config_dir symlink; "" a real directory; None absent
+    files: Mapping[str, str]  # relative path -> sha256 of each live managed file
+    marker: Marker | None
+    marker_problem: str = ""  # set when a marker exists but cannot be read
+    error_log_size: int | None = None
+    probe_tool: str | None = None  # curl, wget or python3: how verify asks nginx for its revision
+    # The model recorded at the last deploy (.obreconcile/model.json.gz), read only by plan for
+    # its object-level view; None when not read ({} when there is nothing deployed).
+    model: Mapping[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "access_node": self.access_node,
+            "nginx_version": self.nginx_version,
+            "link": self.link,
+            "files": dict(sorted(self.files.items())),
+            "marker_revision": self.marker.revision if self.marker else None,
+            "marker_state": self.marker.state if self.marker else None,
+            "marker_store_revision": self.marker.store_revision if self.marker else None,
+        }
+
+
+def fact_commands(node: AccessNode) -> dict[str, str]:
+    """The shell commands that read every fact of ``node``, by name."""
+    layout = NodeLayout.of(node)
+    d = shlex.quote(layout.config_dir)
+    return {
+        "nginx": "nginx -v 2>&1",
+        "link": f"if [ -L {d} ]; then readlink -- {d}; elif [ -d {d} ]; then echo DIRECTORY; else echo ABSENT; fi",
+        # two processes (each costs milliseconds on a busy node); the order does not matter
+        "files": (
+            f"cd {d} 2>/dev/null || exit 0; find -L . -path ./.obreconcile -prune -o -type f -exec sha256sum -- {{}} +"
+        ),
+        "marker": f"cat -- {shlex.quote(layout.marker)} 2>/dev/null || true",
+        "errlog": f"stat -c %s -- {shlex.quote(node.nginx.error_log)} 2>/dev/null || true",
+        "probe": "command -v curl || command -v wget || command -v python3 || true",
+    }
+
+
+def parse_nginx_version(result: CommandResult) -> str | None:
+    """'1.22.1' from 'nginx version: nginx/1.22.1'; None when nginx did not run."""
+    text = (result.stdout + result.stderr).decode("utf-8", "replace")
+    for line in text.splitlines():
+        if "nginx version:" in line:
+            return line.split("/", 1)[-1].strip() if "/" in line else line.split(":", 1)[1].strip()
+    return None
+
+
+def parse_link(result: CommandResult) -> str | None:
+    text = result.text.strip()
+    if text == "ABSENT" or not text:
+        return None
+    if text == "DIRECTORY":
+        return ""
+    return text
+
+
+def parse_digests(result: CommandResult) -> dict[str, str]:
+    """``sha256sum`` lines ('<hex>  ./http/a.conf') -> {'http/a.conf': '<hex>'}."""
+    digests = {}
+    for line in result.text.splitlines():
+        digest, _, path = line.partition("  ")
+        if len(digest) == 64 and path:
+            digests[path[2:] if path.startswith("./") else path] = digest
+    return digests
+
+
+def parse_marker(result: CommandResult) -> tuple[Marker | None, str]:
+    raw = result.stdout.strip()
+    if not raw:
+        return None, ""
+    try:
+        return Marker.from_json(raw), ""
+    except (ValueError, KeyError, TypeError) as e:
+        return None, f"the marker cannot be read ({e}); the node is treated as never deployed"
+
+
+def parse_size(result: CommandResult) -> int | None:
+    text = result.text.strip()
+    return int(text) if text.isdigit() else None
+
+
+def parse_probe_tool(result: CommandResult) -> str | None:
+    """'curl' from '/usr/bin/curl' (the first of curl, wget, python3 found), or None."""
+    lines = result.text.split()
+    return lines[0].rsplit("/", 1)[-1] if lines else None
+
+
+def parse_facts(access_node: str, results: Mapping[str, CommandResult]) -> Facts:
+    """Facts from the outputs of ``fact_commands`` (a pure function)."""
+    marker, problem = parse_marker(results["marker"])
+    return Facts(
+        access_node=access_node,
+        nginx_version=parse_nginx_version(results["nginx"]),
+        link=parse_link(results["link"]),
+        files=parse_digests(results["files"]),
+        marker=marker,
+        marker_problem=problem,
+        error_log_size=parse_size(results["errlog"]),
+        probe_tool=parse_probe_tool(results["probe"]) if "probe" in results else None,
+    )
+
+
+def observe(node: AccessNode, transport: Transport, with_model: bool = False) -> Facts:
+    """Read every fact of ``node`` in one round trip (two ``with_model``: the recorded model)."""
+    facts = parse_facts(node.name, transport.run_batch(fact_commands(node)))
+    if not with_model:
+        return facts
+    raw = transport.read_file(NodeLayout.of(node).model) if facts.marker is not None else None
+    return replace(facts, model=decode_model(raw) if raw else {})
+
+
+def encode_model(model: Mapping[str, Any]) -> bytes:
+    return gzip.compress(json.dumps(model, sort_keys=True, separators=(",", ":")).encode(), compresslevel=6, mtime=0)
+
+
+def decode_model(raw: bytes) -> dict[str, Any]:
+    """The recorded model; {} when it cannot be read (the plan then shows every object as new)."""
+    try:
+        model = json.loads(gzip.decompress(raw))
+    except (OSError, ValueError, EOFError):
+        return {}
+    return model if isinstance(model, dict) else {}

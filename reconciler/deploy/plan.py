@@ -1,0 +1,274 @@
+"""Plan: what apply would change on one access node. A pure function of desired files and facts.
+
+A plan has two views, both typed values (kopf's habit: a diff is data, not text):
+
+- files: ``FileChange(op, path, old_digest, new_digest, drift)`` for every file to add,
+  change or remove in the managed directory; ``drift`` marks a live file that differs from
+  what obreconcile recorded when it last deployed (a hand edit, a removed file);
+- objects: ``Change(op, object, field, old, new)``: upstreams and their nodes, computed from
+  the desired model against the model recorded in the node's marker at the last deploy.
+
+Besides changes, a node may need only a reload (its last deploy was switched but never
+verified) or be refused (fencing: the push carries an older store revision than the node runs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from reconciler.deploy.facts import Facts
+from reconciler.manifest.model import AccessNode, DesiredState, to_manifest
+from reconciler.render.renderer import RenderedAccessNode
+
+
+class Op(StrEnum):
+    ADD = "add"
+    CHANGE = "change"
+    REMOVE = "remove"
+
+
+SYMBOL = {Op.ADD: "+", Op.CHANGE: "~", Op.REMOVE: "-"}
+
+
+@dataclass(frozen=True)
+class FileChange:
+    op: Op
+    path: str
+    old_digest: str | None
+    new_digest: str | None
+    drift: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "op": str(self.op),
+            "path": self.path,
+            "old_digest": self.old_digest,
+            "new_digest": self.new_digest,
+            "drift": self.drift,
+        }
+
+
+@dataclass(frozen=True)
+class Change:
+    """One object-level difference: ``Upstream/api`` ``nodes[app1:8080].weight`` 1 → 5."""
+
+    op: Op
+    object: str
+    field: str = ""
+    old: Any = None
+    new: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"op": str(self.op), "object": self.object, "field": self.field, "old": self.old, "new": self.new}
+
+
+@dataclass(frozen=True)
+class StoreRef:
+    """The desired-state store a push comes from, and its revision."""
+
+    store_id: str
+    revision: int
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    access_node: str
+    revision: str  # the desired render revision
+    live_revision: str | None
+    files: tuple[FileChange, ...]
+    objects: tuple[Change, ...]
+    drift: tuple[str, ...] = ()  # human-readable: what differs from the last deploy
+    reload_only: str = ""  # why a reload (and verify) is needed with no file change
+    refused: str = ""  # why this push must not happen (fencing, no nginx)
+    warnings: tuple[str, ...] = ()
+    facts_digest: str = ""
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.files or self.reload_only)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "access_node": self.access_node,
+            "revision": self.revision,
+            "live_revision": self.live_revision,
+            "changed": self.changed,
+            "files": [f.to_dict() for f in self.files],
+            "objects": [c.to_dict() for c in self.objects],
+            "drift": list(self.drift),
+            "reload_only": self.reload_only,
+            "refused": self.refused,
+            "warnings": list(self.warnings),
+            "facts_digest": self.facts_digest,
+        }
+
+
+def sha256(text: str | bytes) -> str:
+    return hashlib.sha256(text.encode() if isinstance(text, str) else text).hexdigest()
+
+
+def facts_digest(facts: Facts) -> str:
+    """A digest of everything a plan was computed from on the node (for saved plans)."""
+    return sha256(json.dumps(facts.to_dict(), sort_keys=True))[:16]
+
+
+def node_model(
+    state: DesiredState, node: AccessNode, manifests: dict[str, dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """What the access node's files are made of, in manifest form, recorded beside its marker.
+
+    ``manifests`` caches each upstream's manifest form across the access nodes of one run.
+    """
+    cache = manifests if manifests is not None else {}
+    upstreams = {}
+    for name in node.upstreams:
+        if name in state.upstreams:
+            if name not in cache:
+                cache[name] = to_manifest("Upstream", state.upstreams[name])
+            upstreams[name] = cache[name]
+    return {"access_node": to_manifest("AccessNode", node), "upstreams": upstreams}
+
+
+def plan_node(
+    rendered: RenderedAccessNode,
+    facts: Facts,
+    model: Mapping[str, Any],
+    store: StoreRef,
+    force: bool = False,
+) -> NodePlan:
+    """The plan of one access node: desired files and model against its facts (pure)."""
+    desired = {path: sha256(text) for path, text in rendered.files.items()}
+    marker = facts.marker
+    recorded = marker.digests if marker else {}
+    files = []
+    for path in sorted(set(desired) | set(facts.files)):
+        new, old = desired.get(path), facts.files.get(path)
+        if new == old:
+            continue
+        op = Op.ADD if old is None else Op.REMOVE if new is None else Op.CHANGE
+        drifted = marker is not None and recorded.get(path) != old
+        files.append(FileChange(op, path, old, new, drifted))
+    drift = _drift(facts)
+    reload_only = ""
+    if not files:
+        if facts.link == "":
+            reload_only = "config_dir is a plain directory: obreconcile takes it over as a release"
+        elif marker is not None and marker.state != "deployed":
+            reload_only = "the last deploy was switched but never verified: reload and verify"
+        elif marker is None and desired:
+            reload_only = "no marker on the node: record this deploy"
+        elif marker is not None and marker.revision != rendered.revision:
+            reload_only = "the live files match but the marker names another revision: record this deploy"
+    return NodePlan(
+        access_node=rendered.name,
+        revision=rendered.revision,
+        live_revision=marker.revision if marker else None,
+        files=tuple(files),
+        objects=tuple(diff_models(facts.model, model)) if facts.model is not None else (),
+        drift=tuple(drift),
+        reload_only=reload_only,
+        refused=_refusal(facts, store, force) if (files or reload_only) else "",
+        warnings=tuple(rendered.warnings) + ((facts.marker_problem,) if facts.marker_problem else ()),
+        facts_digest=facts_digest(facts),
+    )
+
+
+def _drift(facts: Facts) -> list[str]:
+    marker = facts.marker
+    if marker is None:
+        return []
+    out = []
+    for path in sorted(set(marker.digests) | set(facts.files)):
+        recorded, live = marker.digests.get(path), facts.files.get(path)
+        if recorded == live:
+            continue
+        if live is None:
+            out.append(f"{path}: removed by hand")
+        elif recorded is None:
+            out.append(f"{path}: added by hand")
+        else:
+            out.append(f"{path}: changed by hand")
+    return out
+
+
+def _refusal(facts: Facts, store: StoreRef, force: bool) -> str:
+    if facts.nginx_version is None:
+        return "nginx is not installed on the access node (or not on the PATH of its user)"
+    marker = facts.marker
+    if force or marker is None or marker.store_id != store.store_id:
+        return ""
+    if store.revision < marker.store_revision:
+        return (
+            f"fenced: the node runs store revision {marker.store_revision}, this push carries {store.revision} "
+            "(a stale controller or a late job must not roll it back; --force overrides)"
+        )
+    return ""
+
+
+# --- object-level view ---------------------------------------------------------------------
+
+
+def diff_models(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Change]:
+    """Changes from the recorded model to the desired one: access node settings, upstreams, nodes."""
+    changes: list[Change] = []
+    old_node, new_node = old.get("access_node") or {}, new.get("access_node") or {}
+    name = new_node.get("name") or old_node.get("name") or "?"
+    if old_node:
+        _diff_fields(f"AccessNode/{name}", "", old_node, new_node, changes)
+    old_up, new_up = old.get("upstreams") or {}, new.get("upstreams") or {}
+    for upstream in sorted(set(old_up) | set(new_up)):
+        label = f"Upstream/{upstream}"
+        if upstream not in old_up:
+            changes.append(Change(Op.ADD, label))
+        elif upstream not in new_up:
+            changes.append(Change(Op.REMOVE, label))
+        else:
+            _diff_fields(label, "", old_up[upstream], new_up[upstream], changes)
+    return changes
+
+
+def _keyed(items: list[Any]) -> dict[str, Any] | None:
+    """Backends keyed by hostname (ACL rules by group), so a change reads as one node's change."""
+    if items and all(isinstance(i, dict) and "hostname" in i for i in items):
+        return {i["hostname"]: i for i in items}
+    if items and all(isinstance(i, dict) and "group_name" in i for i in items):
+        return {i["group_name"]: i for i in items}
+    return None
+
+
+def _diff_fields(label: str, prefix: str, old: Any, new: Any, changes: list[Change]) -> None:
+    if old == new:
+        return
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            path = f"{prefix}.{key}" if prefix else key
+            if key not in old:
+                changes.append(Change(Op.ADD, label, path, None, new[key]))
+            elif key not in new:
+                changes.append(Change(Op.REMOVE, label, path, old[key], None))
+            else:
+                _diff_fields(label, path, old[key], new[key], changes)
+        return
+    if isinstance(old, list) and isinstance(new, list):
+        old_keyed, new_keyed = _keyed(old), _keyed(new)
+        if (
+            (old_keyed is not None and new_keyed is not None)
+            or (old_keyed is not None and not new)
+            or (new_keyed is not None and not old)
+        ):
+            old_keyed, new_keyed = old_keyed or {}, new_keyed or {}
+            for key in sorted(set(old_keyed) | set(new_keyed)):
+                path = f"{prefix}[{key}]"
+                if key not in old_keyed:
+                    changes.append(Change(Op.ADD, label, path, None, new_keyed[key]))
+                elif key not in new_keyed:
+                    changes.append(Change(Op.REMOVE, label, path, old_keyed[key], None))
+                else:
+                    _diff_fields(label, path, old_keyed[key], new_keyed[key], changes)
+            return
+    changes.append(Change(Op.CHANGE, label, prefix, old, new))

@@ -1,0 +1,255 @@
+"""The shell side of apply: what runs on an access node, as scripts built here (pure functions).
+
+A changing apply sends one script (``steps_script(Deploy(...).steps())``) with the release
+as a gzip-compressed tar stream on its stdin, and reads one answer: every step of SPEC.md §2
+from staging to the marker in a single round trip, each step run only when the previous one
+succeeded::
+
+    stage → prune → switch → test → size → reload → verify → marker
+
+Each step is framed like ``transport.batch`` (``<boundary> begin <step>`` … ``<boundary> end
+<step> <code>``, on stdout and stderr), so ``parse_steps`` gives each step's exit code and
+output and tells which steps ran. A rollback is a shorter script of the same kind. The operator's ``test_command`` and ``reload_command`` run in
+subshells with stdin from /dev/null. ``verify`` polls on the node itself (no round trip per
+poll): nginx's default server must answer the new revision and its error log must show no
+``[emerg]``/``[alert]``/``[crit]`` line since the reload. ``marker`` renames the release's
+``deployed`` marker (shipped in the tar beside the ``staged`` one) over it: one ``rename(2)``,
+last. What happens on a failure (switch back, roll back) is decided by apply.py.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from reconciler.deploy.layout import KEEP_RELEASES, LOCK_BUSY_EXIT, MARKER, NodeLayout
+from reconciler.transport import CommandResult
+from reconciler.transport.batch import parse_batch
+
+PROBE_PATH = "/.well-known/obreconcile/revision"
+DEPLOYED_MARKER = MARKER + ".deployed"  # in the release: renamed over MARKER once verified
+EMERGENCY = r"\[(emerg|alert|crit)\]"
+VERIFY_POLL = 0.02  # seconds between two probes of nginx on the node
+LOG_EVERY = 5  # polls between two reads of the error log (and of the clock)
+HANDOVER_POLL, HANDOVER_POLLS = 0.05, 3  # the new revision alone for 150 ms: nginx's 100 ms handover
+
+
+def lock_command(layout: NodeLayout, wait: int, then: str = "") -> str:
+    """``flock`` held by a command whose stdin is ours; ``then`` runs once the lock is held."""
+    inner = f"echo locked; {then}\nexec cat >/dev/null" if then else "echo locked; exec cat >/dev/null"
+    parent = shlex.quote(layout.parent)
+    return (
+        f"{{ [ -d {parent} ] || mkdir -p -- {parent}; }} && "
+        f"exec flock -w {wait} -E {LOCK_BUSY_EXIT} {shlex.quote(layout.lock)} sh -c {shlex.quote(inner)}"
+    )
+
+
+def switch_script(layout: NodeLayout, target: str) -> str:
+    """Point ``config_dir`` at ``target`` with one rename of a new symlink over it."""
+    link = f"{layout.config_dir}.obr-switch"  # -n: replace a leftover link, never write into it
+    return (
+        f"ln -sfn -- {shlex.quote(target)} {shlex.quote(link)} && "
+        f"mv -f -T -- {shlex.quote(link)} {shlex.quote(layout.config_dir)}"
+    )
+
+
+def prune_script(layout: NodeLayout, staged: str) -> str:
+    """Keep the KEEP_RELEASES newest releases (names sort by time), and always the live one and
+    ``staged`` (the release this apply just uploaded, not live yet).
+
+    Only names obreconcile gives releases count (``<digits>…-<revision>``): anything else in the
+    releases directory is neither counted among the newest nor removed. The shell's own glob
+    lists and sorts them (in the C locale, as ``sort`` would): the only processes started are
+    ``readlink`` and one ``rm`` per release removed.
+    """
+    return (
+        f"LC_ALL=C; export LC_ALL; set -- {shlex.quote(layout.releases)}/[0-9]*-*; n=$(($# - {KEEP_RELEASES})); "
+        f'[ "$n" -gt 0 ] || exit 0; live=$(readlink -- {shlex.quote(layout.config_dir)} || true); '
+        f"staged={shlex.quote(staged)}; "
+        'for r; do [ "$n" -gt 0 ] || break; n=$((n - 1)); '
+        '[ "$r" = "$live" ] || [ "$r" = "$staged" ] || rm -rf -- "$r"; done; exit 0'
+    )
+
+
+def probe_command(address: str, tool: str | None = None) -> str:
+    """Ask nginx's default server at ``address`` for its revision: with ``tool`` (curl, wget or
+    python3, as the node's facts found) or, unknown, the first of them that answers."""
+    url = shlex.quote(f"http://{address}{PROBE_PATH}")
+    commands = {
+        "curl": f"curl -fsS --max-time 2 {url} 2>/dev/null",
+        "wget": f"wget -qO- -T 2 {url} 2>/dev/null",
+        "python3": (
+            "python3 -c 'import sys,urllib.request;print(urllib.request.urlopen(sys.argv[1],timeout=2).read().decode())' "
+            f"{url} 2>/dev/null"
+        ),
+    }
+    if tool in commands:
+        return commands[tool]
+    return " || ".join(commands.values())
+
+
+def command_probe(command: str) -> str:
+    """Shell defining ``obr_probe``: sets ``$served`` to the first line ``command`` prints."""
+    return f"obr_probe() {{ served=$({command}); served=${{served%%\n*}}; }}"
+
+
+def probe_function(address: str, tool: str | None = None) -> str:
+    """Shell defining ``obr_probe``, which sets ``$served`` to the revision nginx's default server
+    at ``address`` answers. Under bash it is bash's own ``/dev/tcp`` and ``read``: no process
+    at all, where curl costs ~8 ms of CPU a poll; under another shell ``probe_command``."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    request = f"GET {PROBE_PATH} HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n"
+    tcp = shlex.quote(f"/dev/tcp/{host}/{port}")
+    in_bash = (
+        "obr_probe() {\n"
+        f'  served=""; {{ exec 3<>{tcp}; }} 2>/dev/null || return 0\n'
+        f"  printf '{request}' >&3\n"
+        "  cr=$'\\r'; line=''\n"
+        '  IFS= read -r -t 2 line <&3; case "$line" in "HTTP/1."?" 200"*) ;; *) exec 3<&-; return 0 ;; esac\n'
+        '  while IFS= read -r -t 2 line <&3 && [ -n "${line%"$cr"}" ]; do :; done\n'
+        '  IFS= read -r -t 2 line <&3; served=${line%"$cr"}; exec 3<&-\n'
+        "}"
+    )
+    # not in POSIX mode: there a failed ``exec 3<>`` (nginx not listening yet) would end the shell
+    in_plain_bash = '[ -n "${BASH_VERSION:-}" ] && ! shopt -qo posix'
+    return f"if {in_plain_bash}; then\n{in_bash}\nelse\n{command_probe(probe_command(address, tool))}\nfi"
+
+
+# ``obr_sleep SECONDS``: under bash a read that times out on a pipe nobody writes to (no
+# process; eval keeps the bash-only ``<(:)`` from other shells' parsers), else sleep(1).
+SLEEP_FUNCTION = (
+    "if [ -n \"${BASH_VERSION:-}\" ] && ! shopt -qo posix && { eval 'exec 9<> <(:)'; } 2>/dev/null; then\n"
+    '  obr_sleep() { read -r -t "$1" -u 9 _; }\n'
+    "else\n"
+    '  obr_sleep() { sleep "$1"; }\n'
+    "fi"
+)
+NOW = "${EPOCHSECONDS:-$(date +%s)}"  # bash 5 has the clock built in
+
+
+def verify_script(revision: str, probe: str | None, error_log: str, log_size: str, timeout: float) -> str:
+    """Poll until nginx serves ``revision`` (``probe``: shell defining ``obr_probe``, see
+    ``probe_function``; None: no probe) or its error log shows an emergency since byte
+    ``log_size`` (a shell word, '' when the log was not found), or ``timeout`` seconds passed.
+    Prints ``served <answer>`` and the log's emergency lines; exits 0 only when nginx serves
+    the revision (no probe: when the log is clean).
+
+    A poll starts no process under bash (the probe, the pause and the clock are built in), at
+    most two elsewhere; the log is read every ``LOG_EVERY`` polls and once at the end:
+    processes are what a busy node is short of.
+
+    The first answer of the new revision is not the end of a reload: nginx's master starts
+    the new workers, sleeps 100 ms ("allow new processes to start", ngx_process_cycle.c) and
+    only then tells the old ones to stop accepting. The new revision must answer every probe
+    for ``HANDOVER_POLLS`` x ``HANDOVER_POLL`` seconds more, so that a request sent after
+    apply returns meets the new configuration.
+    """
+    log = shlex.quote(error_log)
+    check_log = (
+        f'if [ -n "{log_size}" ]; then bad=$(tail -c +$(({log_size} + 1)) -- {log} 2>/dev/null | '
+        f"grep -E '{EMERGENCY}' | tail -n 3); fi"
+    )
+    if probe is None:
+        return f'bad=""; {check_log}; printf \'%s\\n\' "$bad"; [ -z "$bad" ]'
+    want = shlex.quote(revision)
+    return (
+        f"{probe}\n{SLEEP_FUNCTION}\n"
+        f'bad=""; served=""; n=0; ok=0; end=$(( {NOW} + {math.ceil(timeout) + 1} ))\n'
+        "while :; do\n"
+        "  obr_probe\n"
+        f'  if [ "$served" = {want} ]; then\n'
+        f'    ok=$((ok + 1)); [ "$ok" -gt {HANDOVER_POLLS} ] && break; obr_sleep {HANDOVER_POLL}; continue\n'
+        "  fi\n"
+        "  ok=0; n=$((n + 1))\n"
+        f"  if [ $((n % {LOG_EVERY})) -eq 0 ]; then\n"
+        f'    {check_log}; [ -n "$bad" ] && break; [ "{NOW}" -lt "$end" ] || break\n'
+        "  fi\n"
+        f"  obr_sleep {VERIFY_POLL}\n"
+        "done\n"
+        f"{check_log}\n"
+        "printf 'served %s\\n' \"$served\"; printf '%s\\n' \"$bad\"\n"
+        f'[ -z "$bad" ] && [ "$served" = {want} ]'
+    )
+
+
+@dataclass(frozen=True)
+class Deploy:
+    """What one changing apply runs on a node: ``steps()``, in order."""
+
+    layout: NodeLayout
+    release: str
+    test_command: str
+    reload_command: str
+    error_log: str
+    revision: str
+    probe: str | None  # shell defining obr_probe (probe_function); None: verify reads only the error log
+    verify_timeout: float
+
+    def steps(self) -> dict[str, str]:
+        q = shlex.quote(self.release)
+        log = shlex.quote(self.error_log)
+        deployed = shlex.quote(f"{self.release}/{DEPLOYED_MARKER}")
+        return {
+            # umask 022 with --no-same-permissions: files 0644, directories 0755 (a+rX), no chmod -R
+            "stage": (
+                f"umask 022; mkdir -p -- {q} && tar -xz --no-same-owner --no-same-permissions -C {q} -f - "
+                f"|| {{ rc=$?; rm -rf -- {q}; exit $rc; }}"
+            ),
+            "prune": prune_script(self.layout, self.release),
+            "switch": switch_script(self.layout, self.release),
+            "test": self.test_command,
+            "size": f"stat -c %s -- {log} 2>/dev/null || true",
+            "reload": self.reload_command,
+            "verify": verify_script(self.revision, self.probe, self.error_log, "$size", self.verify_timeout),
+            "marker": f"mv -f -T -- {deployed} {shlex.quote(f'{self.release}/{MARKER}')}",
+        }
+
+
+def steps_script(steps: Mapping[str, str]) -> tuple[str, str]:
+    """The script running each step while the previous one succeeded, and its boundary.
+
+    Every step runs in a subshell with stdin from /dev/null, except ``stage`` (it reads the
+    script's stdin: the release's tar stream) and ``size`` (kept in ``$size`` for ``verify``).
+    """
+    boundary = f"obr-{secrets.token_hex(16)}"
+    parts = []
+    for name, line in steps.items():
+        begin = f"printf '%s begin %s\\n' {boundary} {name}; printf '%s begin %s\\n' {boundary} {name} >&2\n"
+        end = f"printf '\\n%s end %s %d\\n' {boundary} {name} $rc; printf '\\n%s end %s\\n' {boundary} {name} >&2\n"
+        if name == "stage":
+            body = f"(\n{line}\n)\nrc=$?\n"
+        elif name == "size":
+            body = f"size=$({line})\nprintf '%s' \"$size\"; rc=0\n"
+        else:
+            body = f"(\n{line}\n) </dev/null\nrc=$?\n"
+        parts.append(begin + body + end + '[ "$rc" -eq 0 ] || exit 0\n')
+    return "".join(parts) or ":", boundary
+
+
+def parse_steps(result: CommandResult, boundary: str, names: Sequence[str]) -> dict[str, CommandResult]:
+    """The steps that ran, in order, each with its exit code and output (a step that failed is last)."""
+    ran: dict[str, CommandResult] = {}
+    for name in names:
+        parsed = parse_batch(result.stdout, result.stderr, boundary, [name])
+        if parsed is None:
+            break
+        ran[name] = CommandResult(*parsed[name])
+    return ran
+
+
+def verify_outcome(verify: CommandResult, revision: str, probe: bool, timeout: float) -> str:
+    """'' when verify saw nginx serve ``revision``; else what went wrong (in nginx's own words)."""
+    lines = verify.text.splitlines()
+    served = next((line[len("served ") :].strip() for line in lines if line.startswith("served ")), "")
+    emergencies = [line for line in lines if line and not line.startswith("served ")]
+    if emergencies:
+        return "nginx did not load the new configuration: " + " | ".join(emergencies[-3:])
+    if verify.ok:
+        return ""
+    if not probe:
+        return "nginx did not load the new configuration"
+    return f"nginx still serves revision {served or '(no answer)'} {timeout:g}s after the reload, not {revision}"

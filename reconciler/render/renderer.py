@@ -1,0 +1,287 @@
+"""The desired model and backend selection → the exact files of every access node.
+
+``render(state)`` answers, per access node, a mapping of relative path → file text for its
+managed directory (``nginx.config_dir``), laid out as docs/render.md describes:
+
+    http/_default.conf        default server of the access node's http port (+ revision)
+    http/<upstream>.conf      one per http upstream: upstream ob_<name> + its server block
+    stream/<upstream>.conf    one per tcp upstream: stream upstream ob_<name> + its server
+
+Output is deterministic: the same model, health and resolver answers give byte-identical
+files. Each upstream file's body is rendered first; the access node's revision
+(:func:`revision_of`) is a digest of those bodies, the access node's own settings and the
+templates; then the header (``header.conf.j2``, naming the revision) is put in front of every
+file and the default server (which answers the revision) is rendered. Templates: see
+:mod:`reconciler.render.templates`; every value printed passes :func:`reconciler.render.finaliser.refuse_unsafe`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from reconciler import __version__, gc_pause
+from reconciler.errors import RenderError
+from reconciler.health.select import Role, select
+from reconciler.manifest.model import AccessNode, Backend, DesiredState, Upstream, duration_seconds
+from reconciler.render.templates import make_environment, templates_digest
+from reconciler.resolve import CANONICAL_IPV4, Resolver, SystemResolver, ip_literal
+
+BLOCK_PREFIX = "ob_"
+DEFAULT_FILE = "http/_default.conf"
+TEMPLATES = {
+    "header": "header.conf.j2",
+    "default": "http_default.conf.j2",
+    "http": "http_upstream.conf.j2",
+    "tcp": "stream_upstream.conf.j2",
+}
+DIRECTORIES = {"http": "http", "tcp": "stream"}
+
+Health = Mapping[str, Mapping[str, bool]]
+IPV4_HOSTPORT = re.compile(rf"{CANONICAL_IPV4.pattern}(:[1-9][0-9]{{0,4}})?")
+
+
+@dataclass(frozen=True)
+class RenderedAccessNode:
+    """The files of one access node's managed directory, and what rendering reported."""
+
+    name: str
+    revision: str
+    files: Mapping[str, str]
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _PreparedUpstream:
+    """An upstream's template context (None when it is not rendered) and warnings."""
+
+    upstream: Upstream
+    context: dict[str, Any] | None
+    warnings: tuple[str, ...]
+
+
+def revision_of(node_context: Mapping[str, Any], bodies: Mapping[str, str], templates: str) -> str:
+    """The revision of an access node: 16 hex digits of a sha256 over what its files are made of.
+
+    ``node_context`` is the access node's template context, ``bodies`` the rendered upstream
+    files without their header (relative path → text), ``templates`` the template set's digest.
+    """
+    digest = hashlib.sha256()
+    document = {"version": __version__, "templates": templates, "access_node": node_context}
+    digest.update(json.dumps(document, sort_keys=True, separators=(",", ":")).encode())
+    for path in sorted(bodies):
+        digest.update(f"\0{path}\0{bodies[path]}".encode())
+    return digest.hexdigest()[:16]
+
+
+def listen_value(address: str, port: int) -> str:
+    """The argument of nginx's ``listen``: ``*`` means every address (``listen PORT``)."""
+    if address in ("*", ""):
+        return str(port)
+    if ":" in address and not address.startswith("["):
+        address = f"[{address}]"
+    return f"{address}:{port}"
+
+
+def server_address(host: str, port: int) -> str:
+    """``host:port`` with an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Renderer:
+    """Renders access nodes with one template environment and one resolver."""
+
+    def __init__(self, templates: str | Path | None = None, resolver: Resolver | None = None) -> None:
+        self.environment = make_environment(templates)
+        self.resolver: Resolver = resolver if resolver is not None else SystemResolver()
+        try:
+            self.templates_digest = templates_digest(self.environment)
+            self._templates = {key: self.environment.get_template(name) for key, name in TEMPLATES.items()}
+        except jinja2.TemplateSyntaxError as e:
+            raise RenderError(f"template {e.filename or e.name}:{e.lineno}: {e.message}") from e
+        except jinja2.TemplateError as e:
+            raise RenderError(f"template: {e}") from e
+
+    def render(
+        self, state: DesiredState, health: Health | None = None, limit: Iterable[str] | None = None
+    ) -> dict[str, RenderedAccessNode]:
+        """Every access node of ``state`` (only those named in ``limit`` when given), by name."""
+        wanted = set(limit) if limit is not None else None
+        if wanted is not None and (unknown := wanted - set(state.access_nodes)):
+            raise RenderError(f"--limit names unknown access nodes: {', '.join(sorted(unknown))}")
+        prepared: dict[str, _PreparedUpstream] = {}
+        out = {}
+        for name in sorted(state.access_nodes):
+            if wanted is None or name in wanted:
+                node = state.access_nodes[name]
+                out[name] = self.render_access_node(state, node, health, prepared)
+        return out
+
+    def render_access_node(
+        self,
+        state: DesiredState,
+        node: AccessNode,
+        health: Health | None = None,
+        prepared: dict[str, _PreparedUpstream] | None = None,
+    ) -> RenderedAccessNode:
+        """The files of one access node; ``prepared`` caches upstreams across access nodes."""
+        with gc_pause.paused():
+            return self._render_access_node(state, node, health, {} if prepared is None else prepared)
+
+    def _render_access_node(
+        self, state: DesiredState, node: AccessNode, health: Health | None, prepared: dict[str, _PreparedUpstream]
+    ) -> RenderedAccessNode:
+        upstreams = []
+        for name in sorted(set(node.upstreams)):
+            if name not in prepared:
+                upstream = state.upstreams.get(name)
+                if upstream is None:
+                    raise RenderError(f"access node {node.name}: unknown upstream {name!r}", access_node=node.name)
+                prepared[name] = self._prepare(upstream, (health or {}).get(name, {}))
+            upstreams.append(prepared[name])
+        http_listen = listen_value(node.listen_address, node.http_port)
+        node_context = {
+            "name": node.name,
+            "http_port": node.http_port,
+            "listen_address": node.listen_address,
+            "config_dir": node.nginx.config_dir,
+            "http_listen": http_listen,
+        }
+        base = {"version": __version__, "access_node": node_context}
+        bodies = {}
+        for p in upstreams:
+            if p.context is None:
+                continue
+            protocol = p.upstream.listen.protocol
+            listen = (
+                listen_value(node.listen_address, p.upstream.listen.port or 0) if protocol == "tcp" else http_listen
+            )
+            path = f"{DIRECTORIES[protocol]}/{p.upstream.name}.conf"
+            bodies[path] = self._render(protocol, node.name, {**base, "listen": listen, "upstream": p.context})
+        revision = revision_of(node_context, bodies, self.templates_digest)
+        with_revision = {**base, "revision": revision}
+        names = [n for p in upstreams if p.context is not None for n in p.context["server_names"]]
+        default_context = {**with_revision, "listen": http_listen, "names_hash": server_names_hash(names)}
+        header = self._render("header", node.name, with_revision)
+        files = {DEFAULT_FILE: header + self._render("default", node.name, default_context)}
+        files.update((path, header + body) for path, body in bodies.items())
+        warnings = tuple(w for p in upstreams for w in p.warnings)
+        return RenderedAccessNode(node.name, revision, dict(sorted(files.items())), warnings)
+
+    def _render(self, key: str, node: str, context: dict[str, Any]) -> str:
+        try:
+            return self._templates[key].render(context)
+        except RenderError as e:
+            raise RenderError(f"access node {node}: {e}", access_node=node, field=e.field) from e
+        except Exception as e:  # a user's template may raise anything: name it, never a traceback
+            raise RenderError(f"access node {node}: template {TEMPLATES[key]}: {e}", access_node=node) from e
+
+    def _prepare(self, upstream: Upstream, health: Mapping[str, bool]) -> _PreparedUpstream:
+        """Resolve, select and build the template context of one upstream (access-node independent)."""
+        warnings: list[str] = []
+        if not upstream.nodes:
+            warnings.append(f"upstream {upstream.name}: has no backends, not rendered")
+            return _PreparedUpstream(upstream, None, tuple(warnings))
+        addresses = {b.hostname: self._addresses(upstream, b, warnings) for b in upstream.nodes}
+        left_out = sorted(h for h, a in addresses.items() if not a)
+        resolvable = (
+            replace(upstream, nodes=tuple(b for b in upstream.nodes if addresses[b.hostname])) if left_out else upstream
+        )
+        selection = select(resolvable, health)
+        if selection.panic:
+            warnings.append(
+                f"upstream {upstream.name}: panic, no backend is eligible: every backend not forced down is enabled"
+            )
+        if not any(s.role is Role.ENABLED for s in selection.backends):
+            warnings.append(f"upstream {upstream.name}: no backend can be enabled, not rendered")
+            return _PreparedUpstream(upstream, None, tuple(warnings))
+        servers = [
+            {
+                "hostname": backend.hostname,
+                "address": address,
+                "weight": backend.weight,
+                "max_fails": backend.max_fails,
+                "fail_timeout": fail_timeout(backend.fail_timeout),
+                "failover": backend.failover,
+                "force_status": backend.force_status,
+                "role": role.value,
+            }
+            for backend, role in selection.backends
+            for address in addresses[backend.hostname]
+        ]
+        context = {
+            "name": upstream.name,
+            "block_name": BLOCK_PREFIX + upstream.name,
+            "protocol": upstream.listen.protocol,
+            "server_names": list(upstream.listen.server_names),
+            "port": upstream.listen.port,
+            "min_servers": upstream.min_servers,
+            "panic": selection.panic,
+            "servers": servers,
+            "left_out": left_out,
+        }
+        return _PreparedUpstream(upstream, context, tuple(warnings))
+
+    def _addresses(self, upstream: Upstream, backend: Backend, warnings: list[str]) -> tuple[str, ...]:
+        ipv4 = IPV4_HOSTPORT.fullmatch(backend.hostname)
+        if ipv4 is not None:  # the common case, in one step
+            return (backend.hostname if ipv4[1] else backend.hostname + ":80",)
+        host, port = backend.address
+        literal = ip_literal(host)
+        if literal is not None:
+            return (server_address(literal, port),)
+        resolution = self.resolver.resolve(host)
+        if resolution.error:
+            kept = "keeps its last known address" if resolution.addresses else "left out"
+            warnings.append(f"upstream {upstream.name}: backend {backend.hostname} {resolution.error}; {kept}")
+        return tuple(server_address(a, port) for a in resolution.addresses)
+
+
+def server_names_hash(names: Sequence[str]) -> dict[str, int | None]:
+    """nginx's ``server_names_hash_{bucket,max}_size`` when its defaults (64, 512) would not do.
+
+    A name takes ``align8(10 + len)`` bytes in a bucket that keeps 8 for its end: with the
+    default bucket, a name of 48 characters or more makes nginx refuse the configuration.
+    With more than 512 names nginx wants a larger hash, and buckets that hold several names.
+    """
+    longest = max((len(n) for n in names), default=0)
+    needed = (10 + longest + 7) // 8 * 8 + 8
+    bucket = 64
+    while bucket < needed:
+        bucket *= 2
+    max_size = None
+    if len(names) > 512:
+        bucket = max(bucket, 128)
+        max_size = 1 << (len(names) - 1).bit_length()
+    return {"bucket_size": bucket if bucket > 64 else None, "max_size": max_size}
+
+
+def fail_timeout(duration: str) -> str:
+    """nginx reads an upstream's fail_timeout in whole seconds ('500ms' is refused): round ms up."""
+    if duration.endswith("ms"):
+        return f"{math.ceil(duration_seconds(duration))}s"
+    return duration
+
+
+def render(
+    state: DesiredState,
+    *,
+    health: Health | None = None,
+    resolver: Resolver | None = None,
+    templates: str | Path | None = None,
+    limit: Iterable[str] | None = None,
+) -> dict[str, RenderedAccessNode]:
+    """The files of every access node of ``state``: see :class:`Renderer`.
+
+    ``health`` maps upstream name → backend hostname → healthy (missing: up); ``resolver``
+    defaults to the system's; ``templates`` is a directory of templates overriding the shipped.
+    """
+    return Renderer(templates, resolver).render(state, health, limit)

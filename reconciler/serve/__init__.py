@@ -1,0 +1,13 @@
+"""Serve: the long-running controller of ``obreconcile serve`` (``Controller``).
+
+Owns the master election and the management-node registrations (``locks.py``), the health
+loop and coalesced convergence (``controller.py``), one push worker per access node with
+backoff and fencing (``push.py``) and the ``/status`` document (``status.py``). The REST API
+(``reconciler.api``) sees it through ``reconciler.api.view``. docs/serve.md.
+"""
+
+from __future__ import annotations
+
+from reconciler.serve.controller import Controller
+
+__all__ = ["Controller"]

@@ -1,0 +1,412 @@
+"""The controller of ``obreconcile serve``: election, health loop, convergence, drift timer.
+
+One asyncio loop runs everything; blocking work (the store, paramiko) runs in threads.
+
+- Election: every controller tries ``store.acquire_lock("master", host_name, ttl)`` every
+  ``ttl/3`` seconds; the holder refreshes it at the same pace. Only the master runs checks
+  and pushes. A master that cannot refresh its lease before ``ttl`` (measured on its own
+  monotonic clock, which keeps running while the process is paused) stops at once; a push
+  that was already on its way is fenced by the nodes (``StoreRef``: they refuse an older
+  store revision than the one they run).
+- Convergence: a health flip, a desired-state change (store watch) or the drift timer opens
+  a coalescing window (``coalesce`` seconds); at its end one pass reads the desired state,
+  renders every access node with the current health and hands each node's ``NodeWorker``
+  (push.py) its job. Workers push only what differs, at most once per window each.
+- Health records are written to the store once a second (changed ones only) and loaded by
+  a new master, so rise/fall state survives a restart or a master change.
+
+The controller is the API's ``ControllerView`` (reconciler/api/view.py): status, metrics and
+management nodes are answered from memory, never by a blocking store call on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from reconciler.cli.status import MASTER_LOCK
+from reconciler.deploy.apply import ApplySettings
+from reconciler.deploy.plan import StoreRef, node_model
+from reconciler.errors import ObreconcileError
+from reconciler.health.monitor import Monitor
+from reconciler.health.probe import Prober
+from reconciler.health.select import select
+from reconciler.manifest.model import DesiredState
+from reconciler.metrics import Metrics
+from reconciler.render.renderer import Renderer
+from reconciler.serve.locks import MANAGEMENT_PREFIX
+from reconciler.serve.push import Job, NodeWorker, Pusher, PushSettings
+from reconciler.serve.status import StatusCache, build_status
+from reconciler.store import DeployRecord, Lock, Store
+
+log = logging.getLogger("obreconcile.controller")
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    host_name: str
+    drift_interval: float = 60.0
+    coalesce: float = 1.0
+    lease_ttl: int = 10
+    retry_initial: float = 2.0
+    retry_max: float = 120.0
+    forks: int = 10
+    known_hosts: Any = None  # Path | None
+    accept_new_host_keys: bool = False
+    connect_timeout: float = 10.0
+    check_concurrency: int = 1000
+    shutdown_timeout: float = 30.0
+    apply: ApplySettings = field(default_factory=ApplySettings)
+
+
+class Controller:
+    def __init__(
+        self, store: Store, settings: ServeSettings, renderer: Renderer | None = None, metrics: Metrics | None = None
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.renderer = renderer or Renderer()
+        self.telemetry = metrics or Metrics()
+        self.host_name = settings.host_name
+        self.lease: Lock | None = None
+        self.lease_deadline = 0.0
+        self.master_since: float | None = None
+        self.state: DesiredState | None = None
+        self.revision = 0
+        self.store_id = ""
+        self.workers: dict[str, NodeWorker] = {}
+        self.cache = StatusCache()
+        self.monitor: Monitor | None = None
+        self.panic: list[str] = []
+        self._pending_since: float | None = None  # monotonic: first change not yet rendered
+        self._drift_asked = False
+        self._trigger = asyncio.Event()
+        self.pusher = Pusher(
+            PushSettings(
+                settings.forks,
+                settings.known_hosts,
+                settings.accept_new_host_keys,
+                settings.connect_timeout,
+                settings.apply,
+            ),
+            self.telemetry,
+            self._record_deploy,
+        )
+        self._registration: Lock | None = None
+
+    # ControllerView ---------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        return build_status(self)
+
+    def metrics(self) -> bytes:
+        return self.telemetry.text()
+
+    def management_nodes(self) -> list[dict[str, Any]]:
+        nodes: dict[str, dict[str, Any]] = {
+            name: {"host_name": name, "master": name == self.cache.master, "since": None}
+            for name in self.cache.management.values()
+        }
+        nodes[self.host_name] = {"host_name": self.host_name, "master": self.is_master(), "since": self.master_since}
+        return [nodes[n] for n in sorted(nodes)]
+
+    # master -----------------------------------------------------------------------------
+    def is_master(self) -> bool:
+        return self.lease is not None and time.monotonic() < self.lease_deadline
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        """A store call in a thread; StoreErrors mark the store unhealthy and propagate."""
+        try:
+            result = await asyncio.to_thread(fn, *args)
+        except ObreconcileError as e:
+            self._store_failed(str(e))
+            raise
+        if not self.cache.store_ok:
+            log.warning("store: answering again")
+            self.cache.store_ok, self.cache.store_detail = True, "answering again"
+            self.telemetry.store_healthy.set(1)
+        return result
+
+    def _store_failed(self, detail: str) -> None:
+        if self.cache.store_ok:
+            log.error("store: %s", detail)
+        self.cache.store_ok, self.cache.store_detail = False, detail
+        self.telemetry.store_healthy.set(0)
+
+    async def _elect(self) -> None:
+        ttl = self.settings.lease_ttl
+        while True:
+            started = time.monotonic()
+            try:
+                if self.lease is None:
+                    lease = await self._call(self.store.acquire_lock, MASTER_LOCK, self.host_name, ttl)
+                    if lease is not None:
+                        self.lease, self.lease_deadline = lease, started + ttl
+                        try:
+                            await self._become_master()
+                        except ObreconcileError as e:
+                            await self._step_down(f"the store failed while taking over: {e}")
+                elif await self._call(self.lease.refresh):
+                    self.lease_deadline = started + ttl
+                else:
+                    await self._step_down("the master lease was lost")
+                if self._registration is None:
+                    self._registration = await self._call(
+                        self.store.acquire_lock, MANAGEMENT_PREFIX + self.host_name, self.host_name, ttl
+                    )
+                elif not await self._call(self._registration.refresh):
+                    self._registration = None
+                self.cache.master = (
+                    self.host_name if self.is_master() else await self._call(self.store.lock_holder, MASTER_LOCK)
+                )
+                self.cache.management = await self._call(self.store.lock_holders, MANAGEMENT_PREFIX)
+            except ObreconcileError:
+                pass
+            if self.lease is not None and not self.is_master():
+                await self._step_down("the master lease ran out (the store did not answer)")
+            self.telemetry.master.set(1 if self.is_master() else 0)
+            await asyncio.sleep(max(0.1, ttl / 3 - (time.monotonic() - started)))
+
+    async def _become_master(self) -> None:
+        log.warning("election: %s is now the master", self.host_name)
+        self.master_since = time.time()
+        self.store_id = await self._call(self.store.store_id)
+        records = await self._call(self.store.health_records)
+        self.renderer.resolver.remember(await self._call(self.store.known_addresses))
+        self.state = None
+        self.monitor = Monitor(self._prober, self._health_changed, self.telemetry)
+        self.monitor.load(records)
+        self._changed(drift=True)
+
+    async def _step_down(self, why: str) -> None:
+        log.warning("election: %s is no longer the master: %s", self.host_name, why)
+        lease, self.lease, self.master_since = self.lease, None, None
+        monitor, self.monitor = self.monitor, None
+        if monitor is not None:
+            await monitor.stop()
+        for worker in self.workers.values():
+            await worker.stop()
+        self.workers.clear()
+        if lease is not None:
+            try:
+                await asyncio.to_thread(lease.release)
+            except ObreconcileError:
+                pass
+
+    # triggers ---------------------------------------------------------------------------
+    def _health_changed(self, upstream: str) -> None:
+        self._changed()
+
+    def _changed(self, drift: bool = False) -> None:
+        if self._pending_since is None:
+            self._pending_since = time.monotonic()
+        self._drift_asked = self._drift_asked or drift
+        self._trigger.set()
+
+    async def _watch(self) -> None:
+        seen = 0
+        while True:
+            try:
+                revision = await self._call(self.store.wait, seen, 1.0)
+                if not self.is_master():
+                    await self._call(self.cache.refresh, self.store)
+            except ObreconcileError:
+                await asyncio.sleep(1.0)
+                continue
+            if revision != seen:
+                seen = revision
+                self.telemetry.store_revision.set(revision)
+                if self.is_master():
+                    self._changed()
+
+    async def _drift_timer(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.drift_interval)
+            if self.is_master():
+                self._changed(drift=True)
+
+    async def _flush(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            await self.flush_health()
+
+    async def flush_health(self) -> None:
+        if self.monitor is None or not self.is_master():
+            return
+        records = self.monitor.take_dirty()
+        if records:
+            try:
+                await self._call(self.store.record_health, records)
+            except ObreconcileError:
+                self.monitor._dirty.update(r.key for r in records)
+
+    # convergence ------------------------------------------------------------------------
+    async def _converge_loop(self) -> None:
+        while True:
+            await self._trigger.wait()
+            since = self._pending_since or time.monotonic()
+            await asyncio.sleep(max(0.0, since + self.settings.coalesce - time.monotonic()))
+            self._trigger.clear()
+            drift, self._drift_asked, self._pending_since = self._drift_asked, False, None
+            if not self.is_master():
+                continue
+            try:
+                await self.converge_pass(since, drift)
+            except Exception as e:  # the store did not answer (or a bug): keep what runs, try again
+                if isinstance(e, ObreconcileError):
+                    log.error("convergence: %s", e)
+                else:
+                    log.exception("convergence: unexpected error")
+                self._pending_since = since
+                self._drift_asked = self._drift_asked or drift
+                await asyncio.sleep(1.0)
+                self._trigger.set()
+
+    async def converge_pass(self, since: float, drift: bool) -> None:
+        """Read the desired state, render with the current health, hand every node its job."""
+        snapshot = await self._call(self.store.snapshot)
+        if self.state is None or snapshot.revision != self.revision or drift:
+            self.state = await asyncio.to_thread(snapshot.desired_state)
+            self.revision = snapshot.revision
+            self.telemetry.store_revision.set(self.revision)
+        state = self.state
+        assert state is not None
+        if self.monitor is not None:
+            self.monitor.configure(state)  # checks of new upstreams start, removed ones stop
+        health = self.monitor.health() if self.monitor is not None else {}
+        self._panic_metrics(state, health)
+        down = sum(not up for hosts in health.values() for up in hosts.values())
+        log.info(
+            "convergence: pass at store revision %d, %d backend(s) down, %.2fs after the change%s",
+            self.revision,
+            down,
+            time.monotonic() - since,
+            " (drift check)" if drift else "",
+        )
+        jobs = await asyncio.to_thread(self._jobs, state, health, since, drift)
+        learned = self.renderer.resolver.learned()
+        if learned:  # so that a name that stops resolving keeps them after a restart too
+            with contextlib.suppress(ObreconcileError):
+                await self._call(self.store.record_addresses, learned)
+        for name in set(self.workers) - set(jobs):
+            await self.workers.pop(name).stop()
+            with contextlib.suppress(KeyError):
+                self.telemetry.converged.remove(name)
+        for name, job in jobs.items():
+            worker = self.workers.get(name)
+            if worker is None:
+                worker = self.workers[name] = NodeWorker(
+                    name,
+                    self.pusher.push,
+                    self.is_master,
+                    self.settings.coalesce,
+                    self.settings.retry_initial,
+                    self.settings.retry_max,
+                )
+                worker.start()
+            worker.offer(job)
+            if not worker.state.converged_to(job):
+                self.telemetry.converged.labels(name).set(0)
+
+    def _jobs(
+        self, state: DesiredState, health: dict[str, dict[str, bool]], since: float, drift: bool
+    ) -> dict[str, Job]:
+        ref = StoreRef(self.store_id, self.revision)
+        prepared: dict[str, Any] = {}
+        jobs = {}
+        for name in sorted(state.access_nodes):
+            node = state.access_nodes[name]
+            try:
+                rendered = self.renderer.render_access_node(state, node, health, prepared)
+                jobs[name] = Job(node, rendered, node_model(state, node), ref, since, drift)
+            except ObreconcileError as e:
+                jobs[name] = Job(node, None, {}, ref, since, drift, f"render: {e}")
+        return jobs
+
+    def _panic_metrics(self, state: DesiredState, health: dict[str, dict[str, bool]]) -> None:
+        panic = []
+        for name, upstream in state.upstreams.items():
+            up = health.get(name, {})
+            selection = select(upstream, up)
+            if selection.panic:
+                panic.append(name)
+            self.telemetry.upstream_panic.labels(name).set(1 if selection.panic else 0)
+            for backend in upstream.nodes:
+                self.telemetry.backend_up.labels(name, backend.hostname).set(1 if up.get(backend.hostname, True) else 0)
+        if sorted(panic) != self.panic:
+            for name in set(panic) - set(self.panic):
+                log.error("upstream %s: panic: no backend is eligible, every backend not forced down is enabled", name)
+        self.panic = sorted(panic)
+
+    async def _record_deploy(self, record: DeployRecord) -> None:
+        if not self.is_master():  # a former master's late result must not overwrite the new master's
+            return
+        try:
+            await self._call(self.store.record_deploy, record)
+        except ObreconcileError:
+            pass
+
+    # running ----------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set, then shut down cleanly (see ``shutdown``)."""
+        async with Prober(self.settings.check_concurrency, self.renderer.resolver) as prober:
+            self._prober = prober
+            tasks = [
+                asyncio.create_task(self._supervised(name, loop), name=name)
+                for name, loop in (
+                    ("elect", self._elect),
+                    ("watch", self._watch),
+                    ("converge", self._converge_loop),
+                    ("drift", self._drift_timer),
+                    ("flush", self._flush),
+                    ("store health", self._store_health),
+                )
+            ]
+            try:
+                await stop.wait()
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                await self.shutdown()
+
+    async def _supervised(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run one of the controller's loops; a bug in it is logged and the loop started again."""
+        while True:
+            try:
+                await loop()
+                return
+            except Exception:
+                log.exception("%s loop: unexpected error; starting it again in 1s", name)
+                await asyncio.sleep(1.0)
+
+    async def shutdown(self) -> None:
+        """Finish the pushes in hand (up to ``shutdown_timeout``), save health, release leases."""
+        for worker in self.workers.values():
+            await worker.stop()
+        await self.pusher.finish(self.settings.shutdown_timeout)
+        await self.flush_health()
+        if self.lease is not None:
+            await self._step_down("shutting down")
+        if self._registration is not None:
+            try:
+                await asyncio.to_thread(self._registration.release)
+            except ObreconcileError:
+                pass
+        self.telemetry.master.set(0)
+        await self.pusher.close()
+
+    async def _store_health(self) -> None:
+        while True:
+            try:
+                health = await asyncio.to_thread(self.store.check_health)
+                self.cache.store_ok, self.cache.store_detail = health.ok, health.detail
+            except ObreconcileError as e:
+                self._store_failed(str(e))
+            self.telemetry.store_healthy.set(1 if self.cache.store_ok else 0)
+            # every store call also reports failures at once; SQLite's check reads the whole file
+            await asyncio.sleep(2.0 if self.store.kind == "etcd" else 15.0)

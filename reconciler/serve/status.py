@@ -1,0 +1,122 @@
+"""``GET /status`` of a running controller (SPEC.md §4), answered from memory.
+
+The master knows the health of every backend (its monitor) and the outcome of every push
+(its node workers). A controller that is not the master serves the API too: it reads the
+store's deploy and health records every few seconds (``refresh``, in a thread) and answers
+from that copy. A status never waits for the store: when the store does not answer, the
+last copy is served with ``etcd_health.healthy: false``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from reconciler.health.select import select
+from reconciler.manifest.model import DesiredState
+from reconciler.store import DeployRecord, HealthRecord, Store
+
+if TYPE_CHECKING:
+    from reconciler.serve.controller import Controller
+
+
+@dataclass
+class StatusCache:
+    """What a status is made of when it does not come from the master's own memory."""
+
+    store_ok: bool = True
+    store_detail: str = "not checked yet"
+    master: str | None = None
+    management: dict[str, str] = field(default_factory=dict)  # lock name -> holder
+    state: DesiredState | None = None
+    revision: int = 0
+    deploys: dict[str, DeployRecord] = field(default_factory=dict)
+    health: dict[tuple[str, str, str], HealthRecord] = field(default_factory=dict)
+
+    def refresh(self, store: Store) -> None:
+        """Read the records a non-master reports (blocking: run it in a thread)."""
+        revision = store.revision()
+        if self.state is None or revision != self.revision:
+            self.state, self.revision = store.desired_state(), revision
+        self.deploys = store.deploy_records()
+        self.health = store.health_records()
+
+
+def _health_of_records(
+    state: DesiredState, records: dict[tuple[str, str, str], HealthRecord]
+) -> dict[str, dict[str, bool]]:
+    out: dict[str, dict[str, bool]] = {}
+    for upstream in state.upstreams.values():
+        for check in upstream.checks:
+            for backend in upstream.nodes:
+                record = records.get((upstream.name, backend.hostname, check))
+                up = record is None or record.status == "up"
+                hosts = out.setdefault(upstream.name, {})
+                hosts[backend.hostname] = hosts.get(backend.hostname, True) and up
+    return out
+
+
+def build_status(controller: Controller) -> dict[str, Any]:
+    cache = controller.cache
+    master = controller.is_master()
+    state = controller.state if master and controller.state is not None else cache.state
+    revision = controller.revision if master else cache.revision
+    if master and controller.monitor is not None:
+        health = controller.monitor.health()
+    else:
+        health = _health_of_records(state, cache.health) if state is not None else {}
+    nodes: list[dict[str, Any]] = []
+    names = sorted(state.access_nodes) if state is not None else []
+    for name in names:
+        worker = controller.workers.get(name) if master else None
+        if worker is not None:
+            s = worker.state
+            job = worker.job
+            converged = job is not None and s.converged_to(job) and not worker.needed(job)
+            nodes.append(
+                {
+                    "name": name,
+                    "converged": converged,
+                    "revision": s.store_revision,
+                    "render_revision": s.revision,
+                    "result": s.result or "pending",
+                    "error": s.error,
+                    "reloads": s.reloads,
+                }
+            )
+            continue
+        record = cache.deploys.get(name)
+        nodes.append(
+            {
+                "name": name,
+                "converged": record is not None and record.result == "converged" and record.revision == revision,
+                "revision": record.revision if record else None,
+                "result": record.result if record else "never deployed",
+                "error": record.error if record else "",
+            }
+        )
+    total = up = 0
+    panic = []
+    if state is not None:
+        for upstream in state.upstreams.values():
+            hosts = health.get(upstream.name, {})
+            total += len(upstream.nodes)
+            up += sum(hosts.get(b.hostname, True) for b in upstream.nodes)
+            if not master and hosts and select(upstream, hosts).panic:
+                panic.append(upstream.name)
+    if master:
+        panic = list(controller.panic)  # the master's last pass selected every upstream already
+    return {
+        "master_node": controller.host_name if master else cache.master,
+        "this_node": {"host_name": controller.host_name, "master": master, "master_since": controller.master_since},
+        "etcd_health": {"healthy": cache.store_ok, "detail": cache.store_detail, "store": controller.store.kind},
+        "revision": revision,
+        "access_nodes": {
+            "total": len(nodes),
+            "converged": sum(bool(n["converged"]) for n in nodes),
+            "failed": sum(n["result"] == "failed" for n in nodes),
+        },
+        "backends": {"total": total, "up": up, "down": total - up},
+        "panic": sorted(panic),
+        "nodes": nodes,
+    }
