@@ -7,8 +7,10 @@ of SPEC.md section 1 filled in, so that no later stage ever looks a default up a
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from typing import Any
 
 API_VERSION = "openbalancer/v1"
@@ -112,6 +114,42 @@ class Listen:
     port: int | None = None
 
 
+class Method(StrEnum):
+    """An upstream's balancing method (schemas/upstream.schema.json ``balancing.method``)."""
+
+    ROUND_ROBIN = "round_robin"
+    LEAST_CONN = "least_conn"
+    IP_HASH = "ip_hash"
+    HASH = "hash"
+    RANDOM = "random"
+    RANDOM_TWO_LEAST_CONN = "random_two_least_conn"
+
+    @property
+    def takes_backup(self) -> bool:
+        """nginx: 'balancing method does not support parameter "backup"' for the others."""
+        return self in (Method.ROUND_ROBIN, Method.LEAST_CONN)
+
+
+STREAM_METHODS = frozenset(Method) - {Method.IP_HASH}
+"""The methods nginx's stream module has (ip_hash is http only)."""
+
+HASH_KEY = re.compile(r"\$(remote_addr|request_uri|host|cookie_[A-Za-z0-9_]{1,64})")
+"""The allow-list of ``balancing.key``: the same as the schema's pattern (group 1: the variable)."""
+STREAM_HASH_KEYS = frozenset({"$remote_addr"})
+
+
+@dataclass(frozen=True)
+class Balancing:
+    method: Method = Method.ROUND_ROBIN
+    key: str | None = None
+    consistent: bool = False
+
+
+OMIT_DEFAULT = {"omit_default": True}
+"""Field metadata: ``to_manifest`` leaves the field out while it has its default value, so that
+objects that do not use a newer section keep the manifest form they had before it existed."""
+
+
 @dataclass(frozen=True)
 class Upstream:
     name: str
@@ -122,6 +160,7 @@ class Upstream:
     nodes: tuple[Backend, ...] = ()
     acl: tuple[AclRule, ...] = ()
     source: Source = field(default=Source(), compare=False, repr=False)
+    balancing: Balancing = field(default=Balancing(), metadata=OMIT_DEFAULT)
 
 
 @dataclass(frozen=True)
@@ -248,7 +287,12 @@ def _upstream(data: Mapping[str, Any], source: Source) -> Upstream:
         nodes,
         tuple(AclRule(a["group_name"], a["rule"]) for a in data.get("acl", ())),
         source,
+        balancing=_balancing(data.get("balancing", {})),
     )
+
+
+def _balancing(data: Mapping[str, Any]) -> Balancing:
+    return Balancing(Method(data.get("method", "round_robin")), data.get("key"), data.get("consistent", False))
 
 
 def _access_node(data: Mapping[str, Any], source: Source) -> AccessNode:
@@ -291,8 +335,12 @@ def _plain(value: Any) -> Any:
         return {
             f.name: _plain(getattr(value, f.name))
             for f in fields(value)
-            if f.name != "source" and getattr(value, f.name) not in (None, ())
+            if f.name != "source"
+            and getattr(value, f.name) not in (None, ())
+            and not (f.metadata.get("omit_default") and getattr(value, f.name) == f.default)
         }
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
+    if isinstance(value, StrEnum):
+        return value.value
     return value

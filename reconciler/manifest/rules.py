@@ -15,7 +15,7 @@ from typing import Any
 
 from reconciler.manifest.load import PathPart
 from reconciler.manifest.located import LocatedObject, Report, shown
-from reconciler.manifest.model import BASE_CHECKS, KINDS, split_hostport
+from reconciler.manifest.model import BASE_CHECKS, KINDS, STREAM_HASH_KEYS, STREAM_METHODS, Method, split_hostport
 from reconciler.passwords import password_hash_problem
 
 
@@ -134,6 +134,45 @@ def _check_upstream(
             report.add(obj.doc, ("acl", i, "group_name"), f"group {group!r} has more than one acl rule")
         seen_groups.add(group)
     _check_backends(obj, report)
+    _check_balancing(obj, report)
+
+
+def _check_balancing(obj: LocatedObject, report: Report) -> None:
+    """Combinations of balancing fields, the listen protocol and failover tiers that nginx refuses."""
+    data = obj.data
+    balancing = _mapping(data, "balancing")
+    method_text = _text(balancing, "method", Method.ROUND_ROBIN.value)
+    if method_text not in set(Method):
+        return  # the schema's to report
+    method = Method(method_text)
+    tcp = _mapping(data, "listen").get("protocol") == "tcp"
+    where = ("balancing", "method") if "method" in balancing else ("balancing",)
+    key = _text(balancing, "key")
+    if tcp and method not in STREAM_METHODS:
+        report.add(obj.doc, where, f"nginx's stream module (tcp) has no {method}; use hash with key $remote_addr")
+    if method is Method.HASH and "key" not in balancing:
+        report.add(obj.doc, where, "hash needs a key: $remote_addr, $request_uri, $host or $cookie_NAME")
+    for name in ("key", "consistent"):
+        if name in balancing and method is not Method.HASH and balancing[name] is not False:
+            report.add(obj.doc, ("balancing", name), f"is for method hash only (method is {method})")
+    if tcp and method is Method.HASH and key is not None and key not in STREAM_HASH_KEYS:
+        report.add(
+            obj.doc,
+            ("balancing", "key"),
+            f"a tcp upstream hashes on $remote_addr only (nginx's stream module has no {key})",
+        )
+    if method.takes_backup:
+        return
+    for i, node in _mappings(data, "nodes"):
+        tier = node.get("failover", 0)
+        if isinstance(tier, int) and not isinstance(tier, bool) and tier > 0:
+            report.add(
+                obj.doc,
+                ("nodes", i, "failover"),
+                f"failover tier {tier} makes this backend a backup server, and nginx refuses backup servers with "
+                f'balancing method {method} ("balancing method does not support parameter backup"); '
+                "use round_robin or least_conn, or keep every backend in tier 0",
+            )
 
 
 def _check_backends(obj: LocatedObject, report: Report) -> None:

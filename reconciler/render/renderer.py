@@ -31,7 +31,16 @@ import jinja2
 from reconciler import __version__, gc_pause
 from reconciler.errors import RenderError
 from reconciler.health.select import Role, select
-from reconciler.manifest.model import AccessNode, Backend, DesiredState, Upstream, duration_seconds
+from reconciler.manifest.model import (
+    HASH_KEY,
+    AccessNode,
+    Backend,
+    Balancing,
+    DesiredState,
+    Method,
+    Upstream,
+    duration_seconds,
+)
 from reconciler.render.templates import make_environment, templates_digest
 from reconciler.resolve import CANONICAL_IPV4, Resolver, SystemResolver, ip_literal
 
@@ -145,7 +154,10 @@ class Renderer:
                 upstream = state.upstreams.get(name)
                 if upstream is None:
                     raise RenderError(f"access node {node.name}: unknown upstream {name!r}", access_node=node.name)
-                prepared[name] = self._prepare(upstream, (health or {}).get(name, {}))
+                try:
+                    prepared[name] = self._prepare(upstream, (health or {}).get(name, {}))
+                except RenderError as e:
+                    raise RenderError(f"access node {node.name}: {e}", access_node=node.name, field=e.field) from e
             upstreams.append(prepared[name])
         http_listen = listen_value(node.listen_address, node.http_port)
         node_context = {
@@ -227,6 +239,7 @@ class Renderer:
             "panic": selection.panic,
             "servers": servers,
             "left_out": left_out,
+            "balancing": balancing_context(upstream.name, upstream.balancing),
         }
         return _PreparedUpstream(upstream, context, tuple(warnings))
 
@@ -243,6 +256,32 @@ class Renderer:
             kept = "keeps its last known address" if resolution.addresses else "left out"
             warnings.append(f"upstream {upstream.name}: backend {backend.hostname} {resolution.error}; {kept}")
         return tuple(server_address(a, port) for a in resolution.addresses)
+
+
+def balancing_context(upstream: str, balancing: Balancing) -> dict[str, Any]:
+    """The template context of a balancing method: ``key`` is the hash variable's name without ``$``.
+
+    The key is checked against the allow-list here too (the finaliser refuses ``$``, so the
+    template prints the ``$`` itself): nothing but an allow-listed variable reaches nginx.
+    """
+    try:
+        method = Method(balancing.method)
+    except ValueError:
+        raise RenderError(
+            f"upstream {upstream}: refusing upstream.balancing.method value {balancing.method!r}",
+            field="upstream.balancing.method",
+        ) from None
+    key = None
+    if method is Method.HASH:
+        match = HASH_KEY.fullmatch(balancing.key or "")
+        if match is None:
+            raise RenderError(
+                f"upstream {upstream}: refusing upstream.balancing.key value {balancing.key!r}: "
+                "only $remote_addr, $request_uri, $host and $cookie_NAME may be hashed on",
+                field="upstream.balancing.key",
+            )
+        key = match[1]
+    return {"method": method.value, "key": key, "consistent": balancing.consistent is True}
 
 
 def server_names_hash(names: Sequence[str]) -> dict[str, int | None]:

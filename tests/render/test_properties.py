@@ -7,6 +7,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from reconciler.manifest.model import STREAM_METHODS, Method
 from reconciler.render.renderer import render
 from reconciler.resolve import StaticResolver
 from tests.render.desired import access_node, state_of, upstream
@@ -45,6 +46,23 @@ def backends(draw: st.DrawFn) -> dict[str, Any]:
     return node
 
 
+HASH_KEYS = st.sampled_from(["$remote_addr", "$request_uri", "$host"]) | st.from_regex(
+    r"\$cookie_[A-Za-z0-9_]{1,64}", fullmatch=True
+)
+
+
+@st.composite
+def balancings(draw: st.DrawFn, tcp: bool) -> dict[str, Any]:
+    methods = [m for m in Method if not (tcp and m not in STREAM_METHODS)]
+    method = draw(st.sampled_from(methods))
+    out: dict[str, Any] = {} if method is Method.ROUND_ROBIN and draw(st.booleans()) else {"method": method.value}
+    if method is Method.HASH:
+        out["key"] = "$remote_addr" if tcp else draw(HASH_KEYS)
+        if draw(st.booleans()):
+            out["consistent"] = draw(st.booleans())
+    return out
+
+
 def _address_key(node: dict[str, Any]) -> str:
     hostname = str(node["hostname"])
     return hostname if hostname.rpartition(":")[2].isdigit() and not hostname.endswith("]") else hostname + ":80"
@@ -64,7 +82,14 @@ def fleets(draw: st.DrawFn) -> tuple[list[dict[str, Any]], dict[str, dict[str, b
             nodes[0]["force_status"] = "up"
             usable = 1
         fields: dict[str, Any] = {"min_servers": draw(st.integers(1, max(usable, 1)))}
-        if draw(st.booleans()):
+        tcp = draw(st.booleans())
+        balancing = draw(balancings(tcp))
+        if balancing:
+            fields["balancing"] = balancing
+        if not Method(balancing.get("method", "round_robin")).takes_backup:
+            for n in nodes:
+                n.pop("failover", None)  # nginx has no backup servers with these methods
+        if tcp:
             fields["listen"] = {"protocol": "tcp", "port": next(tcp_ports)}
         elif draw(st.booleans()):
             labels = draw(st.lists(LABEL, min_size=1, max_size=3, unique=True))

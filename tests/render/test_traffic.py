@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import socket
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -11,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from reconciler.render.renderer import RenderedAccessNode, render
-from reconciler.resolve import StaticResolver
-from tests.render.desired import access_node, state_of, upstream
+from reconciler.render.renderer import RenderedAccessNode
+from tests.render.desired import access_node, upstream
+from tests.render.live import deploy, get
 from tests.services.backends import EchoBackend, HttpBackend
-from tests.services.nginx import Nginx, free_port, include_http, include_stream
+from tests.services.nginx import Nginx, free_port
 
 REVISION_PATH = "/.well-known/obreconcile/revision"
 
@@ -32,26 +31,14 @@ class Site:
     node: RenderedAccessNode
 
     def get(self, host: str, path: str = "/") -> tuple[int, str]:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            connection.request("GET", path, headers={"Host": host})
-            response = connection.getresponse()
-            return response.status, response.read().decode()
-        finally:
-            connection.close()
+        answer = get(self.port, host, path)
+        return answer.status, answer.body
 
     def hits(self) -> dict[str, int]:
         return {name: backend.hits for name, backend in self.backends.items()}
 
     def deploy(self, docs: list[dict[str, Any]], reload: bool) -> None:
-        self.node = next(iter(render(state_of(docs), resolver=StaticResolver({})).values()))
-        config_dir = self.nginx.install(self.node.files)
-        self.nginx.configure(http=include_http(config_dir), stream=include_stream(config_dir))
-        self.nginx.test()
-        if reload:
-            self.nginx.reload()
-        else:
-            self.nginx.start()
+        self.node = deploy(self.nginx, docs, reload)
 
 
 def manifests(site: Site, alpha_weights: tuple[int, int] = (3, 1)) -> list[dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 with HttpBackend("a1") as a1:      # answers every request with body "a1"
     ...  a1.port, a1.hits          # requests it received
+    ...  a1.release()              # answers the requests held at /hold... (held until then)
 with EchoBackend() as echo:        # a tcp server that sends back what it gets
     ...  echo.port
 """
@@ -26,6 +27,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.server.record(self)
+        if self.path.startswith("/hold"):
+            self.server.released.wait(10)
         body = self.server.identity.encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
@@ -46,6 +49,7 @@ class _IdentityServer(ThreadingHTTPServer):
         self.identity = identity
         self.hits = 0
         self.last_headers: dict[str, str] = {}
+        self.released = threading.Event()
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
 
@@ -115,6 +119,14 @@ class HttpBackend(_Threaded):
     @property
     def last_headers(self) -> dict[str, str]:
         return self._server.last_headers
+
+    def release(self) -> None:
+        """Answer the requests held at /hold..., and the later ones at once."""
+        self._server.released.set()
+
+    def stop(self) -> None:
+        self.release()
+        super().stop()
 
 
 class _Echo(socketserver.BaseRequestHandler):

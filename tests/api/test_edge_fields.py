@@ -1,0 +1,38 @@
+"""The edge fields (balancing, ...) through the REST API: the same schemas and rules as manifests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.api.conftest import Api
+from tests.api.test_writes import refused
+
+APP_A = {
+    "owner": "team-a",
+    "checks": ["chk-a"],
+    "nodes": [{"hostname": "10.0.0.1:8080"}, {"hostname": "10.0.0.2:8080"}],
+}
+
+
+def put(api: Api, body: dict[str, Any]) -> dict[str, Any]:
+    r = api.server.call("PUT", "/upstream/app-a", api.tokens["owner"], body)
+    assert r.status_code == 200, r.text
+    got = api.server.call("GET", "/upstream/app-a", api.tokens["owner"])
+    answer: dict[str, Any] = got.json()
+    return answer
+
+
+def test_balancing_is_stored_and_read_back(fresh_api: Api) -> None:
+    balancing = {"method": "hash", "key": "$cookie_sid", "consistent": True}
+    assert put(fresh_api, {**APP_A, "balancing": balancing})["balancing"] == balancing
+
+
+def test_balancing_is_refused_as_in_a_manifest(fresh_api: Api) -> None:
+    body = {**APP_A, "balancing": {"method": "hash", "key": "$http_x"}}
+    answer = refused(fresh_api, "PUT", "/upstream/app-a", body, 400, "owner")
+    assert [p["field"] for p in answer["detail"]] == ["balancing.key"]
+    put(fresh_api, {**APP_A, "balancing": {"method": "ip_hash"}})
+    # a backup tier added later, node by node, is refused with nginx's reason
+    answer = refused(fresh_api, "PATCH", "/upstream/app-a/node/10.0.0.2:8080", {"failover": 1}, 400, "owner")
+    assert answer["detail"][0]["field"] == "nodes[1].failover"
+    assert "does not support parameter backup" in answer["detail"][0]["message"]
