@@ -18,7 +18,7 @@ from aiohttp import web
 from reconciler.api import access_nodes, checks, service, upstreams, users
 from reconciler.api.auth import LoginLimits
 from reconciler.api.authz import actor_of
-from reconciler.api.context import ACTOR, API, DESIRED, ApiContext
+from reconciler.api.context import ACTOR, API, DESIRED, SERVED_ROUTES, ApiContext
 from reconciler.api.problems import ApiError
 from reconciler.api.routes import Handler, Route
 from reconciler.api.view import ControllerView
@@ -128,6 +128,7 @@ def create_app(
         login_limits=login_limits or LoginLimits(),
     )
     app[API].tokens.recheck = app[API].desired.recheck = cache_seconds
+    app[SERVED_ROUTES] = ALL_ROUTES
     for route in ALL_ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
     return app

@@ -18,6 +18,7 @@ from reconciler.api.auth import FailedLogins, LoginLimits, Tokens
 from reconciler.api.authz import Actor
 from reconciler.api.candidate import Desired, DesiredCache
 from reconciler.api.problems import ApiError
+from reconciler.api.routes import Route
 from reconciler.api.view import ControllerView, StoreView
 from reconciler.store import Store
 
@@ -67,6 +68,7 @@ class ApiContext:
 
 
 API = web.AppKey("api", ApiContext)
+SERVED_ROUTES: web.AppKey[tuple[Route, ...]] = web.AppKey("served_routes")  # every route served (and documented)
 MAX_LISTINGS = 32  # cached list responses (one per set of rights); about 300 kB each at 1,000 upstreams
 T = TypeVar("T")
 

@@ -166,11 +166,8 @@ def _operation(route: Route) -> dict[str, Any]:
     return operation
 
 
-def openapi_document(routes: tuple[Route, ...] | None = None) -> dict[str, Any]:
-    if routes is None:
-        from reconciler.api.app import ALL_ROUTES
-
-        routes = ALL_ROUTES
+def openapi_document(routes: tuple[Route, ...]) -> dict[str, Any]:
+    """The OpenAPI document of ``routes`` (create_app's ``ALL_ROUTES``: what is served)."""
     manifest = {
         FILES[f]: {**_translate(doc, FILES[f]), "x-schema-file": f"schemas/{f}", "x-schema-id": doc.get("$id")}
         for f, doc in schemas().items()

@@ -13,7 +13,8 @@ from aiohttp import web
 
 from reconciler.api import authz
 from reconciler.api.auth import check_login, expiry_text
-from reconciler.api.context import actor, api, from_view, json_object
+from reconciler.api.context import SERVED_ROUTES, actor, api, from_view, json_object
+from reconciler.api.openapi import openapi_document
 from reconciler.api.problems import ApiError, forbidden, not_found
 from reconciler.api.routes import Route
 from reconciler.api.upstreams import json
@@ -95,14 +96,12 @@ async def get_metrics(request: web.Request) -> web.Response:
 
 
 async def get_openapi(request: web.Request) -> web.Response:
-    from reconciler.api.openapi import openapi_document
-
-    return web.json_response(_cached(openapi_document))
+    return web.json_response(_document(request.app[SERVED_ROUTES]))
 
 
 @cache
-def _cached(make: Any) -> Any:
-    return make()
+def _document(routes: tuple[Route, ...]) -> dict[str, Any]:
+    return openapi_document(routes)
 
 
 ROUTES = (

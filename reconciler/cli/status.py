@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from reconciler.serve.locks import MASTER_LOCK
 from reconciler.store import Store
 
-MASTER_LOCK = "master"  # the lock that `serve` controllers elect their master with
 NEVER_DEPLOYED = "never deployed"
 # Converged at an older revision: the desired state moved since (an API write, an apply that
 # did not target it) and no convergence has recorded this node since. Drift in the files

@@ -16,7 +16,7 @@ from typing import Any
 
 from reconciler.deploy.layout import NodeLayout
 from reconciler.manifest.model import AccessNode
-from reconciler.transport import CommandResult, Transport
+from reconciler.transport.base import CommandResult, Transport
 
 MARKER_FORMAT = 1
 

@@ -26,7 +26,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -153,6 +153,10 @@ class Monitor:
         """The records changed since the last call (for ``store.record_health``)."""
         dirty, self._dirty = self._dirty, set()
         return self.records(dirty)
+
+    def still_dirty(self, records: Iterable[HealthRecord]) -> None:
+        """Records ``take_dirty`` gave that could not be stored: the next call gives them again."""
+        self._dirty.update(r.key for r in records)
 
     def result(self, probe: Probe, outcome: Outcome) -> bool:
         """Count one outcome; True when the check's status flipped."""

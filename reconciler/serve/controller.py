@@ -29,7 +29,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.cli.status import MASTER_LOCK
 from reconciler.deploy.apply import ApplySettings
 from reconciler.deploy.plan import StoreRef, node_model
 from reconciler.errors import ObreconcileError
@@ -39,9 +38,9 @@ from reconciler.health.select import select
 from reconciler.manifest.model import DesiredState
 from reconciler.metrics import Metrics
 from reconciler.render.renderer import Renderer
-from reconciler.serve.locks import MANAGEMENT_PREFIX
+from reconciler.serve.locks import MANAGEMENT_PREFIX, MASTER_LOCK
 from reconciler.serve.push import Job, NodeWorker, Pusher, PushSettings
-from reconciler.serve.status import StatusCache, build_status
+from reconciler.serve.status import StatusCache, StatusInput, build_status
 from reconciler.store import DeployRecord, Lock, Store
 
 log = logging.getLogger("obreconcile.controller")
@@ -101,7 +100,21 @@ class Controller:
 
     # ControllerView ---------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
-        return build_status(self)
+        master = self.is_master()
+        return build_status(
+            StatusInput(
+                host_name=self.host_name,
+                master=master,
+                master_since=self.master_since,
+                store_kind=self.store.kind,
+                cache=self.cache,
+                state=self.state,
+                revision=self.revision,
+                health=self.monitor.health() if master and self.monitor is not None else None,
+                workers=self.workers,
+                panic=tuple(self.panic),
+            )
+        )
 
     def metrics(self) -> bytes:
         return self.telemetry.text()
@@ -242,7 +255,7 @@ class Controller:
             try:
                 await self._call(self.store.record_health, records)
             except ObreconcileError:
-                self.monitor._dirty.update(r.key for r in records)
+                self.monitor.still_dirty(records)
 
     # convergence ------------------------------------------------------------------------
     async def _converge_loop(self) -> None:

@@ -1,10 +1,13 @@
-"""Management nodes (SPEC.md's word for a controller running ``serve``): registered and listed.
+"""The store locks of ``serve``: the master's, and one per management node (SPEC.md's word for a
+controller running ``serve``).
 
-Each ``serve`` holds a lock named ``management/<host_name>`` under a lease with the master
-lease's TTL (an etcd lease in etcd): it disappears when the controller stops or dies.
+Controllers elect their master by holding ``MASTER_LOCK`` under a lease. Each ``serve`` also
+holds a lock named ``management/<host_name>`` under a lease with the master lease's TTL (an
+etcd lease in etcd): it disappears when the controller stops or dies.
 ``Store.lock_holders(MANAGEMENT_PREFIX)`` lists the live ones.
 """
 
 from __future__ import annotations
 
+MASTER_LOCK = "master"  # the lock that `serve` controllers elect their master with
 MANAGEMENT_PREFIX = "management/"

@@ -9,15 +9,14 @@ last copy is served with ``etcd_health.healthy: false``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from reconciler.health.select import select
 from reconciler.manifest.model import DesiredState
+from reconciler.serve.push import NodeWorker
 from reconciler.store import DeployRecord, HealthRecord, Store
-
-if TYPE_CHECKING:
-    from reconciler.serve.controller import Controller
 
 
 @dataclass
@@ -56,19 +55,40 @@ def _health_of_records(
     return out
 
 
-def build_status(controller: Controller) -> dict[str, Any]:
-    cache = controller.cache
-    master = controller.is_master()
-    state = controller.state if master and controller.state is not None else cache.state
-    revision = controller.revision if master else cache.revision
-    if master and controller.monitor is not None:
-        health = controller.monitor.health()
+@dataclass(frozen=True)
+class StatusInput:
+    """What a controller knows when it is asked for its status.
+
+    The master's own memory (``state``, ``revision``, ``health``, ``workers``, ``panic``) is
+    used only when ``master``; otherwise ``cache`` (the store's records) answers.
+    """
+
+    host_name: str
+    master: bool
+    master_since: float | None
+    store_kind: str
+    cache: StatusCache
+    state: DesiredState | None
+    revision: int
+    health: Mapping[str, Mapping[str, bool]] | None  # the master's monitor: upstream -> backend -> up
+    workers: Mapping[str, NodeWorker]
+    panic: tuple[str, ...]
+
+
+def build_status(source: StatusInput) -> dict[str, Any]:
+    cache = source.cache
+    master = source.master
+    state = source.state if master and source.state is not None else cache.state
+    revision = source.revision if master else cache.revision
+    health: Mapping[str, Mapping[str, bool]]
+    if master and source.health is not None:
+        health = source.health
     else:
         health = _health_of_records(state, cache.health) if state is not None else {}
     nodes: list[dict[str, Any]] = []
     names = sorted(state.access_nodes) if state is not None else []
     for name in names:
-        worker = controller.workers.get(name) if master else None
+        worker = source.workers.get(name) if master else None
         if worker is not None:
             s = worker.state
             job = worker.job
@@ -105,11 +125,11 @@ def build_status(controller: Controller) -> dict[str, Any]:
             if not master and hosts and select(upstream, hosts).panic:
                 panic.append(upstream.name)
     if master:
-        panic = list(controller.panic)  # the master's last pass selected every upstream already
+        panic = list(source.panic)  # the master's last pass selected every upstream already
     return {
-        "master_node": controller.host_name if master else cache.master,
-        "this_node": {"host_name": controller.host_name, "master": master, "master_since": controller.master_since},
-        "etcd_health": {"healthy": cache.store_ok, "detail": cache.store_detail, "store": controller.store.kind},
+        "master_node": source.host_name if master else cache.master,
+        "this_node": {"host_name": source.host_name, "master": master, "master_since": source.master_since},
+        "etcd_health": {"healthy": cache.store_ok, "detail": cache.store_detail, "store": source.store_kind},
         "revision": revision,
         "access_nodes": {
             "total": len(nodes),

@@ -30,8 +30,8 @@ from etcd3gw import exceptions as etcd_errors
 from etcd3gw.client import Etcd3Client
 from etcd3gw.lease import Lease
 
+import reconciler.store.etcd_requests as req
 from reconciler.errors import ConflictError, StoreError, StoreUnavailableError
-from reconciler.store import etcd_requests as req
 from reconciler.store.base import (
     AuditEntry,
     DeployRecord,

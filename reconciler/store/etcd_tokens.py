@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reconciler.store import etcd_requests as req
+import reconciler.store.etcd_requests as req
 from reconciler.store.tokens import TokenRecord
 
 
