@@ -17,9 +17,12 @@ demo: $(STAMP) system-packages
 test: lint system-packages
 	$(VENV)/bin/pytest -n 2 $(PYTEST_ARGS)
 
+# ruff, mypy strict over the code, its tests and benchmarks, and the layer contracts of
+# pyproject.toml's [tool.importlinter] (docs/architecture.md).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check reconciler tests bench
-	$(VENV)/bin/mypy reconciler
+	$(VENV)/bin/mypy reconciler tests bench
+	$(VENV)/bin/lint-imports --no-cache
 
 setup: $(STAMP)
 
@@ -47,7 +50,8 @@ test-latest: system-packages
 	$(LATEST)/bin/python -m pip install --quiet --upgrade -e '.[test]'
 	$(LATEST)/bin/pip list --format=freeze > $(LATEST)/versions.txt
 	$(LATEST)/bin/ruff check reconciler tests bench
-	$(LATEST)/bin/mypy reconciler
+	$(LATEST)/bin/mypy reconciler tests bench
+	$(LATEST)/bin/lint-imports --no-cache
 	$(LATEST)/bin/pytest -n 2 $(PYTEST_ARGS)
 
 # Real nginx (with the stream module), sshd and etcd for the tests; installed when missing.

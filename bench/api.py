@@ -135,7 +135,7 @@ def run_wrk(url: str, token: str, seconds: int) -> tuple[float, str]:
 
 
 def measure(store: Store, args: argparse.Namespace, backend_port: int) -> None:
-    ready, state = threading.Event(), {}
+    ready, state = threading.Event(), dict[str, Any]()
     thread = threading.Thread(target=serve, args=(store, args, backend_port, ready, state), daemon=True)
     thread.start()
     ready.wait(30)

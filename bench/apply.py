@@ -116,7 +116,7 @@ class Results:
         self.samples.setdefault(case, []).append(sample)
 
     def median(self, case: str, what: str = "wall") -> float:
-        return statistics.median(getattr(s, what) for s in self.samples[case])
+        return float(statistics.median(getattr(s, what) for s in self.samples[case]))
 
     def censored(self, case: str) -> bool:
         return any(s.censored for s in self.samples[case])
@@ -388,7 +388,8 @@ class Bench:
                     future.result()
 
     def round(self, index: int, ansible: bool = True) -> None:
-        tools = [("obr", self.obreconcile), ("ansible", self.ansible)][: 2 if ansible else 1]
+        both: list[tuple[str, Callable[[bool, str], object]]] = [("obr", self.obreconcile), ("ansible", self.ansible)]
+        tools = both[: 2 if ansible else 1]
         for name, run in tools if index % 2 == 0 else tools[::-1]:
             run(True, f"{name}-change")
             run(False, f"{name}-noop")
@@ -498,7 +499,8 @@ def print_profile(path: Path, title: str, nodes: int) -> None:
         if names and names[0] == "Thread._bootstrap":
             if "_WorkItem.run" not in names:  # paramiko's reader threads; workers between jobs
                 continue
-            table, anchors = workers, ("_apply_one", "apply_node", "_deploy", "NodeLock.__enter__")
+            anchors: tuple[str, ...] = ("_apply_one", "apply_node", "_deploy", "NodeLock.__enter__")
+            table = workers
         else:
             table, anchors = main, ("apply_command", "_converge", "apply_fleet")
         step = "(imports and start-up)" if "_find_and_load" in names and "apply_command" not in names else "(other)"

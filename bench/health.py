@@ -25,6 +25,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from reconciler.store import Provenance, Put, open_store
 from tests.services.fleet import NGINX
@@ -108,7 +109,7 @@ def write_store(url: str, upstreams: int, per_upstream: int, ports: list[int]) -
         ops.append(Put("Check", kind, {**check, **body}, who))
     for i in range(upstreams):
         nodes = [{"hostname": f"127.0.0.1:{ports[(i * per_upstream + j) % len(ports)]}"} for j in range(per_upstream)]
-        body = {
+        upstream: dict[str, Any] = {
             "apiVersion": api,
             "kind": "Upstream",
             "name": f"u{i:04d}",
@@ -116,7 +117,7 @@ def write_store(url: str, upstreams: int, per_upstream: int, ports: list[int]) -
             "checks": ["tcp-1s" if i % 2 == 0 else "http-1s"],
             "nodes": nodes,
         }
-        ops.append(Put("Upstream", f"u{i:04d}", body, who))
+        ops.append(Put("Upstream", f"u{i:04d}", upstream, who))
     with open_store(url) as store:
         store.commit(ops)
 

@@ -151,7 +151,8 @@ def test_a_server_that_hangs_up_or_talks_nonsense_fails() -> None:
     def answering(answer: bytes) -> Callable[[socket.socket], object]:
         def behaviour(connection: socket.socket) -> object:
             connection.recv(4096)
-            return connection.sendall(answer)
+            connection.sendall(answer)
+            return None
 
         return behaviour
 

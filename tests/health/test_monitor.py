@@ -19,7 +19,7 @@ from reconciler.store import HealthRecord
 def run(results: str, rise: int = 2, fall: int = 3) -> list[str]:
     """The status after each result ('+' pass, '-' fail)."""
     state = CheckState()
-    out = []
+    out: list[str] = []
     for r in results:
         step(state, r == "+", rise, fall)
         out.append(state.status)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -229,7 +229,7 @@ _documents_strategy = st.dictionaries(_keys, _values, max_size=10).map(lambda d:
 def test_no_traceback_for_any_document(documents: list[dict[str, Any]], kinds: list[str]) -> None:
     for document, kind in zip(documents, kinds, strict=False):
         document.setdefault("kind", kind)
-    docs = [Document("m.yaml", i, d, yaml.compose(yaml.safe_dump(d))) for i, d in enumerate(documents)]
+    docs = [Document("m.yaml", i, d, cast(yaml.Node, yaml.compose(yaml.safe_dump(d)))) for i, d in enumerate(documents)]
     state, problems = validate(docs)
     assert (state is None) == bool(problems)
 

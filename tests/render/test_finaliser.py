@@ -9,7 +9,8 @@ import pytest
 
 from reconciler.errors import RenderError
 from reconciler.manifest.model import AccessNode, Backend, Connection, DesiredState, Listen, Upstream
-from reconciler.render.renderer import make_environment, render
+from reconciler.render import render
+from reconciler.render.templates import make_environment
 from reconciler.resolve import StaticResolver
 
 INJECTIONS = [

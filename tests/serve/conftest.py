@@ -23,10 +23,12 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.services.backends import RestartableBackend as Backend
+from tests.services.backends import RestartableBackend
 from tests.services.fleet import ROOT, Fleet, SimulatedNode
 from tests.services.fleet_fixtures import fleet_under_test
 from tests.services.sshd import free_port
+
+Backend = RestartableBackend  # the tests' name for it
 
 API = importlib.util.find_spec("reconciler.api.auth") is not None
 """The REST API is there: /status needs a token (of the bootstrap admin)."""

@@ -109,16 +109,16 @@ class HttpBackend(_Threaded):
 
     def __init__(self, identity: str) -> None:
         self.identity = identity
-        self._server = _IdentityServer(identity)
+        self._identity_server = self._server = _IdentityServer(identity)
         self._serve()
 
     @property
     def hits(self) -> int:
-        return self._server.hits
+        return self._identity_server.hits
 
     @property
     def last_headers(self) -> dict[str, str]:
-        return self._server.last_headers
+        return self._identity_server.last_headers
 
     def release(self) -> None:
         """Answer the requests held at /hold..., and the later ones at once."""

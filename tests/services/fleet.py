@@ -199,7 +199,7 @@ class Fleet:
             old.unlink()
         docs: list[dict[str, Any]] = [{"apiVersion": "openbalancer/v1", "kind": "Group", "name": "ops"}]
         for name, spec in upstreams.items():
-            body = dict(spec) if isinstance(spec, Mapping) else {"nodes": [{"hostname": h} for h in spec]}
+            body: dict[str, Any] = dict(spec) if isinstance(spec, Mapping) else {"nodes": [{"hostname": h} for h in spec]}
             body.setdefault("listen", {"server_names": [f"{name}.example.com"]})
             docs.append({"apiVersion": "openbalancer/v1", "kind": "Upstream", "name": name, "owner": "ops", **body})
         (directory / "upstreams.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))

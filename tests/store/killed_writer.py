@@ -39,7 +39,7 @@ def main() -> None:
             if n == 2:
                 _stop_here()
 
-        SqliteStore._write_objects = write_then_stop  # type: ignore[method-assign]
+        SqliteStore._write_objects = write_then_stop  # type: ignore[method-assign,assignment]
         EtcdStore._stage_chunk = stage_then_stop  # type: ignore[method-assign]
     elif phase == "fold":
         EtcdStore._fold = lambda self, txid, revision: _stop_here()  # type: ignore[method-assign]

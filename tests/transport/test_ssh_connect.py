@@ -153,8 +153,8 @@ def test_a_pool_reuses_one_connection_per_access_node(sshd_factory: Factory) -> 
         second.write_file(str(server.directory / "f"), b"x")
         assert pool.connects == 1 and len(pool) == 1
         assert server.connections() == 1
-        sock = pool.client(first.ssh_target, first.settings).get_transport().sock  # type: ignore[attr-defined]
-        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)  # no Nagle stalls on small writes
+        sock = pool.client(first.ssh_target, first.settings).get_transport().sock  # type: ignore[attr-defined,union-attr]
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)  # type: ignore[union-attr]  # no Nagle stalls on small writes
     assert len(pool) == 0
     with ssh_transport(server) as own:
         own.run("true")
@@ -166,7 +166,7 @@ def test_a_dropped_connection_is_set_up_again_before_the_next_command(sshd: SSHS
         transport = ssh_transport(sshd, pool=pool)
         transport.run("true")
         client = pool.client(transport.ssh_target, transport.settings)  # type: ignore[attr-defined]
-        client.get_transport().close()
+        client.get_transport().close()  # type: ignore[union-attr]  # connected: it has a transport
         assert transport.run("echo again").stdout == b"again\n"
         assert pool.connects == 2
 
