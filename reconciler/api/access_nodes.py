@@ -10,10 +10,9 @@ from aiohttp import web
 from reconciler.api import authz
 from reconciler.api.authz import Access
 from reconciler.api.candidate import Change, manifest_body, write
-from reconciler.api.context import actor, api, desired, from_view, json_object
+from reconciler.api.context import actor, api, desired, from_view, json_answer, json_object
 from reconciler.api.problems import ApiError, forbidden, not_found
 from reconciler.api.routes import Route
-from reconciler.api.upstreams import json
 from reconciler.manifest.model import AccessNode
 
 
@@ -52,13 +51,13 @@ async def save(request: web.Request, name: str, body: Mapping[str, Any] | None, 
     )
     if body is None:
         return web.Response(status=204, headers={"X-Store-Revision": str(revision)})
-    return json(dict(body), status, revision)
+    return json_answer(dict(body), status, revision)
 
 
 async def list_access_nodes(request: web.Request) -> web.Response:
     d, who = desired(request), actor(request)
     nodes = sorted(d.state.access_nodes.items())
-    return json([d.body("AccessNode", n) for n, a in nodes if authz.access_node_access(who, a) > 0])
+    return json_answer([d.body("AccessNode", n) for n, a in nodes if authz.access_node_access(who, a) > 0])
 
 
 async def create_access_node(request: web.Request) -> web.Response:
@@ -72,7 +71,7 @@ async def create_access_node(request: web.Request) -> web.Response:
 
 
 async def get_access_node(request: web.Request) -> web.Response:
-    return json(node_of(request, Access.READ)[1])
+    return json_answer(node_of(request, Access.READ)[1])
 
 
 async def replace_access_node(request: web.Request) -> web.Response:
@@ -99,7 +98,7 @@ async def get_served(request: web.Request) -> web.Response:
     upstream = desired(request).state.upstreams.get(name)
     if name not in node.upstreams or upstream is None or authz.upstream_access(actor(request), upstream) == 0:
         raise not_found(f"upstream {name!r} on access node {node.name!r}")
-    return json({"access_node": node.name, "upstream": name})
+    return json_answer({"access_node": node.name, "upstream": name})
 
 
 async def change_served(request: web.Request) -> web.Response:
@@ -120,13 +119,13 @@ async def change_served(request: web.Request) -> web.Response:
     body["upstreams"] = upstreams
     if request.method == "DELETE" or name not in node.upstreams:
         await save(request, node.name, body)
-    return json({"access_node": node.name, "upstream": name}) if request.method == "PUT" else web.Response(status=204)
+    return json_answer({"access_node": node.name, "upstream": name}) if request.method == "PUT" else web.Response(status=204)
 
 
 async def list_management_nodes(request: web.Request) -> web.Response:
     if not authz.may_see_management_nodes(actor(request)):
         raise forbidden("management nodes are for SUPER")
-    return json(await from_view(request, lambda v: v.management_nodes()))
+    return json_answer(await from_view(request, lambda v: v.management_nodes()))
 
 
 async def get_management_node(request: web.Request) -> web.Response:
@@ -135,7 +134,7 @@ async def get_management_node(request: web.Request) -> web.Response:
     name = request.match_info["host_name"]
     for node in await from_view(request, lambda v: v.management_nodes()):
         if node.get("host_name") == name:
-            return json(node)
+            return json_answer(node)
     raise not_found(f"management node {name!r}")
 
 

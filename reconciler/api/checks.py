@@ -9,10 +9,10 @@ from aiohttp import web
 from reconciler.api import authz
 from reconciler.api.authz import Access
 from reconciler.api.candidate import Change, manifest_body, write
-from reconciler.api.context import actor, api, desired, json_object
+from reconciler.api.context import actor, api, desired, json_answer, json_object
 from reconciler.api.problems import ApiError, forbidden, not_found
 from reconciler.api.routes import Route
-from reconciler.api.upstreams import check_owner, json
+from reconciler.api.upstreams import check_owner
 from reconciler.manifest.model import Check
 
 
@@ -31,7 +31,7 @@ def check_of(request: web.Request, need: Access) -> tuple[Check, dict[str, Any]]
 async def list_checks(request: web.Request) -> web.Response:
     d, who = desired(request), actor(request)
     upstreams = list(d.state.upstreams.values())
-    return json(
+    return json_answer(
         [d.body("Check", n) for n, c in sorted(d.state.checks.items()) if authz.check_access(who, c, upstreams) > 0]
     )
 
@@ -44,11 +44,11 @@ async def create_check(request: web.Request) -> web.Response:
         raise ApiError(409, f"check {name!r} exists")
     check_owner(request, body.get("owner"))
     revision = await write(api(request).store, d, [Change("Check", str(name), body)], actor(request).name)
-    return json(body, 201, revision)
+    return json_answer(body, 201, revision)
 
 
 async def get_check(request: web.Request) -> web.Response:
-    return json(check_of(request, Access.READ)[1])
+    return json_answer(check_of(request, Access.READ)[1])
 
 
 async def replace_check(request: web.Request) -> web.Response:
@@ -58,7 +58,7 @@ async def replace_check(request: web.Request) -> web.Response:
         raise ApiError(400, "invalid body", "names are immutable: delete and create to rename")
     check_owner(request, body.get("owner"), old.owner)
     revision = await write(api(request).store, desired(request), [Change("Check", old.name, body)], actor(request).name)
-    return json(body, 200, revision)
+    return json_answer(body, 200, revision)
 
 
 async def delete_check(request: web.Request) -> web.Response:

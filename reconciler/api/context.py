@@ -97,6 +97,12 @@ def desired(request: web.Request) -> Desired:
     return request[DESIRED]
 
 
+def json_answer(data: Any, status: int = 200, revision: int | None = None) -> web.Response:
+    """A JSON response; ``revision``: the store revision it reflects (``X-Store-Revision``)."""
+    headers = {"X-Store-Revision": str(revision)} if revision is not None else None
+    return web.json_response(data, status=status, headers=headers)
+
+
 async def json_object(request: web.Request, required: bool = True) -> dict[str, Any]:
     """The request's JSON object body; 400 when it is not one."""
     raw = await request.read()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json as json_module
+import json
 import time
 from functools import cache
 from typing import Any
@@ -13,11 +13,10 @@ from aiohttp import web
 
 from reconciler.api import authz
 from reconciler.api.auth import check_login, expiry_text
-from reconciler.api.context import SERVED_ROUTES, actor, api, from_view, json_object
+from reconciler.api.context import SERVED_ROUTES, actor, api, from_view, json_answer, json_object
 from reconciler.api.openapi import openapi_document
 from reconciler.api.problems import ApiError, forbidden, not_found
 from reconciler.api.routes import Route
-from reconciler.api.upstreams import json
 from reconciler.store.tokens import TokenRecord
 
 BAD_LOGIN = "invalid user name or password"
@@ -25,7 +24,7 @@ STATUS_REUSE = 0.25  # seconds a GET /status answer is served again (at least; c
 
 
 def token_answer(token: str, record: TokenRecord) -> web.Response:
-    return json({"token": token, "token_expiration": expiry_text(record.expires)})
+    return json_answer({"token": token, "token_expiration": expiry_text(record.expires)})
 
 
 async def post_auth(request: web.Request) -> web.Response:
@@ -80,7 +79,7 @@ async def get_status(request: web.Request) -> web.Response:
     cached = context.status_cache
     if cached is None or time.monotonic() - cached[0] > max(context.tokens.recheck, STATUS_REUSE):
         status: dict[str, Any] = await from_view(request, lambda v: v.status())
-        cached = (time.monotonic(), json_module.dumps(status).encode())
+        cached = (time.monotonic(), json.dumps(status).encode())
         context.status_cache = cached
     return web.Response(body=cached[1], content_type="application/json")
 

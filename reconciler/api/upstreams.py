@@ -10,7 +10,7 @@ from aiohttp import web
 from reconciler.api import authz
 from reconciler.api.authz import Access
 from reconciler.api.candidate import Change, Desired, manifest_body, write
-from reconciler.api.context import actor, api, desired, json_object
+from reconciler.api.context import actor, api, desired, json_answer, json_object
 from reconciler.api.problems import ApiError, forbidden, not_found
 from reconciler.api.routes import Route
 from reconciler.manifest.model import BASE_CHECKS, FORCE_STATUS, Upstream
@@ -27,11 +27,6 @@ def upstream_of(request: web.Request, need: Access) -> tuple[Upstream, dict[str,
         raise forbidden(f"no write access to upstream {name!r}")
     body = desired(request).body("Upstream", name)
     return found, dict(body or {})
-
-
-def json(data: Any, status: int = 200, revision: int | None = None) -> web.Response:
-    headers = {"X-Store-Revision": str(revision)} if revision is not None else None
-    return web.json_response(data, status=status, headers=headers)
 
 
 def check_new_checks(request: web.Request, old: Upstream | None, body: Mapping[str, Any]) -> None:
@@ -60,7 +55,7 @@ async def save(
     revision = await write(api(request).store, d, [Change("Upstream", name, body)], actor(request).name)
     if body is None:
         return web.Response(status=204, headers={"X-Store-Revision": str(revision)})
-    return json(dict(body), status, revision)
+    return json_answer(dict(body), status, revision)
 
 
 # --- upstreams -------------------------------------------------------------------------------
@@ -89,7 +84,7 @@ async def create_upstream(request: web.Request) -> web.Response:
 
 
 async def get_upstream(request: web.Request) -> web.Response:
-    return json(upstream_of(request, Access.READ)[1])
+    return json_answer(upstream_of(request, Access.READ)[1])
 
 
 async def replace_upstream(request: web.Request) -> web.Response:
@@ -125,7 +120,7 @@ def node_index(body: Mapping[str, Any], hostname: str) -> int:
 
 
 async def list_nodes(request: web.Request) -> web.Response:
-    return json(upstream_of(request, Access.READ)[1].get("nodes", []))
+    return json_answer(upstream_of(request, Access.READ)[1].get("nodes", []))
 
 
 async def add_node(request: web.Request) -> web.Response:
@@ -135,12 +130,12 @@ async def add_node(request: web.Request) -> web.Response:
         raise ApiError(409, f"node {node.get('hostname')!r} exists in upstream {upstream.name!r}")
     body["nodes"] = [*body.get("nodes", []), node]
     await save(request, desired(request), upstream.name, body)
-    return json(node, 201)
+    return json_answer(node, 201)
 
 
 async def get_node(request: web.Request) -> web.Response:
     _, body = upstream_of(request, Access.READ)
-    return json(body["nodes"][node_index(body, request.match_info["hostname"])])
+    return json_answer(body["nodes"][node_index(body, request.match_info["hostname"])])
 
 
 async def change_node(request: web.Request) -> web.Response:
@@ -156,7 +151,7 @@ async def change_node(request: web.Request) -> web.Response:
         node["force_status"] = FORCE_STATUS.get(node["force_status"], node["force_status"])
     body["nodes"] = [*body["nodes"][:i], node, *body["nodes"][i + 1 :]]
     await save(request, desired(request), upstream.name, body)
-    return json(node)
+    return json_answer(node)
 
 
 async def delete_node(request: web.Request) -> web.Response:
@@ -172,7 +167,7 @@ async def delete_node(request: web.Request) -> web.Response:
 
 
 async def list_upstream_checks(request: web.Request) -> web.Response:
-    return json(upstream_of(request, Access.READ)[1].get("checks", []))
+    return json_answer(upstream_of(request, Access.READ)[1].get("checks", []))
 
 
 async def get_upstream_check(request: web.Request) -> web.Response:
@@ -181,7 +176,7 @@ async def get_upstream_check(request: web.Request) -> web.Response:
     if name not in upstream.checks:
         raise not_found(f"check {name!r} on upstream {upstream.name!r}")
     body = desired(request).body("Check", name)
-    return json(dict(body) if body else {"name": name, "base_check": name})
+    return json_answer(dict(body) if body else {"name": name, "base_check": name})
 
 
 async def attach_check(request: web.Request) -> web.Response:
@@ -193,7 +188,7 @@ async def attach_check(request: web.Request) -> web.Response:
         body["checks"] = [*body.get("checks", []), name]
         check_new_checks(request, upstream, body)
         await save(request, desired(request), upstream.name, body)
-    return json(body.get("checks", []))
+    return json_answer(body.get("checks", []))
 
 
 async def detach_check(request: web.Request) -> web.Response:
@@ -213,12 +208,12 @@ def acl_index(body: Mapping[str, Any], group: str) -> int:
 
 
 async def list_acl(request: web.Request) -> web.Response:
-    return json(upstream_of(request, Access.READ)[1].get("acl", []))
+    return json_answer(upstream_of(request, Access.READ)[1].get("acl", []))
 
 
 async def get_acl(request: web.Request) -> web.Response:
     _, body = upstream_of(request, Access.READ)
-    return json(body["acl"][acl_index(body, request.match_info["group"])])
+    return json_answer(body["acl"][acl_index(body, request.match_info["group"])])
 
 
 async def put_acl(request: web.Request) -> web.Response:
@@ -230,7 +225,7 @@ async def put_acl(request: web.Request) -> web.Response:
     rules = [r for r in body.get("acl", []) if r.get("group_name") != group]
     body["acl"] = [*rules, rule]
     await save(request, desired(request), upstream.name, body)
-    return json(rule)
+    return json_answer(rule)
 
 
 async def delete_acl(request: web.Request) -> web.Response:

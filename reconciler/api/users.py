@@ -13,10 +13,9 @@ from aiohttp import web
 from reconciler.api import authz
 from reconciler.api.authz import Access
 from reconciler.api.candidate import Change, manifest_body, write
-from reconciler.api.context import actor, api, desired, json_object
+from reconciler.api.context import actor, api, desired, json_answer, json_object
 from reconciler.api.problems import ApiError, forbidden, not_found
 from reconciler.api.routes import Route
-from reconciler.api.upstreams import json
 from reconciler.manifest.model import Group, User
 from reconciler.passwords import hash_password, verify_password
 
@@ -66,7 +65,7 @@ async def save_user(
         await asyncio.to_thread(api(request).store.delete_user_tokens, name)
     if body is None:
         return web.Response(status=204, headers={"X-Store-Revision": str(revision)})
-    return json(public_user(body), status, revision)
+    return json_answer(public_user(body), status, revision)
 
 
 # --- users ----------------------------------------------------------------------------------
@@ -75,7 +74,7 @@ async def save_user(
 async def list_users(request: web.Request) -> web.Response:
     d, who = desired(request), actor(request)
     users = sorted(d.state.users.items())
-    return json([public_user(d.body("User", n) or {}) for n, u in users if authz.user_access(who, u) > 0])
+    return json_answer([public_user(d.body("User", n) or {}) for n, u in users if authz.user_access(who, u) > 0])
 
 
 async def create_user(request: web.Request) -> web.Response:
@@ -95,7 +94,7 @@ async def create_user(request: web.Request) -> web.Response:
 
 
 async def get_user(request: web.Request) -> web.Response:
-    return json(public_user(user_of(request)[1]))
+    return json_answer(public_user(user_of(request)[1]))
 
 
 async def patch_user(request: web.Request) -> web.Response:
@@ -171,12 +170,12 @@ async def save_group(
     revision = await write(api(request).store, desired(request), [Change("Group", name, body)], actor(request).name)
     if body is None:
         return web.Response(status=204, headers={"X-Store-Revision": str(revision)})
-    return json(dict(body), status, revision)
+    return json_answer(dict(body), status, revision)
 
 
 async def list_groups(request: web.Request) -> web.Response:
     d, who = desired(request), actor(request)
-    return json([d.body("Group", n) for n, g in sorted(d.state.groups.items()) if authz.group_access(who, g) > 0])
+    return json_answer([d.body("Group", n) for n, g in sorted(d.state.groups.items()) if authz.group_access(who, g) > 0])
 
 
 async def create_group(request: web.Request) -> web.Response:
@@ -191,7 +190,7 @@ async def create_group(request: web.Request) -> web.Response:
 
 
 async def get_group(request: web.Request) -> web.Response:
-    return json(group_of(request)[1])
+    return json_answer(group_of(request)[1])
 
 
 async def replace_group(request: web.Request) -> web.Response:
