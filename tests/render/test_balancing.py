@@ -165,7 +165,7 @@ def test_nginx_accepts_each_method_with_weights_and_down(method: str, nginx: Ngi
     balancing: dict[str, Any] = {"method": method}
     if method == "hash":
         balancing.update(key="$remote_addr", consistent=True)
-    nodes = [{"hostname": "10.0.0.1", "weight": 5, "max_fails": 3}, {"hostname": "10.0.0.2", "force_status": "down"}]
+    nodes: list[dict[str, Any]] = [{"hostname": "10.0.0.1", "weight": 5, "max_fails": 3}, {"hostname": "10.0.0.2", "force_status": "down"}]
     docs = [upstream("web", *nodes, balancing=balancing)]
     if method != "ip_hash":
         docs.append(upstream("db", *nodes, listen={"protocol": "tcp", "port": 5432}, balancing=balancing))

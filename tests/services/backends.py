@@ -122,7 +122,7 @@ class HttpBackend(_Threaded):
 
     def release(self) -> None:
         """Answer the requests held at /hold..., and the later ones at once."""
-        self._server.released.set()
+        self._identity_server.released.set()
 
     def stop(self) -> None:
         self.release()
