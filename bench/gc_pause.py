@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from bench.workload import write_workload
-from reconciler.health.monitor import probes_of
+from reconciler.health.state import probes_of
 from reconciler.manifest.validate import load_desired_state
 
 

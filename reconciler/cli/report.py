@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # rich is imported only when text is printed: JSON output nev
 
     from reconciler.deploy.apply import NodeResult
     from reconciler.deploy.fleet import NodePlanResult
+    from reconciler.health.state import UsedHealth
 
 _COLOUR = {"+": "green", "~": "yellow", "-": "red", "!": "magenta"}
 _SYNC_SYMBOL = {SyncAction.ADD: "+", SyncAction.CHANGE: "~", SyncAction.REMOVE: "-", SyncAction.TAKEOVER: "!"}
@@ -65,8 +66,10 @@ def print_node_plan(console: Console, result: NodePlanResult) -> None:
     head = f"[bold]{escape(plan.access_node)}[/]"
     if not plan.changed:
         console.print(f"{head}: no changes (revision {plan.revision})", highlight=False)
+        _print_health(console, plan.health)
         return
     console.print(f"{head}: revision {plan.live_revision or '(none)'} -> {plan.revision}", highlight=False)
+    _print_health(console, plan.health)
     if plan.refused:
         console.print(f"  [red]refused[/]: {escape(plan.refused)}", highlight=False)
     for change in plan.objects:
@@ -99,6 +102,16 @@ def print_node_plan(console: Console, result: NodePlanResult) -> None:
             )
             text = escape(line.rstrip("\n"))
             console.print(f"    [{colour}]{text}[/]" if colour else f"    {text}", highlight=False, soft_wrap=True)
+
+
+def _print_health(console: Console, notes: Sequence[str]) -> None:
+    for note in notes:
+        console.print(f"  [cyan]health[/]: {escape(note)}", highlight=False, soft_wrap=True)
+
+
+def print_health(console: Console, used: UsedHealth) -> None:
+    """Which health the render used (plan's second line, under the store's)."""
+    console.print(f"[bold]Health[/]: {escape(used.describe().removeprefix('health: '))}", highlight=False, soft_wrap=True)
 
 
 def _short(value: Any) -> str:
@@ -142,11 +155,14 @@ def sync_to_dict(sync: SyncPlan) -> dict[str, Any]:
     }
 
 
-def plan_document(store_url: str, sync: SyncPlan, results: Sequence[NodePlanResult]) -> dict[str, Any]:
+def plan_document(
+    store_url: str, sync: SyncPlan, results: Sequence[NodePlanResult], health: UsedHealth
+) -> dict[str, Any]:
     """The JSON form of a plan: the same facts as the text, one document."""
     summary = plan_summary(sync, results)
     return {
         "store": {"url": store_url, **sync_to_dict(sync)},
+        "health": health.to_dict(),
         "access_nodes": [
             r.plan.to_dict() if r.plan is not None else {"access_node": r.access_node, "error": r.error}
             for r in results

@@ -15,6 +15,7 @@ from reconciler.cli.report import (
     apply_document,
     plan_document,
     plan_summary,
+    print_health,
     print_node_plan,
     print_plan_summary,
     print_sync,
@@ -27,13 +28,14 @@ from reconciler.deploy.fleet import (
     merged_state,
     plan_fleet,
     prefetch_connections,
+    stored_health,
     targets,
 )
 from reconciler.deploy.plan import StoreRef
 from reconciler.deploy.planfile import SavedPlan, read_saved_plan, write_saved_plan
 from reconciler.errors import PlanError
 from reconciler.manifest.model import DesiredState
-from reconciler.render.renderer import Renderer
+from reconciler.render.renderer import Health, Renderer
 from reconciler.store import DeployRecord, Store, open_store
 from reconciler.store.sync import plan_sync, sync_manifests
 from reconciler.transport import ConnectionPool
@@ -100,17 +102,19 @@ def plan_command(
             state = merged_state(manifests, store, sync.kept_api)
             ref = StoreRef(store.store_id(), sync.base_revision + (1 if sync.changes else 0))
             targets(state, settings.limit)
-            results = plan_fleet(state, ref, renderer, settings, pool=pool)
+            health = stored_health(store, state)
+            results = plan_fleet(state, ref, renderer, settings, pool=pool, health=health.health)
             store_url = store.url
     if out_file is not None:
         write_saved_plan(
             out_file, manifests, ref.store_id, sync.base_revision, options["prune_api"], settings.limit, results
         )
-    document = plan_document(store_url, sync, results)
+    document = plan_document(store_url, sync, results, health)
     if ctx.output == "json":
         ctx.emit_json(document)
     else:
         print_sync(ctx.out, store_url, sync)
+        print_health(ctx.out, health)
         for result in results:
             print_node_plan(ctx.out, result)
         print_plan_summary(ctx.out, plan_summary(sync, results))
@@ -178,7 +182,8 @@ def apply_command(
             synced = sync_manifests(store, manifests, prune_api, sync)
             ref = StoreRef(store.store_id(), synced.revision)
             expected = saved.expected_facts() if saved else None
-            results = _converge(ctx, state, ref, renderer, settings, expected, pool)
+            health = stored_health(store, state)
+            results = _converge(ctx, state, ref, renderer, settings, expected, pool, health.health)
             store.record_addresses(renderer.resolver.learned())
             store.record_deploys([r for result in results if (r := _record(result, synced.revision)) is not None])
             sync_summary = {
@@ -211,11 +216,12 @@ def _converge(
     settings: FleetSettings,
     expected: dict[str, str] | None,
     pool: ConnectionPool,
+    health: Health,
 ) -> list[NodeResult]:
     """apply_fleet with a progress bar on a terminal, else one line per access node as it ends."""
     total = len(targets(state, settings.limit))
     if ctx.output == "json":
-        return apply_fleet(state, ref, renderer, settings, expected, pool=pool)
+        return apply_fleet(state, ref, renderer, settings, expected, pool=pool, health=health)
     if not ctx.out.is_terminal:
         return apply_fleet(
             state,
@@ -225,6 +231,7 @@ def _converge(
             expected,
             lambda r: ctx.out.print(result_line(r), highlight=False, soft_wrap=True),
             pool=pool,
+            health=health,
         )
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -236,7 +243,7 @@ def _converge(
             progress.console.print(result_line(result), highlight=False, soft_wrap=True)
             progress.advance(task)
 
-        return apply_fleet(state, ref, renderer, settings, expected, done, pool=pool)
+        return apply_fleet(state, ref, renderer, settings, expected, done, pool=pool, health=health)
 
 
 def _record(result: NodeResult, revision: int) -> DeployRecord | None:
@@ -269,7 +276,8 @@ def _check_saved_plan(
     state = merged_state(manifests, store, sync.kept_api)
     ref = StoreRef(saved.store_id, saved.store_revision + (1 if sync.changes else 0))
     moved = []
-    for result in plan_fleet(state, ref, renderer, settings, pool=pool):
+    health = stored_health(store, state).health
+    for result in plan_fleet(state, ref, renderer, settings, pool=pool, health=health):
         expected = saved.nodes.get(result.access_node)
         if result.plan is None:
             moved.append(f"{result.access_node}: {result.error}")
@@ -279,7 +287,8 @@ def _check_saved_plan(
             moved.append(f"{result.access_node}: its live configuration changed")
         elif result.plan.revision != expected["revision"]:
             moved.append(
-                f"{result.access_node}: its rendered files changed (revision {expected['revision']} -> {result.plan.revision})"
+                f"{result.access_node}: its rendered files changed (revision {expected['revision']} -> "
+                f"{result.plan.revision}: a backend's health or a DNS answer changed)"
             )
     if moved:
         raise PlanError("the saved plan is out of date, nothing was applied:\n  " + "\n  ".join(moved))

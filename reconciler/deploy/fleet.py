@@ -20,6 +20,7 @@ from reconciler.deploy.apply import ApplySettings, NodeResult, apply_node
 from reconciler.deploy.facts import observe
 from reconciler.deploy.plan import NodePlan, StoreRef, node_model, plan_node
 from reconciler.errors import ObreconcileError
+from reconciler.health.state import MASTER_LOCK, UsedHealth, used_health
 from reconciler.manifest.model import KINDS, AccessNode, DesiredState, build_object
 from reconciler.render.renderer import Health, RenderedAccessNode, Renderer
 from reconciler.store import Store
@@ -102,6 +103,12 @@ def _open(node: AccessNode, settings: FleetSettings, pool: ConnectionPool) -> Tr
     )
 
 
+def stored_health(store: Store, state: DesiredState) -> UsedHealth:
+    """The health apply and plan render ``state`` with: the store's, while a controller keeps it
+    current (``reconciler.health.state.used_health``); serve renders the same records."""
+    return used_health(state, store.health_records(), store.lock_holder(MASTER_LOCK))
+
+
 def plan_fleet(
     state: DesiredState,
     store: StoreRef,
@@ -109,15 +116,16 @@ def plan_fleet(
     settings: FleetSettings,
     on_result: Callable[[NodePlanResult], None] | None = None,
     pool: ConnectionPool | None = None,
+    health: Health | None = None,
 ) -> list[NodePlanResult]:
-    """Observe and plan every targeted access node (read only)."""
+    """Observe and plan every targeted access node (read only); ``health`` as for ``apply_fleet``."""
     nodes = targets(state, settings.limit)
     manifests: dict[str, dict[str, Any]] = {}  # each upstream's manifest form, once per run
     with _pool(pool) as pool:
 
         def one(node: AccessNode) -> NodePlanResult:
             try:
-                rendered = renderer.render_access_node(state, node)
+                rendered = renderer.render_access_node(state, node, health)
                 with _open(node, settings, pool) as transport:
                     facts = observe(node, transport, with_model=True)
                     plan = plan_node(rendered, facts, node_model(state, node, manifests), store, settings.apply.force)
@@ -156,7 +164,8 @@ def apply_fleet(
 ) -> list[NodeResult]:
     """Converge every targeted access node; results in the order of the nodes' names.
 
-    ``health``: upstream -> backend hostname -> up, for the selection (``converge``); none: all up.
+    ``health``: upstream -> backend hostname -> up, for the selection (``stored_health``, or
+    converge's checks); none: all up.
     ``pool``: the caller's connections (``prefetch_connections``); none: this call's own.
     """
     nodes = targets(state, settings.limit)

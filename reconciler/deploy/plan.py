@@ -87,6 +87,7 @@ class NodePlan:
     refused: str = ""  # why this push must not happen (fencing, no nginx)
     warnings: tuple[str, ...] = ()
     facts_digest: str = ""
+    health: tuple[str, ...] = ()  # what the backends' health changes in the rendering (RenderedAccessNode.health)
 
     @property
     def changed(self) -> bool:
@@ -105,6 +106,7 @@ class NodePlan:
             "refused": self.refused,
             "warnings": list(self.warnings),
             "facts_digest": self.facts_digest,
+            "health": list(self.health),
         }
 
 
@@ -175,6 +177,7 @@ def plan_node(
         refused=_refusal(facts, store, force) if (files or reload_only) else "",
         warnings=tuple(rendered.warnings) + ((facts.marker_problem,) if facts.marker_problem else ()),
         facts_digest=facts_digest(facts),
+        health=rendered.health,
     )
 
 

@@ -30,8 +30,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from reconciler.health.checks import CheckSpec, CheckStringError, Outcome, Target, checks_of
+from reconciler.health.checks import Outcome
 from reconciler.health.probe import Prober
+from reconciler.health.state import Health, Key, Probe, backend_health, probes_of
 from reconciler.manifest.model import DesiredState
 from reconciler.metrics import Metrics
 from reconciler.store import HealthRecord
@@ -40,7 +41,6 @@ log = logging.getLogger("obreconcile.health")
 
 TICK = 0.01  # seconds: the resolution of check scheduling
 
-Key = tuple[str, str, str]  # (upstream, backend hostname, check name)
 Status = Literal["up", "down"]
 
 
@@ -65,34 +65,6 @@ def step(state: CheckState, passed: bool, rise: int, fall: int) -> bool:
         return True
     state.run = -contrary
     return False
-
-
-@dataclass(frozen=True)
-class Probe:
-    """One scheduled check: which check on which backend of which upstream."""
-
-    key: Key
-    spec: CheckSpec
-    target: Target
-
-
-def probes_of(state: DesiredState) -> dict[Key, Probe]:
-    """Every (upstream, backend, check) of the desired state; upstreams without checks have none."""
-    out: dict[Key, Probe] = {}
-    for upstream in state.upstreams.values():
-        if not upstream.checks:
-            continue
-        try:
-            specs = checks_of(upstream, state)
-        except CheckStringError as e:  # the schema refuses these; never let one stop the others
-            log.error("health: upstream %s: %s: its backends count as up", upstream.name, e)
-            continue
-        for backend in upstream.nodes:
-            target = Target.of(backend)
-            for spec in specs:
-                key = (upstream.name, backend.hostname, spec.name)
-                out[key] = Probe(key, spec, target)
-    return out
 
 
 class Monitor:
@@ -130,16 +102,9 @@ class Monitor:
         for key, record in records.items():
             self.states[key] = CheckState(record.status, record.consecutive, record.detail, record.when)
 
-    def health(self) -> dict[str, dict[str, bool]]:
+    def health(self) -> Health:
         """upstream -> backend hostname -> up (every check up); only upstreams with checks."""
-        out: dict[str, dict[str, bool]] = {}
-        for key in self.probes:
-            upstream, backend, _ = key
-            state = self.states.get(key)
-            up = state is None or state.status == "up"
-            hosts = out.setdefault(upstream, {})
-            hosts[backend] = hosts.get(backend, True) and up
-        return out
+        return backend_health(self.probes, self.states)
 
     def records(self, keys: set[Key] | None = None) -> list[HealthRecord]:
         wanted = self.states.keys() if keys is None else keys

@@ -30,7 +30,7 @@ import jinja2
 
 from reconciler import __version__, gc_pause
 from reconciler.errors import RenderError
-from reconciler.health.select import Role, select
+from reconciler.health.select import Role, Selection, select
 from reconciler.manifest.model import (
     HASH_KEY,
     AccessNode,
@@ -66,15 +66,17 @@ class RenderedAccessNode:
     revision: str
     files: Mapping[str, str]
     warnings: tuple[str, ...] = ()
+    health: tuple[str, ...] = ()  # what health changed: 'upstream web: app1:8080 down (health); tier 1 in use'
 
 
 @dataclass(frozen=True)
 class _PreparedUpstream:
-    """An upstream's template context (None when it is not rendered) and warnings."""
+    """An upstream's template context (None when it is not rendered), warnings, and what health changed."""
 
     upstream: Upstream
     context: dict[str, Any] | None
     warnings: tuple[str, ...]
+    health: str = ""
 
 
 def revision_of(node_context: Mapping[str, Any], bodies: Mapping[str, str], templates: str) -> str:
@@ -186,7 +188,8 @@ class Renderer:
         files = {DEFAULT_FILE: header + self._render("default", node.name, default_context)}
         files.update((path, header + body) for path, body in bodies.items())
         warnings = tuple(w for p in upstreams for w in p.warnings)
-        return RenderedAccessNode(node.name, revision, dict(sorted(files.items())), warnings)
+        notes = tuple(p.health for p in upstreams if p.health)
+        return RenderedAccessNode(node.name, revision, dict(sorted(files.items())), warnings, notes)
 
     def _render(self, key: str, node: str, context: dict[str, Any]) -> str:
         try:
@@ -212,9 +215,10 @@ class Renderer:
             warnings.append(
                 f"upstream {upstream.name}: panic, no backend is eligible: every backend not forced down is enabled"
             )
+        noted = health_note(upstream, selection, health) if health else ""
         if not any(s.role is Role.ENABLED for s in selection.backends):
             warnings.append(f"upstream {upstream.name}: no backend can be enabled, not rendered")
-            return _PreparedUpstream(upstream, None, tuple(warnings))
+            return _PreparedUpstream(upstream, None, tuple(warnings), noted)
         servers = [
             {
                 "hostname": backend.hostname,
@@ -241,7 +245,7 @@ class Renderer:
             "left_out": left_out,
             "balancing": balancing_context(upstream.name, upstream.balancing),
         }
-        return _PreparedUpstream(upstream, context, tuple(warnings))
+        return _PreparedUpstream(upstream, context, tuple(warnings), noted)
 
     def _addresses(self, upstream: Upstream, backend: Backend, warnings: list[str]) -> tuple[str, ...]:
         ipv4 = IPV4_HOSTPORT.fullmatch(backend.hostname)
@@ -282,6 +286,24 @@ def balancing_context(upstream: str, balancing: Balancing) -> dict[str, Any]:
             )
         key = match[1]
     return {"method": method.value, "key": key, "consistent": balancing.consistent is True}
+
+
+def health_note(upstream: Upstream, selection: Selection, health: Mapping[str, bool]) -> str:
+    """What health changed in an upstream's selection, for plan ('' when nothing did):
+    ``upstream web: app1:8080 down (health); tier 1 in use``."""
+    unhealthy = [
+        s for s in selection.backends if s.backend.force_status == "normal" and not health.get(s.backend.hostname, True)
+    ]
+    if not unhealthy:
+        return ""
+    if selection.panic:
+        parts = [f"{', '.join(s.backend.hostname for s in unhealthy)} failing: panic, every backend not forced down enabled"]
+    else:
+        parts = [f"{s.backend.hostname} down (health)" for s in unhealthy]
+        tiers = sorted({s.backend.failover for s in selection.backends if s.role is Role.ENABLED})
+        if tiers and tiers[0] != min(b.failover for b in upstream.nodes):
+            parts.append(f"tier {', '.join(map(str, tiers))} in use")
+    return f"upstream {upstream.name}: " + "; ".join(parts)
 
 
 def server_names_hash(names: Sequence[str]) -> dict[str, int | None]:

@@ -290,6 +290,9 @@ class Controller:
         assert state is not None
         if self.monitor is not None:
             self.monitor.configure(state)  # checks of new upstreams start, removed ones stop
+        # the store holds the health this pass renders with before any node gets it, so that an
+        # apply beside this controller renders the same files (reconciler/health/state.py)
+        await self.flush_health()
         health = self.monitor.health() if self.monitor is not None else {}
         self._panic_metrics(state, health)
         down = sum(not up for hosts in health.values() for up in hosts.values())

@@ -9,5 +9,8 @@ etcd lease in etcd): it disappears when the controller stops or dies.
 
 from __future__ import annotations
 
-MASTER_LOCK = "master"  # the lock that `serve` controllers elect their master with
+from reconciler.health.state import MASTER_LOCK  # defined there: apply reads its holder (health freshness)
+
+__all__ = ["MANAGEMENT_PREFIX", "MASTER_LOCK"]
+
 MANAGEMENT_PREFIX = "management/"
