@@ -300,9 +300,10 @@ def health_note(upstream: Upstream, selection: Selection, health: Mapping[str, b
         parts = [f"{', '.join(s.backend.hostname for s in unhealthy)} failing: panic, every backend not forced down enabled"]
     else:
         parts = [f"{s.backend.hostname} down (health)" for s in unhealthy]
-        tiers = sorted({s.backend.failover for s in selection.backends if s.role is Role.ENABLED})
-        if tiers and tiers[0] != min(b.failover for b in upstream.nodes):
-            parts.append(f"tier {', '.join(map(str, tiers))} in use")
+        lowest = min(b.failover for b in upstream.nodes)
+        failover = sorted({s.backend.failover for s in selection.backends if s.role is Role.ENABLED} - {lowest})
+        if failover:  # tiers above the first that serve because of it
+            parts.append(f"tier {', '.join(map(str, failover))} in use")
     return f"upstream {upstream.name}: " + "; ".join(parts)
 
 
