@@ -111,7 +111,9 @@ def _print_health(console: Console, notes: Sequence[str]) -> None:
 
 def print_health(console: Console, used: UsedHealth) -> None:
     """Which health the render used (plan's second line, under the store's)."""
-    console.print(f"[bold]Health[/]: {escape(used.describe().removeprefix('health: '))}", highlight=False, soft_wrap=True)
+    console.print(
+        f"[bold]Health[/]: {escape(used.describe().removeprefix('health: '))}", highlight=False, soft_wrap=True
+    )
 
 
 def _short(value: Any) -> str:

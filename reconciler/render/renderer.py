@@ -297,7 +297,9 @@ def health_note(upstream: Upstream, selection: Selection, health: Mapping[str, b
     if not unhealthy:
         return ""
     if selection.panic:
-        parts = [f"{', '.join(s.backend.hostname for s in unhealthy)} failing: panic, every backend not forced down enabled"]
+        parts = [
+            f"{', '.join(s.backend.hostname for s in unhealthy)} failing: panic, every backend not forced down enabled"
+        ]
     else:
         parts = [f"{s.backend.hostname} down (health)" for s in unhealthy]
         lowest = min(b.failover for b in upstream.nodes)

@@ -11,8 +11,8 @@ import pytest
 
 from reconciler.health.checks import CheckSpec, Outcome, Target
 from reconciler.health.monitor import CheckState, Monitor, step
-from reconciler.health.state import Probe, probes_of
 from reconciler.health.probe import Prober
+from reconciler.health.state import Probe, probes_of
 from reconciler.manifest.model import Backend, Check, DesiredState, Listen, Upstream
 from reconciler.store import HealthRecord
 
