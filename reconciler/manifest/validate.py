@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -19,6 +20,7 @@ from reconciler.errors import ManifestError, Problem
 from reconciler.manifest.load import DEFAULT_MAX_FILE_SIZE, Document, PathPart, load_paths
 from reconciler.manifest.located import LocatedObject, Report, shown
 from reconciler.manifest.model import API_VERSION, KINDS, DesiredState, Source, build_object
+from reconciler.manifest.root import manifests_root, relative_to_root
 from reconciler.manifest.rules import check_semantics
 from reconciler.manifest.schemas import fast_validator_for, validator_for
 
@@ -28,12 +30,15 @@ if TYPE_CHECKING:
 _ENVELOPE = ("apiVersion", "kind")  # checked before the schemas, reported once
 
 
-def validate(docs: Sequence[Document]) -> tuple[DesiredState | None, list[Problem]]:
-    """The desired state of ``docs``, or None and every problem found (sorted)."""
+def validate(docs: Sequence[Document], root: Path | None = None) -> tuple[DesiredState | None, list[Problem]]:
+    """The desired state of ``docs``, or None and every problem found (sorted).
+
+    ``root``: objects' source files are kept relative to it (as given when None).
+    """
     objects, problems = _checked(docs)
     if problems:
         return None, problems
-    return _build(objects), []
+    return _build(objects, root), []
 
 
 def _checked(docs: Sequence[Document]) -> tuple[list[LocatedObject], list[Problem]]:
@@ -58,20 +63,29 @@ def validate_objects(bodies: Sequence[Any], file: str = "api") -> list[Problem]:
 def load_desired_state(
     paths: Iterable[str | os.PathLike[str]], max_file_size: int = DEFAULT_MAX_FILE_SIZE
 ) -> DesiredState:
-    """Load and validate the manifests under ``paths``; raises ManifestError with every problem."""
+    """Load and validate the manifests under ``paths``; raises ManifestError with every problem.
+
+    Objects keep their file relative to the manifests' root (``reconciler.manifest.root``), so
+    that where the checkout lies changes nothing in the store; problems name files as given.
+    """
+    paths = list(paths)
     with gc_pause.paused():
         docs, problems = load_paths(paths, max_file_size)
-        state, more = validate(docs)
+        state, more = validate(docs, manifests_root(paths))
     problems = sorted(problems + more)
     if problems or state is None:
         raise ManifestError(problems)
     return state
 
 
-def _build(objects: Iterable[LocatedObject]) -> DesiredState:
+def _build(objects: Iterable[LocatedObject], root: Path | None) -> DesiredState:
     by_kind: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
+    relative: dict[str, str] = {}  # file -> its path from the root, once per file
     for obj in objects:
-        source = Source(obj.doc.file, obj.doc.locate(())[0])
+        file = obj.doc.file
+        if root is not None and file not in relative:
+            relative[file] = relative_to_root(file, root)
+        source = Source(relative.get(file, file), obj.doc.locate(())[0])
         by_kind[obj.kind][obj.name] = build_object(obj.kind, obj.data, source)
     return DesiredState.from_kinds(by_kind)
 
