@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from reconciler.deploy.facts import Facts, Marker, encode_model, fact_commands, parse_facts
+from reconciler.deploy.facts import IRREGULAR, Facts, Marker, encode_model, fact_commands, parse_facts
 from reconciler.deploy.layout import LOCK_BUSY_EXIT, MARKER, MODEL, NodeLayout
 from reconciler.deploy.plan import NodePlan, StoreRef, plan_node, sha256
 from reconciler.deploy.scripts import (
@@ -82,6 +82,7 @@ class NodeResult:
     reloaded: bool = False
     rolled_back: bool = False
     seconds: float = 0.0
+    uploaded: int = 0  # managed files sent to the node (the others were copied there from the live release)
 
     @property
     def ok(self) -> bool:
@@ -96,6 +97,7 @@ class NodeResult:
             "reloaded": self.reloaded,
             "rolled_back": self.rolled_back,
             "seconds": round(self.seconds, 3),
+            "uploaded": self.uploaded,
             "plan": self.plan.to_dict() if self.plan else None,
         }
 
@@ -180,8 +182,10 @@ def apply_node(
                 raise NodeError(node.name, "plan", plan.refused)
             if not plan.changed:
                 return NodeResult(node.name, "unchanged", plan, seconds=time.monotonic() - started)
-            _deploy(node, rendered, model, transport, store, settings, facts)
-            return NodeResult(node.name, "converged", plan, reloaded=True, seconds=time.monotonic() - started)
+            uploaded = _deploy(node, rendered, model, transport, store, settings, facts)
+            return NodeResult(
+                node.name, "converged", plan, reloaded=True, seconds=time.monotonic() - started, uploaded=uploaded
+            )
     except NodeError as e:
         return NodeResult(
             node.name,
@@ -212,9 +216,13 @@ def _deploy(
     store: StoreRef,
     settings: ApplySettings,
     facts: Facts,
-) -> None:
+) -> int:
     """Stage, switch, test, reload, verify and mark the new release in one round trip (scripts.py);
-    on a failure switch back or roll back, and raise ``NodeError``."""
+    on a failure switch back or roll back, and raise ``NodeError``. The number of files uploaded.
+
+    The new release starts as a copy of the live one (on the node) and the tar brings only the
+    files that differ from the live files (and the marker and model): one upstream changed,
+    two files travel (its own and ``http/_default.conf``, which holds the revision)."""
     layout = NodeLayout.of(node)
     now = datetime.now(UTC)
     release_id = f"{now.strftime('%Y%m%dT%H%M%S.%fZ')}-{rendered.revision}"
@@ -230,7 +238,12 @@ def _deploy(
         release=release_id,
     )
     previous = _adopt(transport, layout, facts)
-    contents: dict[str, bytes] = {path: text.encode() for path, text in rendered.files.items()}
+    # only what differs from the live files travels; the rest is copied from the live release
+    upload = {p for p, digest in marker.digests.items() if facts.files.get(p) != digest}
+    kept = previous is not None and len(upload) < len(rendered.files) and IRREGULAR not in facts.files.values()
+    if not kept:
+        upload = set(rendered.files)
+    contents: dict[str, bytes] = {path: rendered.files[path].encode() for path in upload}
     contents.update(
         {
             MARKER: marker.to_json(),
@@ -247,6 +260,8 @@ def _deploy(
         rendered.revision,
         probe_function(probe_address(node), facts.probe_tool) if _can_probe(facts, rendered.files) else None,
         settings.verify_timeout,
+        base=previous if kept else None,
+        removed=tuple(sorted(_safe(node.name, p) for p in set(facts.files) - set(rendered.files))) if kept else (),
     )
     commands = deploy.steps()
     script, boundary = steps_script(commands)
@@ -255,7 +270,7 @@ def _deploy(
     steps = parse_steps(answer, boundary, list(commands))
     failed, result = next(reversed(steps.items()), ("stage", CommandResult(answer.exit_code or 1, b"", answer.stderr)))
     if failed == "marker" and result.ok:
-        return
+        return len(upload)
     if result.ok:  # the script broke off after a step that succeeded (the shell died, sudo refused)
         failed, result = _broke_off(failed, answer)
     if failed == "stage":
@@ -302,13 +317,18 @@ def _tar(node: str, contents: Mapping[str, bytes]) -> bytes:
     """
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for path, data in sorted(contents.items()):
-            if path.startswith("/") or ".." in path.split("/"):
-                raise NodeError(node, "stage", f"refusing to write outside the release: {path!r}")
+        for path, data in sorted((_safe(node, p), d) for p, d in contents.items()):
             info = tarfile.TarInfo(path)
             info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
             tar.addfile(info, io.BytesIO(data))
     return gzip.compress(buffer.getvalue(), compresslevel=1, mtime=0)
+
+
+def _safe(node: str, path: str) -> str:
+    """``path`` when it stays inside the release (it is written or removed there)."""
+    if path.startswith("/") or ".." in path.split("/"):
+        raise NodeError(node, "stage", f"refusing to write outside the release: {path!r}")
+    return path
 
 
 def _adopt(transport: Transport, layout: NodeLayout, facts: Facts) -> str | None:

@@ -19,6 +19,7 @@ from reconciler.manifest.model import AccessNode
 from reconciler.transport.base import CommandResult, Transport
 
 MARKER_FORMAT = 1
+IRREGULAR = "not a regular file"  # the "digest" of a link, fifo or device in the managed directory
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class Facts:
     access_node: str
     nginx_version: str | None  # None: nginx is not installed (or not on PATH)
     link: str | None  # target of the config_dir symlink; "" a real directory; None absent
-    files: Mapping[str, str]  # relative path -> sha256 of each live managed file
+    files: Mapping[str, str]  # relative path -> sha256 of each live managed file (IRREGULAR: not a file)
     marker: Marker | None
     marker_problem: str = ""  # set when a marker exists but cannot be read
     error_log_size: int | None = None
@@ -99,8 +100,10 @@ def fact_commands(node: AccessNode) -> dict[str, str]:
         "nginx": "nginx -v 2>&1",
         "link": f"if [ -L {d} ]; then readlink -- {d}; elif [ -d {d} ]; then echo DIRECTORY; else echo ABSENT; fi",
         # two processes (each costs milliseconds on a busy node); the order does not matter
+        # anything neither a file nor a directory (a link, a fifo) is listed by its path alone
         "files": (
-            f"cd {d} 2>/dev/null || exit 0; find -L . -path ./.obreconcile -prune -o -type f -exec sha256sum -- {{}} +"
+            f"cd {d} 2>/dev/null || exit 0; "
+            f"find . -path ./.obreconcile -prune -o -type f -exec sha256sum -- {{}} + -o ! -type d -print"
         ),
         "marker": f"cat -- {shlex.quote(layout.marker)} 2>/dev/null || true",
         "errlog": f"stat -c %s -- {shlex.quote(node.nginx.error_log)} 2>/dev/null || true",
@@ -127,9 +130,13 @@ def parse_link(result: CommandResult) -> str | None:
 
 
 def parse_digests(result: CommandResult) -> dict[str, str]:
-    """``sha256sum`` lines ('<hex>  ./http/a.conf') -> {'http/a.conf': '<hex>'}."""
+    """``sha256sum`` lines ('<hex>  ./http/a.conf') -> {'http/a.conf': '<hex>'}; a path alone
+    ('./http/link.conf': not a regular file) -> ``IRREGULAR``, which no rendered file's digest is."""
     digests = {}
     for line in result.text.splitlines():
+        if line.startswith("./"):
+            digests[line[2:]] = IRREGULAR
+            continue
         digest, _, path = line.partition("  ")
         if len(digest) == 64 and path:
             digests[path[2:] if path.startswith("./") else path] = digest

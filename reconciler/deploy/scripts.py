@@ -188,15 +188,22 @@ class Deploy:
     revision: str
     probe: str | None  # shell defining obr_probe (probe_function); None: verify reads only the error log
     verify_timeout: float
+    base: str | None = None  # the live release: its files are copied, the tar brings only what differs
+    removed: tuple[str, ...] = ()  # paths (relative) of ``base`` the new release does not have
 
     def steps(self) -> dict[str, str]:
         q = shlex.quote(self.release)
         log = shlex.quote(self.error_log)
         deployed = shlex.quote(f"{self.release}/{DEPLOYED_MARKER}")
+        copy = ""
+        if self.base is not None:  # a copy, not hard links: a hand edit of the live file must not reach the old release
+            copy = f"cp -a -- {shlex.quote(self.base)}/. {q}/ && "
+            if self.removed:
+                copy += f"rm -f -- {' '.join(shlex.quote(f'{self.release}/{p}') for p in self.removed)} && "
         return {
             # umask 022 with --no-same-permissions: files 0644, directories 0755 (a+rX), no chmod -R
             "stage": (
-                f"umask 022; mkdir -p -- {q} && tar -xz --no-same-owner --no-same-permissions -C {q} -f - "
+                f"umask 022; mkdir -p -- {q} && {copy}tar -xz --no-same-owner --no-same-permissions -C {q} -f - "
                 f"|| {{ rc=$?; rm -rf -- {q}; exit $rc; }}"
             ),
             "prune": prune_script(self.layout, self.release),

@@ -10,8 +10,10 @@ managed directory (``nginx.config_dir``), laid out as docs/render.md describes:
 Output is deterministic: the same model, health and resolver answers give byte-identical
 files. Each upstream file's body is rendered first; the access node's revision
 (:func:`revision_of`) is a digest of those bodies, the access node's own settings and the
-templates; then the header (``header.conf.j2``, naming the revision) is put in front of every
-file and the default server (which answers the revision) is rendered. Templates: see
+templates; then the header (``header.conf.j2``: version and access node, not the revision) is
+put in front of every file and the default server (which answers the revision) is rendered.
+The revision is in that one file only, so a change to one upstream changes two files: its own
+and ``http/_default.conf``. Templates: see
 :mod:`reconciler.render.templates`; every value printed passes :func:`reconciler.render.finaliser.refuse_unsafe`.
 """
 
@@ -184,7 +186,7 @@ class Renderer:
         with_revision = {**base, "revision": revision}
         names = [n for p in upstreams if p.context is not None for n in p.context["server_names"]]
         default_context = {**with_revision, "listen": http_listen, "names_hash": server_names_hash(names)}
-        header = self._render("header", node.name, with_revision)
+        header = self._render("header", node.name, base)  # no revision: a change rewrites only its file
         files = {DEFAULT_FILE: header + self._render("default", node.name, default_context)}
         files.update((path, header + body) for path, body in bodies.items())
         warnings = tuple(w for p in upstreams for w in p.warnings)

@@ -64,7 +64,7 @@ def test_limit_selects_access_nodes(tmp_path: Path) -> None:
 def test_templates_directory_overrides_and_extends_the_shipped_ones(tmp_path: Path) -> None:
     templates = tmp_path / "templates"
     templates.mkdir()
-    (templates / "header.conf.j2").write_text("# managed by obreconcile, revision {{ revision }}\n")
+    (templates / "header.conf.j2").write_text("# managed by obreconcile for {{ access_node.name }}\n")
     (templates / "http_default.conf.j2").write_text(
         '{% extends "obreconcile/http_default.conf.j2" %}{% block default_response %}        return 444;\n{% endblock %}'
     )
@@ -76,10 +76,21 @@ def test_templates_directory_overrides_and_extends_the_shipped_ones(tmp_path: Pa
     code, _, _ = run("render", QUICKSTART, "--out", str(out), "--templates", str(templates))
     assert code == 0
     default = (out / NODE / "http" / "_default.conf").read_text()
-    assert default.startswith("# managed by obreconcile, revision ") and "        return 444;\n" in default
+    assert default.startswith(f"# managed by obreconcile for {NODE}\n") and "        return 444;\n" in default
     web = (out / NODE / "http" / "web.conf").read_text()
-    assert web.startswith("# managed by obreconcile, revision ")
+    assert web.startswith(f"# managed by obreconcile for {NODE}\n")
     assert "    client_max_body_size 10m;\n" in web and "proxy_pass http://ob_web;" in web
+
+
+def test_a_header_naming_the_revision_is_refused_with_its_template_named(tmp_path: Path) -> None:
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "header.conf.j2").write_text("# revision {{ revision }}\n")  # in every file: not any more
+    result = CliRunner().invoke(
+        cli, ["render", QUICKSTART, "--out", str(tmp_path / "o"), "--templates", str(templates)]
+    )
+    assert isinstance(result.exception, RenderError)
+    assert "template header.conf.j2: 'revision' is undefined" in str(result.exception)
 
 
 def test_invalid_manifests_exit_1_with_every_problem(tmp_path: Path) -> None:
