@@ -6,7 +6,7 @@ from typing import Literal
 
 from reconciler.health.state import HealthSource, backend_health, probes_of, used_health
 from reconciler.manifest.model import DesiredState
-from reconciler.render import Renderer
+from reconciler.render.renderer import Renderer
 from reconciler.resolve import StaticResolver
 from reconciler.store import HealthRecord
 from tests.render.desired import access_node, state_of, upstream
