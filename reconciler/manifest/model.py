@@ -145,9 +145,111 @@ class Balancing:
     consistent: bool = False
 
 
+class RetryCondition(StrEnum):
+    """nginx's ``proxy_next_upstream`` conditions."""
+
+    ERROR = "error"
+    TIMEOUT = "timeout"
+    INVALID_HEADER = "invalid_header"
+    HTTP_500 = "http_500"
+    HTTP_502 = "http_502"
+    HTTP_503 = "http_503"
+    HTTP_504 = "http_504"
+    HTTP_403 = "http_403"
+    HTTP_404 = "http_404"
+    HTTP_429 = "http_429"
+    NON_IDEMPOTENT = "non_idempotent"
+    OFF = "off"
+
+
+HEADER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,63}")
+HEADER_VALUE = re.compile(r"[A-Za-z0-9._:/\[\]*@+=,~%-]{1,256}")
+HEADER_VARIABLES = frozenset(
+    {
+        "$remote_addr",
+        "$remote_port",
+        "$scheme",
+        "$host",
+        "$request_id",
+        "$request_uri",
+        "$server_name",
+        "$server_port",
+        "$ssl_protocol",
+        "$ssl_cipher",
+        "$ssl_server_name",
+    }
+)
+"""The allow-lists of ``proxy.headers`` (the same as the schema's)."""
+RESERVED_HEADERS = frozenset(
+    {
+        "host",
+        "connection",
+        "upgrade",
+        "keep-alive",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "content-length",
+        "proxy-connection",
+        "x-real-ip",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+    }
+)
+"""Headers obreconcile sets itself, and hop-by-hop headers: not settable through ``proxy.headers``."""
+
+
+@dataclass(frozen=True)
+class Retries:
+    conditions: tuple[RetryCondition, ...] = (RetryCondition.ERROR, RetryCondition.TIMEOUT)
+    tries: int = 0
+    timeout: str = "0"
+
+
+@dataclass(frozen=True)
+class Header:
+    """An extra request header: a fixed ``value`` or an allow-listed nginx ``variable``."""
+
+    name: str
+    value: str | None = None
+    variable: str | None = None
+
+
+@dataclass(frozen=True)
+class BackendTls:
+    server_name: str | None = None
+    verify: bool = True
+    ca_certificate: str | None = None
+
+
+@dataclass(frozen=True)
+class HttpProxy:
+    """How an http upstream is proxied; the defaults are what was rendered before these existed."""
+
+    connect_timeout: str = "5s"
+    send_timeout: str = "60s"
+    read_timeout: str = "60s"
+    client_max_body_size: str | None = None
+    buffering: bool = True
+    websockets: bool = False
+    retries: Retries = Retries()
+    keepalive: int = 16
+    headers: tuple[Header, ...] = ()
+    backend_protocol: str = "http"
+    backend_tls: BackendTls | None = None
+
+
+@dataclass(frozen=True)
+class TcpProxy:
+    connect_timeout: str = "5s"
+    timeout: str = "10m"
+    proxy_protocol: bool = False
+
+
 OMIT_DEFAULT = {"omit_default": True}
-"""Field metadata: ``to_manifest`` leaves the field out while it has its default value, so that
-objects that do not use a newer section keep the manifest form they had before it existed."""
+"""Field metadata: ``to_manifest`` leaves the field out while it equals its type's default
+(``type(value)()``), so that objects that do not use a newer section keep the manifest form
+they had before it existed."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +263,7 @@ class Upstream:
     acl: tuple[AclRule, ...] = ()
     source: Source = field(default=Source(), compare=False, repr=False)
     balancing: Balancing = field(default=Balancing(), metadata=OMIT_DEFAULT)
+    proxy: HttpProxy | TcpProxy = field(default=HttpProxy(), metadata=OMIT_DEFAULT)
 
 
 @dataclass(frozen=True)
@@ -288,6 +391,39 @@ def _upstream(data: Mapping[str, Any], source: Source) -> Upstream:
         tuple(AclRule(a["group_name"], a["rule"]) for a in data.get("acl", ())),
         source,
         balancing=_balancing(data.get("balancing", {})),
+        proxy=_tcp_proxy(data.get("proxy", {})) if protocol == "tcp" else _http_proxy(data.get("proxy", {})),
+    )
+
+
+def _tcp_proxy(data: Mapping[str, Any]) -> TcpProxy:
+    d = TcpProxy()
+    return TcpProxy(
+        data.get("connect_timeout", d.connect_timeout),
+        data.get("timeout", d.timeout),
+        data.get("proxy_protocol", d.proxy_protocol),
+    )
+
+
+def _http_proxy(data: Mapping[str, Any]) -> HttpProxy:
+    d = HttpProxy()
+    retries = data.get("retries", {})
+    tls = data.get("backend_tls")
+    return HttpProxy(
+        data.get("connect_timeout", d.connect_timeout),
+        data.get("send_timeout", d.send_timeout),
+        data.get("read_timeout", d.read_timeout),
+        data.get("client_max_body_size"),
+        data.get("buffering", d.buffering),
+        data.get("websockets", d.websockets),
+        Retries(
+            tuple(RetryCondition(c) for c in retries.get("conditions", d.retries.conditions)),
+            retries.get("tries", d.retries.tries),
+            retries.get("timeout", d.retries.timeout),
+        ),
+        data.get("keepalive", d.keepalive),
+        tuple(Header(h["name"], h.get("value"), h.get("variable")) for h in data.get("headers", ())),
+        data.get("backend_protocol", d.backend_protocol),
+        None if tls is None else BackendTls(tls.get("server_name"), tls.get("verify", True), tls.get("ca_certificate")),
     )
 
 
@@ -337,7 +473,7 @@ def _plain(value: Any) -> Any:
             for f in fields(value)
             if f.name != "source"
             and getattr(value, f.name) not in (None, ())
-            and not (f.metadata.get("omit_default") and getattr(value, f.name) == f.default)
+            and not (f.metadata.get("omit_default") and getattr(value, f.name) == type(getattr(value, f.name))())
         }
     if isinstance(value, tuple):
         return [_plain(v) for v in value]

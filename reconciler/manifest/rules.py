@@ -15,7 +15,15 @@ from typing import Any
 
 from reconciler.manifest.load import PathPart
 from reconciler.manifest.located import LocatedObject, Report, shown
-from reconciler.manifest.model import BASE_CHECKS, KINDS, STREAM_HASH_KEYS, STREAM_METHODS, Method, split_hostport
+from reconciler.manifest.model import (
+    BASE_CHECKS,
+    KINDS,
+    RESERVED_HEADERS,
+    STREAM_HASH_KEYS,
+    STREAM_METHODS,
+    Method,
+    split_hostport,
+)
 from reconciler.passwords import password_hash_problem
 
 
@@ -135,6 +143,59 @@ def _check_upstream(
         seen_groups.add(group)
     _check_backends(obj, report)
     _check_balancing(obj, report)
+    if _mapping(data, "listen").get("protocol") != "tcp":
+        _check_http_proxy(obj, report)
+
+
+def _check_http_proxy(obj: LocatedObject, report: Report) -> None:
+    """Headers (one of value and variable, not reserved, not twice), retries and backend TLS."""
+    proxy = _mapping(obj.data, "proxy")
+    seen: dict[str, int] = {}
+    for i, header in _mappings(proxy, "headers"):
+        where: tuple[PathPart, ...] = ("proxy", "headers", i)
+        if ("value" in header) == ("variable" in header):
+            report.add(obj.doc, where, "give exactly one of value (a fixed text) and variable (an nginx variable)")
+        name = _text(header, "name")
+        if name is None:
+            continue
+        if name.lower() in RESERVED_HEADERS:
+            report.add(
+                obj.doc,
+                (*where, "name"),
+                f"{name!r} is set by obreconcile itself or is a hop-by-hop header: it cannot be set here "
+                "(websockets: true passes Upgrade and Connection)",
+            )
+        elif name.lower() in seen:
+            report.add(
+                obj.doc,
+                (*where, "name"),
+                f"header {name!r} is listed twice (as proxy.headers[{seen[name.lower()]}] too)",
+            )
+        seen.setdefault(name.lower(), i)
+    retries = _mapping(proxy, "retries")
+    conditions = [c for _, c in _entries(retries, "conditions")]
+    if "off" in conditions and len(conditions) > 1:
+        report.add(
+            obj.doc,
+            ("proxy", "retries", "conditions"),
+            "off turns retries off and cannot be combined with other conditions",
+        )
+    https = proxy.get("backend_protocol") == "https"
+    if "backend_tls" in proxy and not https:
+        report.add(obj.doc, ("proxy", "backend_tls"), "is for backend_protocol https only")
+    tls = _mapping(proxy, "backend_tls")
+    if https and tls.get("verify", True) is True:
+        tls_where = ("proxy", "backend_tls") if "backend_tls" in proxy else ("proxy", "backend_protocol")
+        for needed, what in (
+            ("ca_certificate", "a CA bundle on the access node to verify the backends' certificates against"),
+            ("server_name", "the name the backends' certificates are verified for (and sent as SNI)"),
+        ):
+            if needed not in tls:
+                report.add(
+                    obj.doc,
+                    tls_where,
+                    f"verifying https backends needs backend_tls.{needed}, {what}; or set backend_tls.verify: false",
+                )
 
 
 def _check_balancing(obj: LocatedObject, report: Report) -> None:

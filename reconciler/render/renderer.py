@@ -35,11 +35,18 @@ from reconciler.errors import RenderError
 from reconciler.health.select import Role, Selection, select
 from reconciler.manifest.model import (
     HASH_KEY,
+    HEADER_NAME,
+    HEADER_VALUE,
+    HEADER_VARIABLES,
+    RESERVED_HEADERS,
     AccessNode,
     Backend,
     Balancing,
     DesiredState,
+    HttpProxy,
     Method,
+    RetryCondition,
+    TcpProxy,
     Upstream,
     duration_seconds,
 )
@@ -185,7 +192,13 @@ class Renderer:
         revision = revision_of(node_context, bodies, self.templates_digest)
         with_revision = {**base, "revision": revision}
         names = [n for p in upstreams if p.context is not None for n in p.context["server_names"]]
-        default_context = {**with_revision, "listen": http_listen, "names_hash": server_names_hash(names)}
+        websockets = any(p.context is not None and p.context["proxy"].get("websockets") for p in upstreams)
+        default_context = {
+            **with_revision,
+            "listen": http_listen,
+            "names_hash": server_names_hash(names),
+            "websockets": websockets,
+        }
         header = self._render("header", node.name, base)  # no revision: a change rewrites only its file
         files = {DEFAULT_FILE: header + self._render("default", node.name, default_context)}
         files.update((path, header + body) for path, body in bodies.items())
@@ -246,6 +259,7 @@ class Renderer:
             "servers": servers,
             "left_out": left_out,
             "balancing": balancing_context(upstream.name, upstream.balancing),
+            "proxy": proxy_context(upstream),
         }
         return _PreparedUpstream(upstream, context, tuple(warnings), noted)
 
@@ -309,6 +323,71 @@ def health_note(upstream: Upstream, selection: Selection, health: Mapping[str, b
         if failover:  # tiers above the first that serve because of it
             parts.append(f"tier {', '.join(map(str, failover))} in use")
     return f"upstream {upstream.name}: " + "; ".join(parts)
+
+
+def _refuse(upstream: str, field: str, value: Any, allowed: str) -> RenderError:
+    return RenderError(f"upstream {upstream}: refusing {field} value {value!r}: {allowed}", field=field)
+
+
+def proxy_context(upstream: Upstream) -> dict[str, Any]:
+    """The template context of an upstream's proxy settings, every allow-list checked again."""
+    proxy = upstream.proxy
+    if upstream.listen.protocol == "tcp":
+        if proxy == HttpProxy():
+            proxy = TcpProxy()  # a model built without it (tests, API code): the tcp defaults
+        if not isinstance(proxy, TcpProxy):
+            raise _refuse(upstream.name, "upstream.proxy", proxy, "a tcp upstream takes tcp proxy settings")
+        return {
+            "connect_timeout": proxy.connect_timeout,
+            "timeout": proxy.timeout,
+            "proxy_protocol": proxy.proxy_protocol is True,
+        }
+    if not isinstance(proxy, HttpProxy):
+        raise _refuse(upstream.name, "upstream.proxy", proxy, "an http upstream takes http proxy settings")
+    headers = []
+    for i, header in enumerate(proxy.headers):
+        where = f"upstream.proxy.headers[{i}]"
+        if not HEADER_NAME.fullmatch(header.name) or header.name.lower() in RESERVED_HEADERS:
+            raise _refuse(upstream.name, f"{where}.name", header.name, "not an allowed header name")
+        if (header.value is None) == (header.variable is None):
+            raise _refuse(upstream.name, where, header, "one of value and variable")
+        if header.variable is not None and header.variable not in HEADER_VARIABLES:
+            raise _refuse(upstream.name, f"{where}.variable", header.variable, "not an allow-listed variable")
+        if header.value is not None and not HEADER_VALUE.fullmatch(header.value):
+            raise _refuse(upstream.name, f"{where}.value", header.value, "not in the safe character class")
+        variable = header.variable[1:] if header.variable else None
+        headers.append({"name": header.name, "value": header.value, "variable": variable})
+    conditions = []
+    for i, condition in enumerate(proxy.retries.conditions):
+        try:
+            conditions.append(RetryCondition(condition).value)
+        except ValueError:
+            raise _refuse(
+                upstream.name, f"upstream.proxy.retries.conditions[{i}]", condition, "not a condition"
+            ) from None
+    if proxy.backend_protocol not in ("http", "https"):
+        raise _refuse(upstream.name, "upstream.proxy.backend_protocol", proxy.backend_protocol, "http or https")
+    tls = proxy.backend_tls
+    https = proxy.backend_protocol == "https"
+    return {
+        "connect_timeout": proxy.connect_timeout,
+        "send_timeout": proxy.send_timeout,
+        "read_timeout": proxy.read_timeout,
+        "client_max_body_size": proxy.client_max_body_size,
+        "buffering": proxy.buffering is not False,
+        "websockets": proxy.websockets is True,
+        "retries": {"conditions": conditions, "tries": proxy.retries.tries, "timeout": proxy.retries.timeout},
+        "keepalive": proxy.keepalive,
+        "headers": headers,
+        "scheme": proxy.backend_protocol,
+        "tls": None
+        if not https
+        else {
+            "server_name": tls.server_name if tls else None,
+            "verify": tls is None or tls.verify is not False,
+            "ca_certificate": tls.ca_certificate if tls else None,
+        },
+    }
 
 
 def server_names_hash(names: Sequence[str]) -> dict[str, int | None]:

@@ -36,3 +36,11 @@ def test_balancing_is_refused_as_in_a_manifest(fresh_api: Api) -> None:
     answer = refused(fresh_api, "PATCH", "/upstream/app-a/node/10.0.0.2:8080", {"failover": 1}, 400, "owner")
     assert answer["detail"][0]["field"] == "nodes[1].failover"
     assert "does not support parameter backup" in answer["detail"][0]["message"]
+
+
+def test_proxy_settings_are_stored_and_refused_as_in_a_manifest(fresh_api: Api) -> None:
+    proxy = {"read_timeout": "1h", "websockets": True, "headers": [{"name": "X-Env", "value": "prod"}]}
+    assert put(fresh_api, {**APP_A, "proxy": proxy})["proxy"] == proxy
+    bad = {**APP_A, "proxy": {"headers": [{"name": "X-Env", "value": "a;b"}], "proxy_protocol": True}}
+    answer = refused(fresh_api, "PUT", "/upstream/app-a", bad, 400, "owner")
+    assert sorted(p["field"] for p in answer["detail"]) == ["proxy.headers[0].value", "proxy.proxy_protocol"]

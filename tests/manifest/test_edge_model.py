@@ -39,3 +39,16 @@ def test_plan_shows_balancing_as_object_changes() -> None:
         Change(Op.ADD, "Upstream/api", "balancing.key", None, "$request_uri"),
         Change(Op.CHANGE, "Upstream/api", "balancing.method", "least_conn", "hash"),
     ]
+
+
+def test_plan_shows_proxy_settings_as_object_changes() -> None:
+    short = model_of(proxy={"read_timeout": "60s"})
+    long = model_of(proxy={"read_timeout": "1h"})
+    assert "proxy" not in short["upstreams"]["api"]  # the defaults: the manifest form of before
+    assert diff_models(short, long) == [
+        Change(Op.ADD, "Upstream/api", "proxy", None, long["upstreams"]["api"]["proxy"])
+    ]
+    assert diff_models(model_of(proxy={"websockets": True}), long) == [
+        Change(Op.CHANGE, "Upstream/api", "proxy.read_timeout", "60s", "1h"),
+        Change(Op.CHANGE, "Upstream/api", "proxy.websockets", True, False),
+    ]

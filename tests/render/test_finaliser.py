@@ -3,12 +3,29 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from reconciler.errors import RenderError
-from reconciler.manifest.model import AccessNode, Backend, Connection, DesiredState, Listen, Upstream
+from reconciler.manifest.model import (
+    AccessNode,
+    Backend,
+    BackendTls,
+    Balancing,
+    Connection,
+    DesiredState,
+    Header,
+    HttpProxy,
+    Listen,
+    Method,
+    Retries,
+    TcpProxy,
+    Upstream,
+)
 from reconciler.render import render
 from reconciler.render.templates import make_environment
 from reconciler.resolve import StaticResolver
@@ -100,3 +117,60 @@ def test_an_error_raised_by_a_user_template_is_a_render_error(tmp_path: Path) ->
     (tmp_path / "header.conf.j2").write_text("{{ 1 // 0 }}")
     with pytest.raises(RenderError, match=r"access node lb: template header\.conf\.j2: integer division"):
         render(DesiredState(access_nodes={"lb": AccessNode("lb", "ops", Connection())}), templates=tmp_path)
+
+
+def _http(**proxy: Any) -> HttpProxy:
+    return HttpProxy(**proxy)
+
+
+def _https(**tls: Any) -> HttpProxy:
+    return HttpProxy(
+        backend_protocol="https", backend_tls=BackendTls(**{"server_name": "a", "ca_certificate": "/c", **tls})
+    )
+
+
+# Every string field of the edge sections that reaches nginx: a model with the value put there.
+EDGE_FIELDS: dict[str, Callable[[str], Upstream]] = {
+    "upstream.balancing.key": lambda v: replace(web(), balancing=Balancing(Method.HASH, v)),
+    "upstream.balancing.key:cookie": lambda v: replace(web(), balancing=Balancing(Method.HASH, "$cookie_" + v)),
+    "upstream.balancing.method": lambda v: replace(web(), balancing=Balancing(v)),  # type: ignore[arg-type]
+    "upstream.proxy.connect_timeout": lambda v: replace(web(), proxy=_http(connect_timeout=v)),
+    "upstream.proxy.send_timeout": lambda v: replace(web(), proxy=_http(send_timeout=v)),
+    "upstream.proxy.read_timeout": lambda v: replace(web(), proxy=_http(read_timeout=v)),
+    "upstream.proxy.client_max_body_size": lambda v: replace(web(), proxy=_http(client_max_body_size=v)),
+    "upstream.proxy.retries.conditions[0]": lambda v: replace(web(), proxy=_http(retries=Retries((v,)))),  # type: ignore[arg-type]
+    "upstream.proxy.retries.timeout": lambda v: replace(web(), proxy=_http(retries=Retries(timeout=v))),
+    "upstream.proxy.headers[0].name": lambda v: replace(web(), proxy=_http(headers=(Header(v, "x"),))),
+    "upstream.proxy.headers[0].value": lambda v: replace(web(), proxy=_http(headers=(Header("X-A", v),))),
+    "upstream.proxy.headers[0].variable": lambda v: replace(web(), proxy=_http(headers=(Header("X-A", None, v),))),
+    "upstream.proxy.headers[0].variable:$": lambda v: replace(
+        web(), proxy=_http(headers=(Header("X-A", None, "$" + v),))
+    ),
+    "upstream.proxy.backend_protocol": lambda v: replace(web(), proxy=_http(backend_protocol=v)),
+    "upstream.proxy.tls.server_name": lambda v: replace(web(), proxy=_https(server_name=v)),
+    "upstream.proxy.tls.ca_certificate": lambda v: replace(web(), proxy=_https(ca_certificate=v)),
+    "upstream.proxy.timeout": lambda v: replace(web(), listen=Listen("tcp", port=5432), proxy=TcpProxy(timeout=v)),
+    "upstream.proxy.connect_timeout:tcp": lambda v: replace(
+        web(), listen=Listen("tcp", port=5432), proxy=TcpProxy(connect_timeout=v)
+    ),
+}
+
+
+# Values that are allowed where they are: the allow-listed hash key and variable, an empty SNI name (none).
+ALLOWED_THERE = {
+    ("upstream.balancing.key", "$host"),
+    ("upstream.proxy.headers[0].variable", "$host"),
+    ("upstream.proxy.tls.server_name", ""),
+}
+
+
+@pytest.mark.parametrize(
+    ("place", "value"),
+    [(p, v) for p in sorted(EDGE_FIELDS) for v in INJECTIONS if (p, v) not in ALLOWED_THERE],
+)
+def test_an_unsafe_value_in_any_edge_field_never_reaches_nginx(place: str, value: str) -> None:
+    with pytest.raises(RenderError) as caught:
+        render(state(EDGE_FIELDS[place](value)), resolver=StaticResolver({}))
+    assert caught.value.access_node == "lb"
+    field = place.partition(":")[0]
+    assert caught.value.field == field or caught.value.field.startswith(field.rpartition(".")[0])

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler.manifest.model import STREAM_METHODS, Method
+from reconciler.manifest.model import HEADER_VARIABLES, STREAM_METHODS, Method, RetryCondition
 from reconciler.render.renderer import render
 from reconciler.resolve import StaticResolver
 from tests.render.desired import access_node, state_of, upstream
 from tests.services.nginx import Nginx, include_http, include_stream
+from tests.services.pki import TestCA
 
 RESOLVER = StaticResolver({"app.internal": ["10.1.1.1"], "multi.internal": ["10.1.1.2", "fd00::2", "10.1.1.3"]})
 LABEL = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", fullmatch=True)
@@ -63,6 +66,66 @@ def balancings(draw: st.DrawFn, tcp: bool) -> dict[str, Any]:
     return out
 
 
+DURATION = st.from_regex(r"[1-9][0-9]{0,2}(ms|s|m)?", fullmatch=True)
+CA_PLACEHOLDER = "/ca-placeholder.pem"  # replaced by a real CA file before nginx -t reads it
+
+
+def _optional(draw: st.DrawFn, out: dict[str, Any], key: str, strategy: st.SearchStrategy[Any]) -> None:
+    if draw(st.booleans()):
+        out[key] = draw(strategy)
+
+
+@st.composite
+def headers(draw: st.DrawFn) -> list[dict[str, Any]]:
+    names = draw(st.lists(st.from_regex(r"X-[A-Za-z0-9-]{1,20}", fullmatch=True), max_size=3, unique_by=str.lower))
+    out = []
+    for name in names:
+        if draw(st.booleans()):
+            out.append({"name": name, "variable": draw(st.sampled_from(sorted(HEADER_VARIABLES)))})
+        else:
+            out.append(
+                {"name": name, "value": draw(st.from_regex(r"[A-Za-z0-9._:/\[\]*@+=,~%-]{1,40}", fullmatch=True))}
+            )
+    return out
+
+
+@st.composite
+def proxies(draw: st.DrawFn, tcp: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    _optional(draw, out, "connect_timeout", DURATION)
+    if tcp:
+        _optional(draw, out, "timeout", DURATION)
+        _optional(draw, out, "proxy_protocol", st.booleans())
+        return out
+    for key in ("send_timeout", "read_timeout"):
+        _optional(draw, out, key, DURATION)
+    _optional(draw, out, "client_max_body_size", st.from_regex(r"[0-9]{1,4}[kmg]?", fullmatch=True))
+    _optional(draw, out, "buffering", st.booleans())
+    _optional(draw, out, "websockets", st.booleans())
+    _optional(draw, out, "keepalive", st.integers(0, 10000))
+    _optional(draw, out, "headers", headers())
+    if draw(st.booleans()):
+        retries: dict[str, Any] = {}
+        conditions = [c.value for c in RetryCondition if c is not RetryCondition.OFF]
+        _optional(
+            draw,
+            retries,
+            "conditions",
+            st.just(["off"]) | st.lists(st.sampled_from(conditions), min_size=1, unique=True),
+        )
+        _optional(draw, retries, "tries", st.integers(0, 100))
+        _optional(draw, retries, "timeout", st.just("0") | DURATION)
+        out["retries"] = retries
+    if draw(st.booleans()):
+        out["backend_protocol"] = "https"
+        if draw(st.booleans()):
+            out["backend_tls"] = {"server_name": "api.internal", "ca_certificate": CA_PLACEHOLDER}
+        else:
+            out["backend_tls"] = {"verify": False}
+            _optional(draw, out["backend_tls"], "server_name", st.just("api.internal"))
+    return out
+
+
 def _address_key(node: dict[str, Any]) -> str:
     hostname = str(node["hostname"])
     return hostname if hostname.rpartition(":")[2].isdigit() and not hostname.endswith("]") else hostname + ":80"
@@ -86,6 +149,9 @@ def fleets(draw: st.DrawFn) -> tuple[list[dict[str, Any]], dict[str, dict[str, b
         balancing = draw(balancings(tcp))
         if balancing:
             fields["balancing"] = balancing
+        proxy = draw(proxies(tcp))
+        if proxy:
+            fields["proxy"] = proxy
         if not Method(balancing.get("method", "round_robin")).takes_backup:
             for n in nodes:
                 n.pop("failover", None)  # nginx has no backup servers with these methods
@@ -103,16 +169,21 @@ def fleets(draw: st.DrawFn) -> tuple[list[dict[str, Any]], dict[str, dict[str, b
     return docs, health
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.fixture
+def ca_file(tmp_path: Path) -> str:
+    return str(TestCA(tmp_path / "pki").certificate)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(fleets())
 def test_valid_models_render_deterministically_and_nginx_accepts_them(
-    nginx: Nginx, fleet: tuple[list[dict[str, Any]], dict[str, dict[str, bool]]]
+    nginx: Nginx, ca_file: str, fleet: tuple[list[dict[str, Any]], dict[str, dict[str, bool]]]
 ) -> None:
     docs, health = fleet
     state = state_of(docs)  # the generated model is valid
     first = render(state, resolver=RESOLVER, health=health)
     assert first == render(state_of(list(reversed(docs))), resolver=RESOLVER, health=health)
     (node,) = first.values()
-    config_dir = nginx.install(node.files)
+    config_dir = nginx.install({path: text.replace(CA_PLACEHOLDER, ca_file) for path, text in node.files.items()})
     nginx.configure(http=include_http(config_dir), stream=include_stream(config_dir))
     nginx.test()

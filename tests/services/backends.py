@@ -3,19 +3,27 @@
 with HttpBackend("a1") as a1:      # answers every request with body "a1"
     ...  a1.port, a1.hits          # requests it received
     ...  a1.release()              # answers the requests held at /hold... (held until then)
+with HttpBackend("s1", tls=(cert, key)) as s1:   # the same over https
 with EchoBackend() as echo:        # a tcp server that sends back what it gets
     ...  echo.port
+with WebSocketEcho() as ws:        # aiohttp: websocket echo at /ws, "plain" at any other path
+    ...  ws.port
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import socketserver
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+
+from aiohttp import WSMsgType, web
 
 from tests.services.sshd import free_port
 
@@ -105,11 +113,18 @@ class _Threaded:
 
 
 class HttpBackend(_Threaded):
-    """An HTTP server answering every GET with its identity (body and X-Backend header)."""
+    """An HTTP server answering every GET with its identity (body and X-Backend header).
 
-    def __init__(self, identity: str) -> None:
+    ``tls`` (certificate, key): serve https with that certificate.
+    """
+
+    def __init__(self, identity: str, tls: tuple[Path, Path] | None = None) -> None:
         self.identity = identity
         self._identity_server = self._server = _IdentityServer(identity)
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self._identity_server.socket = context.wrap_socket(self._identity_server.socket, server_side=True)
         self._serve()
 
     @property
@@ -230,3 +245,55 @@ class RestartableBackend:
         if server is not None:
             server.shutdown()
             server.server_close()
+
+
+class WebSocketEcho:
+    """An aiohttp server in its own thread: a websocket echo at /ws, ``plain`` at any other path."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+        self._runner: web.AppRunner | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        if not self._started.wait(10):
+            raise RuntimeError("the websocket backend did not start")
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._start())
+        self._started.set()
+        self._loop.run_forever()
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/ws", self._echo)
+        app.router.add_get("/{tail:.*}", self._plain)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def _plain(self, request: web.Request) -> web.Response:
+        return web.Response(text="plain")
+
+    async def _echo(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for message in ws:
+            if message.type == WSMsgType.TEXT:
+                await ws.send_str(f"echo:{message.data}")
+        return ws
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+            self._runner = None
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def __enter__(self) -> WebSocketEcho:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
