@@ -39,7 +39,7 @@ from typing import Any
 
 from reconciler.deploy.facts import IRREGULAR, Facts, Marker, encode_model, fact_commands, parse_facts
 from reconciler.deploy.layout import LOCK_BUSY_EXIT, MARKER, MODEL, NodeLayout
-from reconciler.deploy.plan import NodePlan, StoreRef, plan_node, sha256
+from reconciler.deploy.plan import NodePlan, Refusal, StoreRef, plan_node, sha256
 from reconciler.deploy.scripts import (
     DEPLOYED_MARKER,
     PROBE_PATH,
@@ -87,6 +87,11 @@ class NodeResult:
     @property
     def ok(self) -> bool:
         return self.status in ("unchanged", "converged")
+
+    @property
+    def refusal(self) -> Refusal | None:
+        """Why the node refused the push (fenced, no nginx), when it did."""
+        return self.plan.refusal if self.plan is not None and not self.ok and self.step == "plan" else None
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -35,6 +35,13 @@ class Op(StrEnum):
 SYMBOL = {Op.ADD: "+", Op.CHANGE: "~", Op.REMOVE: "-"}
 
 
+class Refusal(StrEnum):
+    """Why a node refuses a push (``NodePlan.refused`` says it in words)."""
+
+    NO_NGINX = "no nginx"  # not installed, or not on the PATH of the node's user
+    FENCED = "fenced"  # the node runs a newer revision of the same store
+
+
 @dataclass(frozen=True)
 class FileChange:
     op: Op
@@ -84,7 +91,8 @@ class NodePlan:
     objects: tuple[Change, ...]
     drift: tuple[str, ...] = ()  # human-readable: what differs from the last deploy
     reload_only: str = ""  # why a reload (and verify) is needed with no file change
-    refused: str = ""  # why this push must not happen (fencing, no nginx)
+    refused: str = ""  # why this push must not happen, in words (empty: it may happen)
+    refusal: Refusal | None = None  # ... and which refusal it is
     warnings: tuple[str, ...] = ()
     facts_digest: str = ""
     health: tuple[str, ...] = ()  # what the backends' health changes in the rendering (RenderedAccessNode.health)
@@ -157,6 +165,7 @@ def plan_node(
         files.append(FileChange(op, path, old, new, drifted))
     drift = _drift(facts)
     reload_only = ""
+    refusal: tuple[Refusal, str] | None = None
     if not files:
         if facts.link == "":
             reload_only = "config_dir is a plain directory: obreconcile takes it over as a release"
@@ -166,6 +175,8 @@ def plan_node(
             reload_only = "no marker on the node: record this deploy"
         elif marker is not None and marker.revision != rendered.revision:
             reload_only = "the live files match but the marker names another revision: record this deploy"
+    if files or reload_only:
+        refusal = _refusal(facts, store, force)
     return NodePlan(
         access_node=rendered.name,
         revision=rendered.revision,
@@ -174,7 +185,8 @@ def plan_node(
         objects=tuple(diff_models(facts.model, model)) if facts.model is not None else (),
         drift=tuple(drift),
         reload_only=reload_only,
-        refused=_refusal(facts, store, force) if (files or reload_only) else "",
+        refused=refusal[1] if refusal else "",
+        refusal=refusal[0] if refusal else None,
         warnings=tuple(rendered.warnings) + ((facts.marker_problem,) if facts.marker_problem else ()),
         facts_digest=facts_digest(facts),
         health=rendered.health,
@@ -199,18 +211,18 @@ def _drift(facts: Facts) -> list[str]:
     return out
 
 
-def _refusal(facts: Facts, store: StoreRef, force: bool) -> str:
+def _refusal(facts: Facts, store: StoreRef, force: bool) -> tuple[Refusal, str] | None:
     if facts.nginx_version is None:
-        return "nginx is not installed on the access node (or not on the PATH of its user)"
+        return Refusal.NO_NGINX, "nginx is not installed on the access node (or not on the PATH of its user)"
     marker = facts.marker
     if force or marker is None or marker.store_id != store.store_id:
-        return ""
+        return None
     if store.revision < marker.store_revision:
-        return (
+        return Refusal.FENCED, (
             f"fenced: the node runs store revision {marker.store_revision}, this push carries {store.revision} "
             "(a stale controller or a late job must not roll it back; --force overrides)"
         )
-    return ""
+    return None
 
 
 # --- object-level view ---------------------------------------------------------------------

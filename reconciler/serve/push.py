@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.deploy.apply import ApplySettings, NodeResult, apply_node
-from reconciler.deploy.plan import StoreRef
+from reconciler.deploy.plan import Refusal, StoreRef
 from reconciler.errors import ObreconcileError
 from reconciler.manifest.model import AccessNode
 from reconciler.metrics import Metrics
@@ -242,7 +242,7 @@ class Pusher:
 
     def record(self, job: Job, result: NodeResult) -> None:
         name = job.node.name
-        fenced = result.step == "plan" and "fenced" in result.error
+        fenced = result.refusal is Refusal.FENCED
         outcome = "refused" if fenced else result.status
         self.telemetry.applies.labels(name, outcome).inc()
         if fenced:

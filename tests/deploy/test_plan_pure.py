@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+from reconciler.deploy.apply import NodeResult
 from reconciler.deploy.facts import Facts, Marker, fact_commands, parse_facts
 from reconciler.deploy.layout import NodeLayout
-from reconciler.deploy.plan import Change, Op, StoreRef, diff_models, plan_node, sha256
+from reconciler.deploy.plan import Change, NodePlan, Op, Refusal, StoreRef, diff_models, plan_node, sha256
 from reconciler.manifest.model import AccessNode, Connection
 from reconciler.render.renderer import RenderedAccessNode
 from reconciler.transport import CommandResult
@@ -39,17 +40,21 @@ def _facts(data: dict[str, Any]) -> Facts:
     )
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda p: p.stem)
-def test_plan_cases(case: Path) -> None:
-    data = json.loads(case.read_text())
+def _plan(data: dict[str, Any]) -> NodePlan:
     rendered = RenderedAccessNode("lb1", data["desired_revision"], data["desired"])
-    plan = plan_node(
+    return plan_node(
         rendered,
         _facts(data["facts"]),
         data.get("model", {}),
         StoreRef(**data.get("store", STORE.__dict__)),
         data.get("force", False),
     )
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda p: p.stem)
+def test_plan_cases(case: Path) -> None:
+    data = json.loads(case.read_text())
+    plan = _plan(data)
     expect = data["expect"]
     assert [[str(f.op), f.path, f.drift] for f in plan.files] == expect["files"]
     assert list(plan.drift) == expect.get("drift", [])
@@ -62,6 +67,23 @@ def test_plan_cases(case: Path) -> None:
 
 def test_there_are_enough_plan_cases() -> None:
     assert len(CASES) >= 8
+
+
+@pytest.mark.parametrize(
+    ("case", "refusal"),
+    [
+        ("fenced-older-revision", Refusal.FENCED),
+        ("nginx-missing", Refusal.NO_NGINX),
+        ("fenced-but-forced", None),
+        ("first-deploy", None),
+    ],
+)
+def test_a_refusal_is_a_typed_value_the_result_carries(case: str, refusal: Refusal | None) -> None:
+    plan = _plan(json.loads((Path(__file__).parent / "plan_cases" / f"{case}.json").read_text()))
+    assert plan.refusal is refusal and bool(plan.refused) == (refusal is not None)
+    refused = NodeResult("lb1", "failed", plan, "plan", plan.refused)
+    assert refused.refusal is refusal
+    assert NodeResult("lb1", "failed", plan, "connect", "unreachable").refusal is None
 
 
 def test_object_changes_key_backends_by_hostname() -> None:
