@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from reconciler.store import Store
+from reconciler.store import DeployState, Store, deploy_state
 
 
 class ControllerView(Protocol):
@@ -50,8 +50,9 @@ class StoreView:
         failed = 0
         for name in sorted(state.access_nodes):
             record = records.get(name)
-            converged = record is not None and record.result == "converged" and record.revision == revision
-            failed += record is not None and record.result == "failed"
+            node_state = deploy_state(record, revision)
+            converged = node_state is DeployState.CONVERGED
+            failed += node_state is DeployState.FAILED
             nodes.append(
                 {
                     "name": name,

@@ -36,7 +36,7 @@ from reconciler.deploy.planfile import SavedPlan, read_saved_plan, write_saved_p
 from reconciler.errors import PlanError
 from reconciler.manifest.model import DesiredState
 from reconciler.render.renderer import Health, Renderer
-from reconciler.store import DeployRecord, Store, open_store
+from reconciler.store import Store, open_store
 from reconciler.store.sync import plan_sync, sync_manifests
 from reconciler.transport import ConnectionPool
 
@@ -185,7 +185,7 @@ def apply_command(
             health = stored_health(store, state)
             results = _converge(ctx, state, ref, renderer, settings, expected, pool, health.health)
             store.record_addresses(renderer.resolver.learned())
-            store.record_deploys([r for result in results if (r := _record(result, synced.revision)) is not None])
+            store.record_deploys([r for result in results if (r := result.record(synced.revision)) is not None])
             sync_summary = {
                 "changes": [{"action": str(c.action), "kind": c.kind, "name": c.name} for c in synced.changes],
                 "writes": synced.writes,
@@ -244,17 +244,6 @@ def _converge(
             progress.advance(task)
 
         return apply_fleet(state, ref, renderer, settings, expected, done, pool=pool, health=health)
-
-
-def _record(result: NodeResult, revision: int) -> DeployRecord | None:
-    """The store's record of one node's outcome (a skipped node keeps its last record)."""
-    if result.status == "skipped":
-        return None
-    digests = {}
-    if result.plan is not None and result.ok:
-        digests = {f.path: f.new_digest or "" for f in result.plan.files}
-    outcome = "converged" if result.ok else "failed"
-    return DeployRecord(result.access_node, revision, digests, outcome, result.error)
 
 
 def _check_saved_plan(

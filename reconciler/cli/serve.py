@@ -22,7 +22,7 @@ import click
 
 from reconciler.cli.context import Context, connection_options, pass_context
 from reconciler.errors import ObreconcileError
-from reconciler.store import DeployRecord, Store, open_store
+from reconciler.store import Store, open_store
 
 if TYPE_CHECKING:  # aiohttp and the controller are imported by the commands that use them
     from aiohttp import web
@@ -277,10 +277,8 @@ def converge_command(ctx: Context, /, limit: tuple[str, ...], **options: Any) ->
         results = apply_fleet(state, ref, renderer, settings, on_result=echo, health=health)
         store.record_addresses(renderer.resolver.learned())
         for result in results:
-            if result.status != "skipped":
-                digests = {f.path: f.new_digest or "" for f in result.plan.files} if result.plan and result.ok else {}
-                outcome = "converged" if result.ok else "failed"
-                store.record_deploy(DeployRecord(result.access_node, snapshot.revision, digests, outcome, result.error))
+            if (record := result.record(snapshot.revision)) is not None:
+                store.record_deploy(record)
         store_url = store.url
     if ctx.output == "json":
         document = apply_document(store_url, snapshot.revision, results, {"changes": [], "writes": 0})

@@ -6,19 +6,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from reconciler.serve.locks import MASTER_LOCK
-from reconciler.store import Store
-
-NEVER_DEPLOYED = "never deployed"
-# Converged at an older revision: the desired state moved since (an API write, an apply that
-# did not target it) and no convergence has recorded this node since. Drift in the files
-# themselves is what `plan` shows and what serve's drift timer corrects.
-BEHIND = "behind"
+from reconciler.store import DeployState, Store, deploy_state
 
 
 @dataclass(frozen=True)
 class AccessNodeStatus:
     name: str
-    state: str  # "never deployed", "failed", "converged", or "behind" (converged at an older revision)
+    state: DeployState
     deployed_revision: int | None = None
     error: str = ""
     when: float | None = None
@@ -52,11 +46,10 @@ def read_status(store: Store) -> StoreStatus:
     nodes = []
     for name in sorted(names):
         record = records.get(name)
+        state = deploy_state(record, snapshot.revision)
         if record is None:
-            nodes.append(AccessNodeStatus(name, NEVER_DEPLOYED))
+            nodes.append(AccessNodeStatus(name, state))
         else:
-            behind = record.result == "converged" and record.revision < snapshot.revision
-            state = BEHIND if behind else record.result
             nodes.append(AccessNodeStatus(name, state, record.revision, record.error, record.when))
     return StoreStatus(
         store.kind,

@@ -55,6 +55,7 @@ from reconciler.deploy.scripts import (
 from reconciler.errors import CommandError, NodeError, ObreconcileError
 from reconciler.manifest.model import AccessNode
 from reconciler.render.renderer import DEFAULT_FILE, RenderedAccessNode
+from reconciler.store import DeployRecord, DeployResult
 from reconciler.transport import CommandResult, Transport
 from reconciler.transport.batch import batch_script, parse_batch
 from reconciler.transport.held import HeldCommand
@@ -87,6 +88,14 @@ class NodeResult:
     @property
     def ok(self) -> bool:
         return self.status in ("unchanged", "converged")
+
+    def record(self, revision: int) -> DeployRecord | None:
+        """The store's record of this outcome at store ``revision`` (a skipped node keeps its last)."""
+        if self.status == "skipped":
+            return None
+        digests = {f.path: f.new_digest or "" for f in self.plan.files} if self.plan is not None and self.ok else {}
+        result = DeployResult.CONVERGED if self.ok else DeployResult.FAILED
+        return DeployRecord(self.access_node, revision, digests, result, self.error)
 
     @property
     def refusal(self) -> Refusal | None:

@@ -264,10 +264,9 @@ class Pusher:
                 job.store.revision,
                 result.seconds,
             )
-        digests = {}
-        if result.plan is not None and result.ok:
-            digests = {f.path: f.new_digest or "" for f in result.plan.files}
-        record = DeployRecord(name, job.store.revision, digests, "converged" if result.ok else "failed", result.error)
+        record = result.record(job.store.revision)
+        if record is None:  # a push is never skipped
+            return
         task = asyncio.get_running_loop().create_task(self.record_deploy(record))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -16,7 +16,7 @@ from typing import Any
 from reconciler.health.select import select
 from reconciler.manifest.model import DesiredState
 from reconciler.serve.push import NodeWorker
-from reconciler.store import DeployRecord, HealthRecord, Store
+from reconciler.store import DeployRecord, DeployState, HealthRecord, Store, deploy_state
 
 
 @dataclass
@@ -109,9 +109,9 @@ def build_status(source: StatusInput) -> dict[str, Any]:
         nodes.append(
             {
                 "name": name,
-                "converged": record is not None and record.result == "converged" and record.revision == revision,
+                "converged": deploy_state(record, revision) is DeployState.CONVERGED,
                 "revision": record.revision if record else None,
-                "result": record.result if record else "never deployed",
+                "result": record.result if record else DeployState.NEVER_DEPLOYED,
                 "error": record.error if record else "",
             }
         )

@@ -15,6 +15,8 @@ from reconciler.store.base import (
     AuditEntry,
     Delete,
     DeployRecord,
+    DeployResult,
+    DeployState,
     HealthRecord,
     IndexEntry,
     Lock,
@@ -26,6 +28,7 @@ from reconciler.store.base import (
     StoredObject,
     StoreHealth,
     StoreIndex,
+    deploy_state,
     fingerprint,
 )
 from reconciler.store.sync import SyncAction, SyncChange, SyncPlan, SyncResult, plan_sync, sync_manifests
@@ -34,6 +37,8 @@ __all__ = [
     "AuditEntry",
     "Delete",
     "DeployRecord",
+    "DeployResult",
+    "DeployState",
     "HealthRecord",
     "IndexEntry",
     "Lock",
@@ -49,6 +54,7 @@ __all__ = [
     "SyncChange",
     "SyncPlan",
     "SyncResult",
+    "deploy_state",
     "fingerprint",
     "open_store",
     "plan_sync",

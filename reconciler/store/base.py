@@ -23,6 +23,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from types import TracebackType
 from typing import Any, Literal, NamedTuple
 
@@ -157,6 +158,25 @@ class Snapshot:
         return DesiredState.from_kinds(by_kind)
 
 
+class DeployResult(StrEnum):
+    """How the last deploy of an access node ended."""
+
+    CONVERGED = "converged"
+    FAILED = "failed"
+
+
+class DeployState(StrEnum):
+    """What a node's deploy record says of it at the store's revision (``deploy_state``)."""
+
+    NEVER_DEPLOYED = "never deployed"
+    FAILED = "failed"
+    CONVERGED = "converged"
+    # Converged at an older revision: the desired state moved since (an API write, an apply that
+    # did not target it) and no convergence has recorded this node since. Drift in the files
+    # themselves is what `plan` shows and what serve's drift timer corrects.
+    BEHIND = "behind"
+
+
 @dataclass(frozen=True)
 class DeployRecord:
     """What was deployed on one access node: desired revision, sha256 per file, outcome."""
@@ -164,7 +184,7 @@ class DeployRecord:
     access_node: str
     revision: int
     digests: Mapping[str, str]
-    result: str  # "converged" | "failed" (apply decides the words)
+    result: DeployResult
     error: str = ""
     when: float = field(default_factory=time.time)
 
@@ -184,10 +204,20 @@ class DeployRecord:
             data["access_node"],
             int(data["revision"]),
             dict(data["digests"]),
-            data["result"],
+            DeployResult(data["result"]),
             data.get("error", ""),
             float(data["when"]),
         )
+
+
+def deploy_state(record: DeployRecord | None, revision: int) -> DeployState:
+    """The state of an access node whose deploy record is ``record``, at store ``revision``
+    (for ``obreconcile status`` and ``GET /status``)."""
+    if record is None:
+        return DeployState.NEVER_DEPLOYED
+    if record.result is DeployResult.FAILED:
+        return DeployState.FAILED
+    return DeployState.BEHIND if record.revision < revision else DeployState.CONVERGED
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from reconciler.store import DeployRecord, open_store, sync_manifests
+from reconciler.store import DeployRecord, DeployResult, open_store, sync_manifests
 from tests.services.etcd import EtcdServer, free_port
 from tests.store.desired import fleet
 
@@ -21,7 +21,7 @@ def obreconcile(*args: str) -> subprocess.CompletedProcess[str]:
 def seed(url: str) -> int:
     with open_store(url) as store:
         revision = sync_manifests(store, fleet(3, access_nodes=2)).revision
-        store.record_deploy(DeployRecord("lb1.example.com:80", revision, {}, "failed", "nginx -t: unknown directive"))
+        store.record_deploy(DeployRecord("lb1.example.com:80", revision, {}, DeployResult.FAILED, "nginx -t: unknown directive"))
     return revision
 
 
@@ -66,7 +66,7 @@ def test_a_node_converged_at_an_older_revision_is_behind(tmp_path: Path) -> None
     url = f"sqlite:///{tmp_path / 'state.db'}"
     revision = seed(url)
     with open_store(url) as store:
-        store.record_deploy(DeployRecord("lb0.example.com:80", revision, {}, "converged"))
+        store.record_deploy(DeployRecord("lb0.example.com:80", revision, {}, DeployResult.CONVERGED))
         assert sync_manifests(store, fleet(4, access_nodes=2)).revision > revision  # the desired state moves on
     report = json.loads(obreconcile("--store", url, "--output", "json", "status").stdout)
     assert report["access_nodes"]["lb0.example.com:80"]["state"] == "behind"

@@ -15,6 +15,7 @@ from reconciler.store import (
     AuditEntry,
     Delete,
     DeployRecord,
+    DeployResult,
     HealthRecord,
     Provenance,
     Put,
@@ -64,11 +65,11 @@ def test_revisions_strictly_increase(store: Store) -> None:
 
 def test_records_do_not_move_the_revision(store: Store) -> None:
     revision = store.commit([put("a")])
-    store.record_deploy(DeployRecord("lb1:80", revision, {"upstreams.conf": "ab" * 32}, "converged", when=1.0))
+    store.record_deploy(DeployRecord("lb1:80", revision, {"upstreams.conf": "ab" * 32}, DeployResult.CONVERGED, when=1.0))
     store.record_health([HealthRecord("api", "app1:8080", "api-http", "up", 2, "200", 2.0)])
     assert store.revision() == revision
     assert store.deploy_records() == {
-        "lb1:80": DeployRecord("lb1:80", revision, {"upstreams.conf": "ab" * 32}, "converged", when=1.0)
+        "lb1:80": DeployRecord("lb1:80", revision, {"upstreams.conf": "ab" * 32}, DeployResult.CONVERGED, when=1.0)
     }
     assert store.health_records() == {
         ("api", "app1:8080", "api-http"): HealthRecord("api", "app1:8080", "api-http", "up", 2, "200", 2.0)
@@ -263,12 +264,12 @@ def test_store_id_is_stable_for_a_store_and_differs_between_stores(
 def test_record_deploys_writes_every_record_and_moves_no_revision(store: Store) -> None:
     revision = store.commit([put("a")])
     records = [
-        DeployRecord(f"lb{i}:80", revision, {"http/a.conf": f"{i:064x}"}, "converged", when=2.0) for i in range(150)
+        DeployRecord(f"lb{i}:80", revision, {"http/a.conf": f"{i:064x}"}, DeployResult.CONVERGED, when=2.0) for i in range(150)
     ]
     store.record_deploys(records)  # more than one etcd transaction holds
     assert store.deploy_records() == {r.access_node: r for r in records}
     assert store.revision() == revision
-    store.record_deploys([DeployRecord("lb3:80", revision, {}, "failed", "nginx -t refused", when=3.0)])
+    store.record_deploys([DeployRecord("lb3:80", revision, {}, DeployResult.FAILED, "nginx -t refused", when=3.0)])
     assert store.deploy_records()["lb3:80"].result == "failed" and len(store.deploy_records()) == 150
 
 
