@@ -60,6 +60,7 @@ class ServeSettings:
     connect_timeout: float = 10.0
     check_concurrency: int = 1000
     shutdown_timeout: float = 30.0
+    token_purge_interval: float = 600.0  # seconds between the master's purges of expired tokens
     apply: ApplySettings = field(default_factory=ApplySettings)
 
 
@@ -257,6 +258,23 @@ class Controller:
             except ObreconcileError:
                 self.monitor.still_dirty(records)
 
+    async def _purge_tokens_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.token_purge_interval)
+            await self.purge_tokens()
+
+    async def purge_tokens(self) -> int:
+        """The master removes the records of expired tokens (every login leaves one); how many."""
+        if not self.is_master():
+            return 0
+        try:
+            purged: int = await self._call(self.store.purge_expired_tokens)
+        except ObreconcileError:
+            return 0
+        if purged:
+            log.info("tokens: purged %d expired token(s)", purged)
+        return purged
+
     # convergence ------------------------------------------------------------------------
     async def _converge_loop(self) -> None:
         while True:
@@ -379,6 +397,7 @@ class Controller:
                     ("converge", self._converge_loop),
                     ("drift", self._drift_timer),
                     ("flush", self._flush),
+                    ("tokens", self._purge_tokens_loop),
                     ("store health", self._store_health),
                 )
             ]
