@@ -10,8 +10,7 @@ the N nodes, the wall time of:
 - ``transport-fresh``: open_transport + run("true") + close, a fresh paramiko connection each;
 - ``transport-reused``: run("true") on connections already open in a ConnectionPool
   (what every step after the first costs within one apply);
-- ``batch-reused``: one run_batch of 8 facts per node on the reused connections;
-- ``write-reused``: one write_file of 4 KiB per node (SFTP, temporary file + posix-rename).
+- ``batch-reused``: one run_batch of 8 facts per node on the reused connections.
 
 Each figure is the median over ``--repeat`` rounds. The apply benchmark compares a no-op
 apply against the ``openssh`` floor (target: within 1.5x). The servers give each session
@@ -37,7 +36,6 @@ from reconciler.transport import ConnectionPool, Transport, open_transport
 from tests.services.sshd import SSHServer, start_sshd
 
 FACTS = {f"fact{i}": f"echo {i}; uname -r" for i in range(8)}
-PAYLOAD = b"# rendered nginx configuration\n" * 128
 
 
 def openssh(
@@ -94,7 +92,6 @@ def measure(servers: list[SSHServer], repeat: int) -> dict[str, float]:
             "transport-fresh": transport_fresh,
             "transport-reused": lambda s: opened[s.port].run("true", check=True),
             "batch-reused": lambda s: opened[s.port].run_batch(FACTS),
-            "write-reused": lambda s: opened[s.port].write_file(str(s.directory / "bench.conf"), PAYLOAD),
         }
         for name, work in cases.items():
             parallel(servers, work)  # warm-up: page cache, sshd's first fork

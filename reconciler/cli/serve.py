@@ -8,7 +8,6 @@ until SIGTERM or SIGINT. ``converge`` is one pass from the store alone, for cron
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import ipaddress
 import logging
 import signal
@@ -21,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from reconciler.cli.context import Context, connection_options, pass_context
-from reconciler.errors import ObreconcileError
 from reconciler.store import Store, open_store
 
 if TYPE_CHECKING:  # aiohttp and the controller are imported by the commands that use them
@@ -162,48 +160,23 @@ def serve_command(
 def _tls(cert: str | None, key: str | None) -> ssl.SSLContext | None:
     if not cert or not key:
         return None
-    if importlib.util.find_spec("reconciler.api.tls") is None:
-        raise ObreconcileError("--tls-cert needs reconciler.api.tls, which this build does not have")
-    from reconciler.api import tls  # type: ignore[attr-defined, unused-ignore]
+    from reconciler.api.tls import ssl_context
 
-    return tls.ssl_context(cert, key)  # type: ignore[no-any-return]
+    return ssl_context(cert, key)
 
 
 def _bootstrap(store: Store, name: str) -> None:
-    if importlib.util.find_spec("reconciler.api.auth") is None:
-        raise ObreconcileError("--bootstrap-admin needs reconciler.api.auth, which this build does not have")
-    from reconciler.api import auth  # type: ignore[attr-defined, unused-ignore]
+    from reconciler.api.auth import bootstrap_admin
 
-    password = auth.bootstrap_admin(store, name)
+    password = bootstrap_admin(store, name)
     click.echo(f"bootstrap admin {name!r}: password {password} (shown once: keep it now)")
 
 
 def build_app(store: Store, controller: Controller, metrics_token: str | None) -> web.Application:
-    """The REST API with ``controller`` as its view; without reconciler.api.app, /status and /metrics only."""
-    from aiohttp import web
+    """The REST API with ``controller`` as its view."""
+    from reconciler.api.app import create_app
 
-    if importlib.util.find_spec("reconciler.api.app") is not None:
-        from reconciler.api import app as api  # type: ignore[attr-defined, unused-ignore]
-
-        return api.create_app(store, controller, metrics_token=metrics_token)  # type: ignore[no-any-return]
-    log.warning("reconciler.api.app is not installed: serving GET /status, /metrics and /management/node only")
-    app = web.Application()
-
-    async def status(request: web.Request) -> web.Response:
-        return web.json_response(controller.status())
-
-    async def metrics(request: web.Request) -> web.Response:
-        if metrics_token and request.headers.get("Authorization") != f"Bearer {metrics_token}":
-            return web.json_response({"error": "a metrics token is required", "detail": None}, status=401)
-        return web.Response(body=controller.metrics(), content_type="text/plain", charset="utf-8")
-
-    async def management(request: web.Request) -> web.Response:
-        return web.json_response(controller.management_nodes())
-
-    app.router.add_get("/status", status)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/management/node", management)
-    return app
+    return create_app(store, controller, metrics_token=metrics_token)
 
 
 async def _serve(

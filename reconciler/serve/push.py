@@ -95,7 +95,6 @@ class NodeWorker:
         self.coalesce, self.retry_initial, self.retry_max = coalesce, retry_initial, retry_max
         self.job: Job | None = None
         self.pending_since: float | None = None
-        self.busy = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -138,13 +137,9 @@ class NodeWorker:
             if job.rendered is None:
                 self._failed(job, job.error)
                 continue
-            self.busy = True
             self.state.last_push = loop.time()
             self.job = Job(job.node, job.rendered, job.model, job.store, job.since)  # drift asked for: done now
-            try:
-                result = await self.push(job)
-            finally:
-                self.busy = False
+            result = await self.push(job)
             self.state.pushes += 1
             if result.ok:
                 self.state.failures, self.state.retry_at = 0, 0.0

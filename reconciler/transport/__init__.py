@@ -2,8 +2,8 @@
 
 ``open_transport(access_node, ...)`` picks the implementation from ``connection.type``:
 ``LocalTransport`` (subprocess, os) or ``SSHTransport`` (paramiko, SFTP). Both implement
-``Transport`` (see ``base``): ``run``, ``run_batch``, ``read_file``, ``read_files``,
-``write_file``, ``rename``, ``close``, ``describe``. See docs/transport.md.
+``Transport`` (see ``base``): ``run``, ``run_batch``, ``read_file``, ``read_files``, ``hold``,
+``close``, ``describe``. See docs/transport.md.
 """
 
 from __future__ import annotations

@@ -1,17 +1,13 @@
-"""The transport interface: run a command, read a file, write a file, rename, close.
+"""The transport interface: run a command (or a batch, or hold one), read files, close.
 
 ``apply`` and ``observe`` hold a ``Transport`` and never know whether it is SSH or local.
 Every method of the interface works with ``sudo``: commands are wrapped as
-``sudo -n sh -c '<command>'`` and the file operations then go through small shell scripts
-run by that same wrapper (see ``read_script``, ``write_script``, ``rename_script``), so one
-code path serves both transports. Without sudo, the subclasses use faster direct paths
-(SFTP, ``os``), with the same semantics:
-
-- ``read_file`` returns ``None`` when the path does not exist (a dangling symlink counts as missing);
-- ``write_file`` writes a hidden temporary file in the target's directory, sets its mode and
-  renames it over the target: a reader sees the old file or the new one, never a partial one,
-  and the target's inode changes (a live file is never rewritten in place);
-- ``rename`` replaces ``dst`` atomically (``rename(2)``; ``dst`` must not be a directory).
+``sudo -n sh -c '<command>'`` and reading a file then goes through a small shell script run
+by that same wrapper (``read_script``), so one code path serves both transports. Without
+sudo, the subclasses read directly (SFTP, ``os``), with the same semantics: ``read_file``
+returns ``None`` when the path does not exist (a dangling symlink counts as missing).
+Nothing writes files one by one: apply ships a release as one tar stream to its deploy
+script (reconciler/deploy/scripts.py).
 
 A ``Transport`` is used by one thread at a time; open one per access node and worker.
 """
@@ -19,8 +15,6 @@ A ``Transport`` is used by one thread at a time; open one per access node and wo
 from __future__ import annotations
 
 import logging
-import posixpath
-import secrets
 import shlex
 import time
 from abc import ABC, abstractmethod
@@ -77,33 +71,10 @@ def shorten(line: str, limit: int = 200) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def temporary_path(path: str) -> str:
-    """A hidden, unique name beside ``path`` for a file that is renamed over it when complete."""
-    directory, base = posixpath.split(path)
-    return posixpath.join(directory, f".{base}.obr-{secrets.token_hex(4)}.tmp")
-
-
 def read_script(path: str) -> str:
     """Print the file, or exit ``MISSING_EXIT`` when it does not exist."""
     q = shlex.quote(path)
     return f"if [ -e {q} ]; then exec cat -- {q}; else exit {MISSING_EXIT}; fi"
-
-
-def write_script(path: str, mode: int) -> str:
-    """Copy stdin to a temporary file beside ``path``, chmod it, rename it over ``path``.
-
-    The temporary file is removed if any step fails; ``mv -T`` is GNU coreutils (Debian, Ubuntu).
-    """
-    directory, base = posixpath.split(path)
-    template = shlex.quote(posixpath.join(directory or ".", f".{base}.obr-XXXXXXXX.tmp"))
-    return (
-        f"set -e; tmp=$(mktemp {template}); trap 'rm -f -- \"$tmp\"' EXIT; "
-        f'cat > "$tmp"; chmod {mode:04o} "$tmp"; mv -f -T -- "$tmp" {shlex.quote(path)}; trap - EXIT'
-    )
-
-
-def rename_script(src: str, dst: str) -> str:
-    return f"mv -f -T -- {shlex.quote(src)} {shlex.quote(dst)}"
 
 
 class Transport(ABC):
@@ -206,14 +177,3 @@ class Transport(ABC):
         if not result.ok:
             raise CommandError(self.target, self.wrap(read_script(path)), result.exit_code, result.stderr)
         return result.stdout
-
-    def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
-        """Replace ``path`` atomically with ``data`` (temporary file beside it, then rename).
-
-        With sudo the file is written by root (owner root, group root) in one round trip.
-        """
-        self.run(write_script(path, mode), input=data, check=True)
-
-    def rename(self, src: str, dst: str) -> None:
-        """Rename ``src`` to ``dst``, atomically replacing ``dst`` if it exists."""
-        self.run(rename_script(src, dst), check=True)

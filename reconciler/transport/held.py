@@ -1,8 +1,7 @@
 """A command kept running while the caller works: how a node lock is held.
 
 ``Transport.hold(command)`` starts ``command`` with its stdin left open and returns a
-``HeldCommand``. ``first_line(timeout)`` waits for the command's first line of output (or its
-exit); ``read_until(sentinel, timeout)`` waits for a sentinel line on both its stdout and
+``HeldCommand``. ``read_until(sentinel, timeout)`` waits for a sentinel line on both its stdout and
 stderr (or its exit) and returns what came before: a command that takes a lock can then
 report what it read under it in the same round trip; ``release()`` closes its stdin and
 waits for it to end. The command is expected to
@@ -14,15 +13,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-
-
-@dataclass(frozen=True)
-class HeldStart:
-    """What a held command said first: its first output line, or its exit (then no line)."""
-
-    line: str | None
-    exit_code: int | None
-    stderr: str = ""
 
 
 @dataclass(frozen=True)
@@ -46,16 +36,9 @@ class HeldCommand(ABC):
     """A running command on an access node whose stdin stays open until ``release()``."""
 
     @abstractmethod
-    def first_line(self, timeout: float) -> HeldStart:
-        """The first line of stdout, or the exit code if the command ended first.
-
-        Raises ``CommandTimeout`` when neither happens within ``timeout`` seconds.
-        """
-
-    @abstractmethod
     def read_until(self, sentinel: bytes, timeout: float) -> HeldOutput:
         """Its output until ``sentinel`` ended both stdout and stderr (without the sentinel lines),
-        or until it exited (then ``exit_code`` is set). Use instead of ``first_line``, not after.
+        or until it exited (then ``exit_code`` is set).
 
         Raises ``CommandTimeout`` when neither happens within ``timeout`` seconds.
         """

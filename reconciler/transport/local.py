@@ -1,4 +1,4 @@
-"""The local transport: commands through /bin/sh in a subprocess, files with os and tempfile.
+"""The local transport: commands through /bin/sh in a subprocess, files read with os.
 
 For an access node whose ``connection.type`` is ``local`` (nginx on the controller itself,
 and the tests). With ``sudo`` every operation goes through the shell paths of the base class.
@@ -10,13 +10,12 @@ import os
 import select
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Sequence
 
 from reconciler.errors import CommandTimeout, TransportError
 from reconciler.transport.base import CommandResult, Transport, shorten
-from reconciler.transport.held import HeldCommand, HeldOutput, HeldStart, strip_sentinel
+from reconciler.transport.held import HeldCommand, HeldOutput, strip_sentinel
 
 TARGET = "local"
 
@@ -61,52 +60,11 @@ class LocalTransport(Transport):
             return super().read_files(paths)
         return {path: self.read_file(path) for path in paths}
 
-    def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
-        if self.sudo:
-            return super().write_file(path, data, mode)
-        directory, base = os.path.split(path)
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{base}.obr-", suffix=".tmp", dir=directory or ".")
-        except OSError as e:
-            raise TransportError(self.target, f"cannot write {path}: {e.strerror or e}") from e
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                os.fchmod(f.fileno(), mode)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except OSError as e:
-            _remove_quietly(tmp)
-            raise TransportError(self.target, f"cannot write {path}: {e.strerror or e}") from e
-        return None
-
-    def rename(self, src: str, dst: str) -> None:
-        if self.sudo:
-            return super().rename(src, dst)
-        try:
-            os.replace(src, dst)
-        except OSError as e:
-            raise TransportError(self.target, f"cannot rename {src} to {dst}: {e.strerror or e}") from e
-        return None
-
-
 class _LocalHeld(HeldCommand):
     def __init__(self, process: subprocess.Popen[bytes], target: str, line: str) -> None:
         self.process = process
         self.target = target
         self.line = line
-
-    def first_line(self, timeout: float) -> HeldStart:
-        assert self.process.stdout is not None and self.process.stderr is not None
-        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
-        if not ready:
-            raise CommandTimeout(self.target, f"no answer within {timeout:g}s: {shorten(self.line)}")
-        line = self.process.stdout.readline()
-        if line:
-            return HeldStart(line.decode("utf-8", "replace").rstrip("\n"), None)
-        code = self.process.wait(timeout)
-        return HeldStart(None, code, self.process.stderr.read().decode("utf-8", "replace"))
 
     def read_until(self, sentinel: bytes, timeout: float) -> HeldOutput:
         assert self.process.stdout is not None and self.process.stderr is not None
@@ -171,11 +129,4 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
-        pass
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
         pass

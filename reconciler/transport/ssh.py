@@ -5,10 +5,9 @@ stdout and stderr are read, so neither side can block the other; the exit status
 from the channel. A timeout closes the channel and raises ``CommandTimeout`` (the remote
 process, having no terminal, may keep running until it writes to the closed channel).
 
-Without sudo, files go over one SFTP session per transport: written to a hidden temporary
-file beside the target, chmod-ed, then ``posix-rename@openssh.com`` over it (an atomic
-``rename(2)`` on the server). With sudo, the shell paths of ``Transport`` are used instead
-(``sudo -n sh -c`` running mktemp + cat + chmod + ``mv -T``, data on stdin, one round trip).
+Without sudo, files are read over one SFTP session per transport. With sudo, the shell
+paths of ``Transport`` are used instead (``sudo -n sh -c 'cat ...'``). Nothing is written
+file by file: apply ships a release as one tar stream to the deploy script.
 """
 
 from __future__ import annotations
@@ -21,9 +20,9 @@ from typing import TypeVar
 import paramiko
 
 from reconciler.errors import CommandTimeout, ConnectionLost, TransportError
-from reconciler.transport.base import CommandResult, Transport, shorten, temporary_path
+from reconciler.transport.base import CommandResult, Transport, shorten
 from reconciler.transport.connect import ConnectionPool, SSHSettings, SSHTarget, alive
-from reconciler.transport.held import HeldCommand, HeldOutput, HeldStart, strip_sentinel
+from reconciler.transport.held import HeldCommand, HeldOutput, strip_sentinel
 
 CHUNK = 32768
 T = TypeVar("T")
@@ -179,58 +178,12 @@ class SSHTransport(Transport):
 
         return self._file_operation(f"read {path}", read)
 
-    def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
-        if self.sudo:
-            return super().write_file(path, data, mode)
-        tmp = temporary_path(path)
-
-        def write(sftp: paramiko.SFTPClient) -> None:
-            try:
-                with sftp.open(tmp, "wx") as f:
-                    f.chmod(mode)
-                    f.set_pipelined(True)
-                    f.write(data)
-                sftp.posix_rename(tmp, path)
-            except BaseException:
-                _remove_quietly(sftp, tmp)
-                raise
-
-        return self._file_operation(f"write {path}", write)
-
-    def rename(self, src: str, dst: str) -> None:
-        if self.sudo:
-            return super().rename(src, dst)
-
-        def rename(sftp: paramiko.SFTPClient) -> None:
-            sftp.posix_rename(src, dst)
-
-        return self._file_operation(f"rename {src} to {dst}", rename)
-
-
 class _SSHHeld(HeldCommand):
     def __init__(self, channel: paramiko.Channel, target: str, line: str) -> None:
         self.channel = channel
         self.target = target
         self.line = line
         self.buffer = bytearray()
-
-    def first_line(self, timeout: float) -> HeldStart:
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self.buffer:
-            if self.channel.recv_ready():
-                self.buffer += self.channel.recv(CHUNK)
-                continue
-            if self.channel.exit_status_ready() or self.channel.closed:
-                stderr = bytearray()
-                while self.channel.recv_stderr_ready():
-                    stderr += self.channel.recv_stderr(CHUNK)
-                return HeldStart(None, self.channel.recv_exit_status(), stderr.decode("utf-8", "replace"))
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise CommandTimeout(self.target, f"no answer within {timeout:g}s: {shorten(self.line)}")
-            select.select([self.channel.fileno()], [], [], min(remaining, 0.5))
-        line, _, _ = bytes(self.buffer).partition(b"\n")
-        return HeldStart(line.decode("utf-8", "replace"), None)
 
     def read_until(self, sentinel: bytes, timeout: float) -> HeldOutput:
         deadline = time.monotonic() + timeout
@@ -267,10 +220,3 @@ def _session(client: paramiko.SSHClient, timeout: float) -> paramiko.Channel:
     if transport is None or not transport.is_active():
         raise paramiko.SSHException("connection is closed")
     return transport.open_session(timeout=timeout)
-
-
-def _remove_quietly(sftp: paramiko.SFTPClient, path: str) -> None:
-    try:
-        sftp.remove(path)
-    except _LINK_ERRORS:
-        pass

@@ -150,7 +150,7 @@ def test_a_pool_reuses_one_connection_per_access_node(sshd_factory: Factory) -> 
         first.close()  # pooled: the connection stays open
         second = ssh_transport(server, pool=pool)
         second.run("true")
-        second.write_file(str(server.directory / "f"), b"x")
+        second.read_file(str(server.directory / "f"))
         assert pool.connects == 1 and len(pool) == 1
         assert server.connections() == 1
         sock = pool.client(first.ssh_target, first.settings).get_transport().sock  # type: ignore[attr-defined,union-attr]

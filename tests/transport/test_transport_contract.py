@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -99,75 +98,6 @@ def test_read_files_in_one_call(transport: Transport, tmp_path: Path) -> None:
 def test_reading_a_directory_is_an_error(transport: Transport, tmp_path: Path) -> None:
     with pytest.raises(TransportError):
         transport.read_file(str(tmp_path))
-
-
-def test_write_file_creates_with_mode(transport: Transport, tmp_path: Path) -> None:
-    path = tmp_path / "new.conf"
-    transport.write_file(str(path), b"server {}\n", mode=0o640)
-    assert path.read_bytes() == b"server {}\n"
-    assert path.stat().st_mode & 0o777 == 0o640
-    assert os.listdir(tmp_path) == ["new.conf"]  # no temporary file left behind
-
-
-def test_write_file_replaces_by_rename_never_in_place(transport: Transport, tmp_path: Path) -> None:
-    path = tmp_path / "live.conf"
-    path.write_bytes(b"old\n")
-    before = path.stat().st_ino
-    hard_link = tmp_path / "old-inode"
-    os.link(path, hard_link)  # a reader still holding the old file keeps seeing it whole
-    transport.write_file(str(path), b"new\n")
-    assert path.read_bytes() == b"new\n"
-    assert path.stat().st_ino != before
-    assert hard_link.read_bytes() == b"old\n"
-    assert sorted(os.listdir(tmp_path)) == ["live.conf", "old-inode"]
-
-
-def test_readers_never_see_a_partial_file(transport: Transport, tmp_path: Path) -> None:
-    path = tmp_path / "busy.conf"
-    versions = [bytes([65 + i]) * (512 * 1024) for i in range(2)]
-    path.write_bytes(versions[0])
-    seen: set[bytes] = set()
-    stop = threading.Event()
-
-    def reader() -> None:
-        while not stop.is_set():
-            seen.add(path.read_bytes())
-
-    thread = threading.Thread(target=reader)
-    thread.start()
-    try:
-        for i in range(8):
-            transport.write_file(str(path), versions[(i + 1) % 2])
-    finally:
-        stop.set()
-        thread.join()
-    assert seen <= set(versions)
-
-
-def test_write_file_into_a_missing_directory_fails_cleanly(transport: Transport, tmp_path: Path) -> None:
-    with pytest.raises(TransportError) as caught:
-        transport.write_file(str(tmp_path / "no" / "such.conf"), b"x")
-    assert "such.conf" in str(caught.value) or "mktemp" in str(caught.value)
-
-
-def test_rename_replaces_the_destination_atomically(transport: Transport, tmp_path: Path) -> None:
-    src, dst = tmp_path / "staged", tmp_path / "current"
-    src.write_bytes(b"new")
-    dst.write_bytes(b"old")
-    transport.rename(str(src), str(dst))
-    assert dst.read_bytes() == b"new" and not src.exists()
-    with pytest.raises(TransportError):
-        transport.rename(str(tmp_path / "missing"), str(dst))
-    assert dst.read_bytes() == b"new"
-
-
-def test_rename_swaps_a_symlink(transport: Transport, tmp_path: Path) -> None:
-    (tmp_path / "rev1").mkdir()
-    (tmp_path / "rev2").mkdir()
-    (tmp_path / "current").symlink_to("rev1")
-    (tmp_path / "next").symlink_to("rev2")
-    transport.rename(str(tmp_path / "next"), str(tmp_path / "current"))
-    assert os.readlink(tmp_path / "current") == "rev2"
 
 
 def test_describe_names_the_access_node(transport: Transport) -> None:
