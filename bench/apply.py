@@ -129,6 +129,20 @@ class Results:
         return [n.wall / d.wall for n, d in zip(self.samples[numerator], self.samples[denominator], strict=False)]
 
 
+def settled_reloads(nodes: Sequence[SimulatedNode], quiet: float = 0.3, limit: float = 5.0) -> list[int]:
+    """Each node's reload count once it has not moved for ``quiet`` seconds: ``nginx -s reload``
+    (the floor's) returns before nginx's master logs the signal, which a busy machine delays."""
+    counts = [n.reloads() for n in nodes]
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = [n.reloads() for n in nodes]
+        if now == counts:
+            break
+        counts = now
+    return counts
+
+
 def children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -248,7 +262,7 @@ class Bench:
             argv = [str(PY_SPY), "record", "--idle", "--rate", str(SPY_RATE), "--format", "raw", "-o", str(profile)]
             argv += ["--", *self.fleet.cli_args("--output", "text", "apply", manifests)]
             argv += ["--known-hosts", str(self.fleet.known_hosts), "--forks", str(self.count)]
-        reloads = [n.reloads() for n in self.fleet.nodes]
+        reloads = settled_reloads(self.fleet.nodes)
         run: list[subprocess.CompletedProcess[str]] = []
 
         def work() -> float:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from reconciler.manifest.model import DesiredState
+    from reconciler.store import Store
 
 DEFAULT_STORE = "sqlite:///.obreconcile/state.db"
 
@@ -35,6 +36,14 @@ class Context:
 
     store: str
     output: str
+    store_is_default: bool = False  # no --store, variable or configuration file named one
+    config: Path | None = None  # the shared configuration file read (obreconcile.yaml)
+
+    def open_store(self) -> Store:
+        """The store of ``--store``; only the default one's directory is created when missing."""
+        from reconciler.store import open_store
+
+        return open_store(self.store, create_directory=self.store_is_default)
 
     @cached_property
     def out(self) -> Console:

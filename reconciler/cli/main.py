@@ -1,7 +1,11 @@
 """The `obreconcile` command line: parse options, call the core, print. Nothing else lives here.
 
-Every option can also be set by an ``OBRECONCILE_<OPTION>`` environment variable
-(``OBRECONCILE_STORE``, ``OBRECONCILE_OUTPUT``, ``OBRECONCILE_VALIDATE_MAX_FILE_SIZE``...).
+Every option can also be set by an ``OBRECONCILE_<OPTION>`` environment variable, the option's
+name in capitals with ``_`` for ``-`` (``OBRECONCILE_STORE``, ``OBRECONCILE_FORKS``,
+``OBRECONCILE_KNOWN_HOSTS``, ``OBRECONCILE_DETAILED_EXITCODE=1``); each command's ``--help``
+lists them. Values go through the option's own checks (``OBRECONCILE_FORKS=0`` is refused as
+``--forks 0`` is). ``--store`` and ``--output`` are accepted after the command too. Defaults
+come from the shared configuration file (``reconciler/cli/config.py``) when there is one.
 """
 
 from __future__ import annotations
@@ -40,12 +44,82 @@ LAZY_COMMANDS = {
 }
 
 
+ENVVAR_PREFIX = "OBRECONCILE"
+
+
+def _late_global(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """``--store`` or ``--output`` given after the command: it wins over the group's."""
+    if value is None or ctx.get_parameter_source(param.name or "") is not click.core.ParameterSource.COMMANDLINE:
+        return
+    shared = ctx.find_object(Context)
+    assert shared is not None
+    if param.name == "store":
+        shared.store, shared.store_is_default = value, False
+    else:
+        shared.output = value
+
+
+def share_global_options(command: click.Command) -> click.Command:
+    """Every option of ``command`` from ``OBRECONCILE_<OPTION>`` (click's own prefix would be
+    ``OBRECONCILE_<COMMAND>_<OPTION>``), listed in ``--help``; ``--store`` and ``--output``
+    accepted after the command name as well."""
+    command.context_settings.setdefault("auto_envvar_prefix", ENVVAR_PREFIX)
+    names = {p.name for p in command.params}
+    if "store" not in names:
+        command.params.append(
+            click.Option(
+                ["--store"],
+                metavar="URL",
+                expose_value=False,
+                allow_from_autoenv=False,
+                callback=_late_global,
+                help="The same as obreconcile --store (OBRECONCILE_STORE), given after the command.",
+            )
+        )
+    if "output" not in names:
+        command.params.append(
+            click.Option(
+                ["--output"],
+                type=click.Choice(["text", "json"]),
+                expose_value=False,
+                allow_from_autoenv=False,
+                callback=_late_global,
+                help="The same as obreconcile --output (OBRECONCILE_OUTPUT), given after the command.",
+            )
+        )
+    for param in command.params:
+        if isinstance(param, click.Option) and param.allow_from_autoenv:
+            param.show_envvar = True
+            long = max(param.opts, key=len).lstrip("-").replace("-", "_")
+            if param.envvar is None and long != param.name:  # --out (out_file), --name (host_name)
+                param.envvar = f"{ENVVAR_PREFIX}_{long.upper()}"
+    return command
+
+
 class LazyGroup(click.Group):
-    """A click group whose ``lazy`` subcommands (name -> ``module:attribute``) are imported on use."""
+    """A click group whose ``lazy`` subcommands (name -> ``module:attribute``) are imported on use.
+
+    Every subcommand's options read ``OBRECONCILE_<OPTION>`` (``share_global_options``), and
+    the shared configuration file gives their defaults (click's ``default_map``).
+    """
 
     def __init__(self, *args: Any, lazy: Mapping[str, str] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.lazy = dict(lazy or {})
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        super().add_command(share_global_options(cmd), name)
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        from reconciler.cli.config import find_config, load_config
+
+        config = load_config(find_config())
+        extra.setdefault("default_map", config.default_map())
+        context = super().make_context(info_name, args, parent, **extra)
+        context.meta["obreconcile.config"] = config.path
+        return context
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *self.lazy})
@@ -88,30 +162,35 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
     is_flag=True,
     expose_value=False,
     is_eager=True,
+    allow_from_autoenv=False,
     callback=_print_version,
     help="Show the version and exit.",
 )
 @click.option(
     "--store",
-    default=DEFAULT_STORE,
-    show_default=True,
-    help="Desired-state store: sqlite:///PATH or etcd://HOST:PORT[/PREFIX].",
+    default=None,
+    show_envvar=True,
+    help=f"Desired-state store: sqlite:///PATH or etcd://HOST:PORT[/PREFIX] (default: the shared configuration's, else {DEFAULT_STORE}). An SQLite file's directory must exist.",
 )
 @click.option(
     "--output",
     type=click.Choice(["text", "json"]),
     default="text",
     show_default=True,
+    show_envvar=True,
     help="text for people, json (one document on stdout) for CI.",
 )
 @click.pass_context
-def cli(ctx: click.Context, store: str, output: str) -> None:
+def cli(ctx: click.Context, store: str | None, output: str) -> None:
     """obreconcile: declarative reconciler for fleets of nginx load balancers.
 
     Validate YAML manifests of upstreams, access nodes, checks, users and groups; render
     nginx configuration; push it to every access node over SSH and reload nginx safely.
+
+    Every option also reads OBRECONCILE_<OPTION> (OBRECONCILE_STORE, OBRECONCILE_FORKS...);
+    defaults come from obreconcile.yaml, the nearest from the current directory up.
     """
-    ctx.obj = Context(store, output)
+    ctx.obj = Context(store or DEFAULT_STORE, output, store is None, ctx.meta.get("obreconcile.config"))
 
 
 @cli.command()
@@ -247,9 +326,8 @@ def status(ctx: Context) -> None:
     has run). Exit 0; 1 when the store cannot be read.
     """
     from reconciler.cli.status import read_status
-    from reconciler.store import open_store
 
-    with open_store(ctx.store) as store:
+    with ctx.open_store() as store:
         report = read_status(store)
     if ctx.output == "json":
         ctx.emit_json(report.to_dict())

@@ -35,8 +35,13 @@ def _line(console: Console, symbol: str, text: str) -> None:
     console.print(f"  [{_COLOUR[symbol]}]{symbol}[/] {escape(text)}", highlight=False, soft_wrap=True)
 
 
-def print_sync(console: Console, store_url: str, sync: SyncPlan) -> None:
+STORE_CREATED = "store created now: every object is new"
+
+
+def print_sync(console: Console, store_url: str, sync: SyncPlan, created: bool = False) -> None:
     console.print(f"[bold]Store[/] {escape(store_url)} (revision {sync.base_revision}):", highlight=False)
+    if created:  # a fresh checkout's default store, or a new file: say so before "6 to add"
+        console.print(f"  [yellow]{STORE_CREATED}[/]", highlight=False)
     if not sync.changes:
         console.print("  no changes: the store already says what the manifests say", highlight=False)
     for change in sync.changes:
@@ -158,12 +163,12 @@ def sync_to_dict(sync: SyncPlan) -> dict[str, Any]:
 
 
 def plan_document(
-    store_url: str, sync: SyncPlan, results: Sequence[NodePlanResult], health: UsedHealth
+    store_url: str, sync: SyncPlan, results: Sequence[NodePlanResult], health: UsedHealth, created: bool = False
 ) -> dict[str, Any]:
     """The JSON form of a plan: the same facts as the text, one document."""
     summary = plan_summary(sync, results)
     return {
-        "store": {"url": store_url, **sync_to_dict(sync)},
+        "store": {"url": store_url, "created": created, **sync_to_dict(sync)},
         "health": health.to_dict(),
         "access_nodes": [
             r.plan.to_dict() if r.plan is not None else {"access_node": r.access_node, "error": r.error}

@@ -36,7 +36,7 @@ from reconciler.deploy.planfile import SavedPlan, read_saved_plan, write_saved_p
 from reconciler.errors import PlanError
 from reconciler.manifest.model import DesiredState
 from reconciler.render.renderer import Health, Renderer
-from reconciler.store import Store, open_store
+from reconciler.store import Store
 from reconciler.store.sync import plan_sync, sync_manifests
 from reconciler.transport import ConnectionPool
 
@@ -96,7 +96,7 @@ def plan_command(
     with ConnectionPool() as pool:
         prefetch_connections(manifests, settings, pool)
         renderer = Renderer(options["templates"])
-        with open_store(ctx.store) as store:
+        with ctx.open_store() as store:
             renderer.resolver.remember(store.known_addresses())  # (plan records nothing back)
             sync = plan_sync(store, manifests, options["prune_api"])
             state = merged_state(manifests, store, sync.kept_api)
@@ -104,16 +104,16 @@ def plan_command(
             targets(state, settings.limit)
             health = stored_health(store, state)
             results = plan_fleet(state, ref, renderer, settings, pool=pool, health=health.health)
-            store_url = store.url
+            store_url, created = store.url, store.created
     if out_file is not None:
         write_saved_plan(
             out_file, manifests, ref.store_id, sync.base_revision, options["prune_api"], settings.limit, results
         )
-    document = plan_document(store_url, sync, results, health)
+    document = plan_document(store_url, sync, results, health, created)
     if ctx.output == "json":
         ctx.emit_json(document)
     else:
-        print_sync(ctx.out, store_url, sync)
+        print_sync(ctx.out, store_url, sync, created)
         print_health(ctx.out, health)
         for result in results:
             print_node_plan(ctx.out, result)
@@ -172,7 +172,7 @@ def apply_command(
     with ConnectionPool() as pool:
         prefetch_connections(manifests, settings, pool)
         renderer = Renderer(options["templates"])
-        with open_store(ctx.store) as store:
+        with ctx.open_store() as store:
             renderer.resolver.remember(store.known_addresses())  # a name that stops resolving keeps them
             if saved:
                 _check_saved_plan(saved, store, manifests, renderer, settings, pool)

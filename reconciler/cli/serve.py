@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from reconciler.cli.context import Context, connection_options, pass_context
-from reconciler.store import Store, open_store
+from reconciler.store import Store
 
 if TYPE_CHECKING:  # aiohttp and the controller are imported by the commands that use them
     from aiohttp import web
@@ -149,7 +149,7 @@ def serve_command(
         apply=ApplySettings(deployed_by=f"obreconcile serve {options['host_name'] or socket.gethostname()}"),
     )
     tls = _tls(tls_cert, tls_key)
-    with open_store(ctx.store) as store:
+    with ctx.open_store() as store:
         if bootstrap_admin:
             _bootstrap(store, bootstrap_admin)
         controller = Controller(store, settings, Renderer(options["templates"]))
@@ -238,7 +238,7 @@ def converge_command(ctx: Context, /, limit: tuple[str, ...], **options: Any) ->
         connect_timeout=options["connect_timeout"],
     )
     renderer = Renderer(options["templates"])
-    with open_store(ctx.store) as store:
+    with ctx.open_store() as store:
         snapshot = store.snapshot()
         state = snapshot.desired_state()
         renderer.resolver.remember(store.known_addresses())

@@ -65,15 +65,19 @@ _PREFIX = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 _FORMS = "sqlite:///PATH or etcd://HOST:PORT[/PREFIX]"
 
 
-def open_store(url: str, timeout: float = 10.0) -> Store:
-    """Open the store at ``url``; a StoreError says clearly what is wrong with it."""
+def open_store(url: str, timeout: float = 10.0, create_directory: bool = False) -> Store:
+    """Open the store at ``url``; a StoreError says clearly what is wrong with it.
+
+    ``create_directory``: an SQLite file's missing directory is made (the CLI's default store
+    only); otherwise it is an error.
+    """
     if url.startswith("sqlite:///"):
         from reconciler.store.sqlite import SqliteStore
 
         path = url[len("sqlite:///") :]
         if not path:
             raise StoreError(f"store URL {url!r} names no file (use {_FORMS})")
-        return SqliteStore(path)
+        return SqliteStore(path, create_directory=create_directory)
     if url.startswith("etcd://"):
         from reconciler.store.etcd import DEFAULT_PREFIX, EtcdStore
 

@@ -320,6 +320,7 @@ class Store(TokenStore):
 
     def __init__(self) -> None:
         self.writes = 0  # object writes (puts and deletes) made through this handle
+        self.created = False  # this handle created the store (SQLite: the file did not exist)
 
     @abstractmethod
     def store_id(self) -> str:

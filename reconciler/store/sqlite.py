@@ -86,11 +86,15 @@ SCHEMA_VERSION = len(MIGRATIONS)
 class SqliteStore(Store):
     kind = "sqlite"
 
-    def __init__(self, path: str | Path, busy_timeout: float = 30.0) -> None:
+    def __init__(self, path: str | Path, busy_timeout: float = 30.0, create_directory: bool = False) -> None:
+        """Open (or create) the database at ``path``. Its directory must exist unless
+        ``create_directory`` (the CLI's default store, under the current directory): a typo in
+        a path is an error, never a new empty store somewhere."""
         super().__init__()
         self.path = Path(path)
         self.url = f"sqlite:///{path}"
         self._mutex = threading.RLock()
+        self._create_directory = create_directory
         self._db = self._connect(busy_timeout)
         try:
             with self._errors():
@@ -111,6 +115,12 @@ class SqliteStore(Store):
                 head = f.read(len(SQLITE_MAGIC))
         except FileNotFoundError:
             head = b""
+            self.created = True
+            if not self.path.parent.is_dir() and not self._create_directory:
+                raise StoreUnavailableError(
+                    f"{self.url}: the directory {self.path.parent} does not exist "
+                    "(create it first, or fix the store URL: obreconcile never creates it)"
+                ) from None
         except OSError as e:
             raise StoreUnavailableError(f"{self.url}: cannot read {self.path}: {e.strerror}") from e
         if head and head != SQLITE_MAGIC[: len(head)]:
@@ -119,7 +129,8 @@ class SqliteStore(Store):
                 "restore it from a backup or move it away and apply the manifests again"
             )
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self._create_directory:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
         except (OSError, sqlite3.Error) as e:
             raise StoreUnavailableError(f"{self.url}: cannot open {self.path}: {e}") from e

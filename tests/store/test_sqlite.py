@@ -5,6 +5,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
+from reconciler.errors import StoreUnavailableError
 from reconciler.store import open_store, sync_manifests
 from reconciler.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteStore
 from tests.store.desired import fleet
@@ -36,8 +39,18 @@ def test_a_version_1_file_is_migrated_in_place_and_keeps_its_data(tmp_path: Path
 
 
 def test_a_new_file_gets_the_current_schema(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "sub" / "state.db")
+    store = SqliteStore(tmp_path / "sub" / "state.db", create_directory=True)
+    assert store.created
     store.close()
+    again = SqliteStore(tmp_path / "sub" / "state.db")
+    assert not again.created
+    again.close()
     db = sqlite3.connect(tmp_path / "sub" / "state.db")
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == len(MIGRATIONS)
     db.close()
+
+
+def test_a_missing_directory_is_an_error_and_nothing_is_created(tmp_path: Path) -> None:
+    with pytest.raises(StoreUnavailableError, match=r"the directory .*/nonexistent/dir does not exist"):
+        open_store(f"sqlite:///{tmp_path}/nonexistent/dir/state.db")
+    assert not (tmp_path / "nonexistent").exists()
