@@ -15,7 +15,7 @@ import yaml
 from tests.services.fleet import Fleet
 from tests.services.fleet_fixtures import fleet_under_test
 
-GROUP = {"apiVersion": "openbalancer/v1", "kind": "Group", "name": "ops"}
+GROUP: dict[str, object] = {"apiVersion": "openbalancer/v1", "kind": "Group", "name": "ops"}
 
 
 def run(cwd: Path, *args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
