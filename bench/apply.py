@@ -129,9 +129,10 @@ class Results:
         return [n.wall / d.wall for n, d in zip(self.samples[numerator], self.samples[denominator], strict=False)]
 
 
-def settled_reloads(nodes: Sequence[SimulatedNode], quiet: float = 0.3, limit: float = 5.0) -> list[int]:
+def settled_reloads(nodes: Sequence[SimulatedNode], quiet: float = 2.0, limit: float = 30.0) -> list[int]:
     """Each node's reload count once it has not moved for ``quiet`` seconds: ``nginx -s reload``
-    (the floor's) returns before nginx's master logs the signal, which a busy machine delays."""
+    (the floor's) returns before nginx's master logs the signal, and a master still parsing the
+    previous reload (1,000 upstreams: seconds on a loaded machine) logs the next one only after."""
     counts = [n.reloads() for n in nodes]
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
