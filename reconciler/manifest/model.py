@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -105,13 +105,6 @@ class Backend:
 class AclRule:
     group_name: str
     rule: str
-
-
-@dataclass(frozen=True)
-class Listen:
-    protocol: str = "http"
-    server_names: tuple[str, ...] = ()
-    port: int | None = None
 
 
 class Method(StrEnum):
@@ -247,9 +240,18 @@ class TcpProxy:
 
 
 OMIT_DEFAULT = {"omit_default": True}
-"""Field metadata: ``to_manifest`` leaves the field out while it equals its type's default
-(``type(value)()``), so that objects that do not use a newer section keep the manifest form
-they had before it existed."""
+"""Field metadata: ``to_manifest`` leaves the field out while it has its default (or, for a
+section, equals its type's default ``type(value)()``), so that objects that do not use a newer
+field keep the manifest form they had before it existed."""
+
+
+@dataclass(frozen=True)
+class Listen:
+    protocol: str = "http"
+    server_names: tuple[str, ...] = ()
+    port: int | None = None
+    path: str = field(default="/", metadata=OMIT_DEFAULT)
+    strip_path: bool = field(default=False, metadata=OMIT_DEFAULT)
 
 
 @dataclass(frozen=True)
@@ -384,7 +386,7 @@ def _upstream(data: Mapping[str, Any], source: Source) -> Upstream:
     return Upstream(
         data["name"],
         data["owner"],
-        Listen(protocol, server_names, listen.get("port")),
+        Listen(protocol, server_names, listen.get("port"), listen.get("path", "/"), listen.get("strip_path", False)),
         data.get("min_servers", 1),
         tuple(data.get("checks", ())),
         nodes,
@@ -466,6 +468,12 @@ def to_manifest(kind: str, obj: Any) -> dict[str, Any]:
     return doc
 
 
+def _is_default(f: Field[Any], value: Any) -> bool:
+    if value == f.default:
+        return True
+    return hasattr(value, "__dataclass_fields__") and value == type(value)()
+
+
 def _plain(value: Any) -> Any:
     if hasattr(value, "__dataclass_fields__"):
         return {
@@ -473,7 +481,7 @@ def _plain(value: Any) -> Any:
             for f in fields(value)
             if f.name != "source"
             and getattr(value, f.name) not in (None, ())
-            and not (f.metadata.get("omit_default") and getattr(value, f.name) == type(getattr(value, f.name))())
+            and not (f.metadata.get("omit_default") and _is_default(f, getattr(value, f.name)))
         }
     if isinstance(value, tuple):
         return [_plain(v) for v in value]

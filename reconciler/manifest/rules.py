@@ -143,8 +143,11 @@ def _check_upstream(
         seen_groups.add(group)
     _check_backends(obj, report)
     _check_balancing(obj, report)
-    if _mapping(data, "listen").get("protocol") != "tcp":
+    listen = _mapping(data, "listen")
+    if listen.get("protocol") != "tcp":
         _check_http_proxy(obj, report)
+        if listen.get("strip_path") is True and listen.get("path", "/") == "/":
+            report.add(obj.doc, ("listen", "strip_path"), "needs a path other than '/' to strip")
 
 
 def _check_http_proxy(obj: LocatedObject, report: Report) -> None:
@@ -292,7 +295,7 @@ def _check_access_node(obj: LocatedObject, upstreams: dict[str, LocatedObject], 
         message = _ip_literal_problem(address.strip("[]"))
         if message:
             report.add(obj.doc, ("listen_address",), message)
-    server_names: dict[str, str] = {}
+    routes: dict[tuple[str, str], str] = {}
     tcp_ports: dict[int, str] = {}
     for i, name in _entries(data, "upstreams"):
         upstream = upstreams.get(name) if isinstance(name, str) else None
@@ -318,13 +321,17 @@ def _check_access_node(obj: LocatedObject, upstreams: dict[str, LocatedObject], 
                 )
             continue
         names = [n for _, n in _entries(listen, "server_names")] if "server_names" in listen else [name]
+        path = _text(listen, "path", "/")
+        if path is None:
+            continue
+        where = "" if path == "/" else f" at path {path!r}"
         for server_name in names:
             if not isinstance(server_name, str):
                 continue
-            other = server_names.setdefault(server_name, name)
+            other = routes.setdefault((server_name, path), name)
             if other != name:
                 report.add(
                     obj.doc,
                     ("upstreams", i),
-                    f"upstreams {other!r} and {name!r} both serve server name {server_name!r} on this access node",
+                    f"upstreams {other!r} and {name!r} both serve server name {server_name!r}{where} on this access node",
                 )

@@ -60,6 +60,7 @@ TEMPLATES = {
     "default": "http_default.conf.j2",
     "http": "http_upstream.conf.j2",
     "tcp": "stream_upstream.conf.j2",
+    "host": "http_host.conf.j2",
 }
 DIRECTORIES = {"http": "http", "tcp": "stream"}
 
@@ -179,6 +180,7 @@ class Renderer:
             "http_listen": http_listen,
         }
         base = {"version": __version__, "access_node": node_context}
+        routes = host_routes(upstreams)
         bodies = {}
         for p in upstreams:
             if p.context is None:
@@ -188,7 +190,20 @@ class Renderer:
                 listen_value(node.listen_address, p.upstream.listen.port or 0) if protocol == "tcp" else http_listen
             )
             path = f"{DIRECTORIES[protocol]}/{p.upstream.name}.conf"
-            bodies[path] = self._render(protocol, node.name, {**base, "listen": listen, "upstream": p.context})
+            context: dict[str, Any] = {**base, "listen": listen, "upstream": p.context}
+            if protocol == "http":
+                context["server_names"] = [n for n in p.context["server_names"] if len(routes[n]) == 1]
+            bodies[path] = self._render(protocol, node.name, context)
+        for host, shared in sorted(routes.items()):
+            if len(shared) > 1:
+                context = {
+                    **base,
+                    "listen": http_listen,
+                    "server_name": host,
+                    "routes": [{"upstream": u} for u in shared],
+                    "has_root": any(u["path"] == "/" for u in shared),
+                }
+                bodies[host_file(host)] = self._render("host", node.name, context)
         revision = revision_of(node_context, bodies, self.templates_digest)
         with_revision = {**base, "revision": revision}
         names = [n for p in upstreams if p.context is not None for n in p.context["server_names"]]
@@ -254,6 +269,8 @@ class Renderer:
             "protocol": upstream.listen.protocol,
             "server_names": list(upstream.listen.server_names),
             "port": upstream.listen.port,
+            "path": upstream.listen.path,
+            "strip_path": upstream.listen.strip_path is True,
             "min_servers": upstream.min_servers,
             "panic": selection.panic,
             "servers": servers,
@@ -323,6 +340,27 @@ def health_note(upstream: Upstream, selection: Selection, health: Mapping[str, b
         if failover:  # tiers above the first that serve because of it
             parts.append(f"tier {', '.join(map(str, failover))} in use")
     return f"upstream {upstream.name}: " + "; ".join(parts)
+
+
+def host_routes(upstreams: Iterable[_PreparedUpstream]) -> dict[str, list[dict[str, Any]]]:
+    """Every server name of the rendered http upstreams → their contexts, longest path first.
+
+    A name with one upstream is served by that upstream's own file; a name several upstreams
+    share by path gets a file of its own (:func:`host_file`) with one location per upstream.
+    """
+    routes: dict[str, list[dict[str, Any]]] = {}
+    for p in upstreams:
+        if p.context is not None and p.context["protocol"] == "http":
+            for name in p.context["server_names"]:
+                routes.setdefault(name, []).append(p.context)
+    for shared in routes.values():
+        shared.sort(key=lambda u: (-len(u["path"]), u["path"]))
+    return routes
+
+
+def host_file(server_name: str) -> str:
+    """The file of a server name several upstreams share: ``*`` (not allowed in names there) as ``~``."""
+    return f"http/_host.{server_name.replace('*', '~')}.conf"
 
 
 def _refuse(upstream: str, field: str, value: Any, allowed: str) -> RenderError:

@@ -6,6 +6,7 @@ from typing import Any
 
 from tests.api.conftest import Api
 from tests.api.test_writes import refused
+from tests.api.world import LB_A
 
 APP_A = {
     "owner": "team-a",
@@ -44,3 +45,13 @@ def test_proxy_settings_are_stored_and_refused_as_in_a_manifest(fresh_api: Api) 
     bad = {**APP_A, "proxy": {"headers": [{"name": "X-Env", "value": "a;b"}], "proxy_protocol": True}}
     answer = refused(fresh_api, "PUT", "/upstream/app-a", bad, 400, "owner")
     assert sorted(p["field"] for p in answer["detail"]) == ["proxy.headers[0].value", "proxy.proxy_protocol"]
+
+
+def test_two_upstreams_on_one_name_and_path_are_refused_on_the_access_node(fresh_api: Api) -> None:
+    assert fresh_api.server.call("PUT", f"/node/{LB_A}/app-c", fresh_api.tokens["root"]).status_code == 200
+    route = {"owner": "team-a", "listen": {"server_names": ["app-a"], "path": "/api/", "strip_path": True}}
+    r = fresh_api.server.call("PUT", "/upstream/app-c", fresh_api.tokens["owner"], route)
+    assert r.status_code == 200, r.text  # app-a at /, app-c at /api/ under the same name
+    clash = {**APP_A, "listen": {"path": "/api/"}}
+    answer = refused(fresh_api, "PUT", "/upstream/app-a", clash, 409, "owner")
+    assert "server name 'app-a' at path '/api/'" in str(answer["detail"])

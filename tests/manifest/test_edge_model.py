@@ -52,3 +52,13 @@ def test_plan_shows_proxy_settings_as_object_changes() -> None:
         Change(Op.CHANGE, "Upstream/api", "proxy.read_timeout", "60s", "1h"),
         Change(Op.CHANGE, "Upstream/api", "proxy.websockets", True, False),
     ]
+
+
+def test_plan_shows_a_route_as_listen_changes() -> None:
+    root = model_of()
+    assert set(root["upstreams"]["api"]["listen"]) == {"protocol", "server_names"}  # as before routes
+    routed = model_of(listen={"server_names": ["api"], "path": "/v1/", "strip_path": True})
+    assert diff_models(root, routed) == [
+        Change(Op.ADD, "Upstream/api", "listen.path", None, "/v1/"),
+        Change(Op.ADD, "Upstream/api", "listen.strip_path", None, True),
+    ]

@@ -138,6 +138,7 @@ def fleets(draw: st.DrawFn) -> tuple[list[dict[str, Any]], dict[str, dict[str, b
     tcp_ports = iter(draw(st.lists(PORT.filter(lambda p: p != http_port), min_size=4, max_size=4, unique=True)))
     docs: list[dict[str, Any]] = []
     health: dict[str, dict[str, bool]] = {}
+    http_names: list[str] = []
     for name in names:
         nodes = draw(st.lists(backends(), max_size=5, unique_by=_address_key))
         usable = sum(1 for n in nodes if n.get("force_status", "normal") not in ("down", "d"))
@@ -157,11 +158,18 @@ def fleets(draw: st.DrawFn) -> tuple[list[dict[str, Any]], dict[str, dict[str, b
                 n.pop("failover", None)  # nginx has no backup servers with these methods
         if tcp:
             fields["listen"] = {"protocol": "tcp", "port": next(tcp_ports)}
+        elif draw(st.booleans()) and http_names:  # a route: another upstream's names, a path of its own
+            shared = draw(st.lists(st.sampled_from(http_names), min_size=1, max_size=3, unique=True))
+            fields["listen"] = {"server_names": shared, "path": f"/{name}/v1/" if draw(st.booleans()) else f"/{name}/"}
+            if draw(st.booleans()):
+                fields["listen"]["strip_path"] = draw(st.booleans())
         elif draw(st.booleans()):
             labels = draw(st.lists(LABEL, min_size=1, max_size=3, unique=True))
             shapes = ["{}.{}.test", "*.{}.{}.test", "{}.{}.*"]
             picks = [draw(st.sampled_from(shapes)) for _ in labels]
             fields["listen"] = {"server_names": [p.format(label, name) for label, p in zip(labels, picks, strict=True)]}
+        if not tcp:
+            http_names.extend(fields.get("listen", {}).get("server_names", [name]))
         docs.append(upstream(name, *nodes, **fields))
         health[name] = {n["hostname"]: draw(st.booleans()) for n in nodes}
     address = draw(st.sampled_from(["*", "127.0.0.1", "[::1]"]))

@@ -57,6 +57,7 @@ class _IdentityServer(ThreadingHTTPServer):
         self.identity = identity
         self.hits = 0
         self.last_headers: dict[str, str] = {}
+        self.last_path = ""
         self.released = threading.Event()
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
@@ -84,6 +85,7 @@ class _IdentityServer(ThreadingHTTPServer):
         with self._lock:
             self.hits += 1
             self.last_headers = dict(handler.headers.items())
+            self.last_path = handler.path
 
 
 class _Threaded:
@@ -134,6 +136,11 @@ class HttpBackend(_Threaded):
     @property
     def last_headers(self) -> dict[str, str]:
         return self._identity_server.last_headers
+
+    @property
+    def last_path(self) -> str:
+        """The path (and query) of the last request, as the backend received it."""
+        return self._identity_server.last_path
 
     def release(self) -> None:
         """Answer the requests held at /hold..., and the later ones at once."""
