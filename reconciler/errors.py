@@ -23,6 +23,7 @@ Each carries the facts an operator needs: the access node, the step, nginx's std
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 
 
 class ObreconcileError(Exception):
@@ -157,15 +158,30 @@ class ConflictError(StoreError):
     temporary = True
 
 
+class Step(StrEnum):
+    """Where applying on one access node failed (SPEC.md §2's order, and before it)."""
+
+    CONNECT = "connect"
+    LOCK = "lock"
+    RENDER = "render"
+    PLAN = "plan"
+    STAGE = "stage"
+    SWITCH = "switch"
+    TEST = "test"
+    RELOAD = "reload"
+    VERIFY = "verify"
+    MARKER = "marker"
+    INTERNAL = "internal"  # a bug, reported as the node's failure instead of ending its worker
+
+
 class NodeError(ObreconcileError):
-    """Applying on one access node failed at ``step`` (lock, plan, stage, switch, test, reload,
-    verify); ``stderr`` is the command's own message (nginx's), ``rolled_back`` whether the
-    previous release was put back after a reload."""
+    """Applying on one access node failed at ``step``; ``stderr`` is the command's own message
+    (nginx's), ``rolled_back`` whether the previous release was put back after a reload."""
 
     def __init__(
         self,
         access_node: str,
-        step: str,
+        step: Step,
         message: str,
         stderr: bytes | str = b"",
         *,

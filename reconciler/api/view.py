@@ -51,8 +51,8 @@ class StoreView:
         for name in sorted(state.access_nodes):
             record = records.get(name)
             node_state = deploy_state(record, revision)
-            converged = node_state is DeployState.CONVERGED
-            failed += node_state is DeployState.FAILED
+            converged = node_state == DeployState.CONVERGED
+            failed += node_state == DeployState.FAILED
             nodes.append(
                 {
                     "name": name,

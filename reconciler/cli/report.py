@@ -10,6 +10,7 @@ import difflib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from reconciler.deploy.apply import NodeStatus
 from reconciler.deploy.plan import SYMBOL, Op
 from reconciler.store.sync import SyncAction, SyncPlan
 
@@ -182,12 +183,12 @@ def plan_document(
 def result_line(result: NodeResult) -> str:
     """One line per access node for people (also printed as each finishes, off a terminal)."""
     name = escape(result.access_node)
-    if result.status == "unchanged":
+    if result.status == NodeStatus.UNCHANGED:
         return f"[green]ok[/] {name}: unchanged"
-    if result.status == "converged":
+    if result.status == NodeStatus.CONVERGED:
         files = len(result.plan.files) if result.plan else 0
         return f"[green]ok[/] {name}: converged ({files} file{'s' * (files != 1)} changed, reloaded) in {result.seconds:.2f}s"
-    if result.status == "skipped":
+    if result.status == NodeStatus.SKIPPED:
         return f"[yellow]skipped[/] {name}: {escape(result.error)}"
     back = " (rolled back to the previous release)" if result.rolled_back else ""
     return f"[red]FAILED[/] {name} at {result.step}{back}: {escape(result.error)}"
@@ -200,10 +201,10 @@ def apply_document(
         "store": {"url": store_url, "revision": revision, **sync},
         "access_nodes": [r.to_dict() for r in results],
         "summary": {
-            "converged": sum(1 for r in results if r.status == "converged"),
-            "unchanged": sum(1 for r in results if r.status == "unchanged"),
-            "failed": sum(1 for r in results if r.status == "failed"),
-            "skipped": sum(1 for r in results if r.status == "skipped"),
+            "converged": sum(1 for r in results if r.status == NodeStatus.CONVERGED),
+            "unchanged": sum(1 for r in results if r.status == NodeStatus.UNCHANGED),
+            "failed": sum(1 for r in results if r.status == NodeStatus.FAILED),
+            "skipped": sum(1 for r in results if r.status == NodeStatus.SKIPPED),
         },
         "ok": all(r.ok for r in results),
     }

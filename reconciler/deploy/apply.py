@@ -35,9 +35,10 @@ from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
-from reconciler.deploy.facts import IRREGULAR, Facts, Marker, encode_model, fact_commands, parse_facts
+from reconciler.deploy.facts import IRREGULAR, Facts, Marker, MarkerState, encode_model, fact_commands, parse_facts
 from reconciler.deploy.layout import LOCK_BUSY_EXIT, MARKER, MODEL, NodeLayout
 from reconciler.deploy.plan import NodePlan, Refusal, StoreRef, plan_node, sha256
 from reconciler.deploy.scripts import (
@@ -52,7 +53,7 @@ from reconciler.deploy.scripts import (
     verify_outcome,
     verify_script,
 )
-from reconciler.errors import CommandError, NodeError, ObreconcileError
+from reconciler.errors import CommandError, NodeError, ObreconcileError, Step
 from reconciler.manifest.model import AccessNode
 from reconciler.render.renderer import DEFAULT_FILE, RenderedAccessNode
 from reconciler.store import DeployRecord, DeployResult
@@ -60,7 +61,7 @@ from reconciler.transport import CommandResult, Transport
 from reconciler.transport.batch import batch_script, parse_batch
 from reconciler.transport.held import HeldCommand
 
-__all__ = ["PROBE_PATH", "ApplySettings", "NodeLock", "NodeResult", "apply_node", "probe_address"]
+__all__ = ["PROBE_PATH", "ApplySettings", "NodeLock", "NodeResult", "NodeStatus", "apply_node", "probe_address"]
 
 
 @dataclass(frozen=True)
@@ -71,14 +72,23 @@ class ApplySettings:
     deployed_by: str = ""
 
 
+class NodeStatus(StrEnum):
+    """How applying on one access node ended."""
+
+    UNCHANGED = "unchanged"
+    CONVERGED = "converged"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # not tried: an earlier --serial batch failed
+
+
 @dataclass(frozen=True)
 class NodeResult:
     """What happened on one access node."""
 
     access_node: str
-    status: str  # "unchanged" | "converged" | "failed" | "skipped"
+    status: NodeStatus
     plan: NodePlan | None = None
-    step: str = ""
+    step: Step | None = None  # where it failed
     error: str = ""
     reloaded: bool = False
     rolled_back: bool = False
@@ -87,11 +97,11 @@ class NodeResult:
 
     @property
     def ok(self) -> bool:
-        return self.status in ("unchanged", "converged")
+        return self.status in (NodeStatus.UNCHANGED, NodeStatus.CONVERGED)
 
     def record(self, revision: int) -> DeployRecord | None:
         """The store's record of this outcome at store ``revision`` (a skipped node keeps its last)."""
-        if self.status == "skipped":
+        if self.status == NodeStatus.SKIPPED:
             return None
         digests = {f.path: f.new_digest or "" for f in self.plan.files} if self.plan is not None and self.ok else {}
         result = DeployResult.CONVERGED if self.ok else DeployResult.FAILED
@@ -100,13 +110,13 @@ class NodeResult:
     @property
     def refusal(self) -> Refusal | None:
         """Why the node refused the push (fenced, no nginx), when it did."""
-        return self.plan.refusal if self.plan is not None and not self.ok and self.step == "plan" else None
+        return self.plan.refusal if self.plan is not None and not self.ok and self.step == Step.PLAN else None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "access_node": self.access_node,
             "status": self.status,
-            "step": self.step,
+            "step": self.step or "",
             "error": self.error,
             "reloaded": self.reloaded,
             "rolled_back": self.rolled_back,
@@ -157,11 +167,11 @@ class NodeLock:
                 return self
         self.held.release()
         if answer.exit_code == LOCK_BUSY_EXIT:
-            raise NodeError(self.transport.name, "lock", f"another apply held {self.layout.lock} for {wait}s")
+            raise NodeError(self.transport.name, Step.LOCK, f"another apply held {self.layout.lock} for {wait}s")
         if answer.stdout.startswith(b"locked\n"):
             raise CommandError(self.transport.target, "(facts under the lock)", answer.exit_code or 1, answer.stderr)
         raise NodeError(
-            self.transport.name, "lock", f"cannot lock {self.layout.lock}", answer.stderr.decode("utf-8", "replace")
+            self.transport.name, Step.LOCK, f"cannot lock {self.layout.lock}", answer.stderr.decode("utf-8", "replace")
         )
 
     def __exit__(self, *exc: object) -> None:
@@ -191,19 +201,19 @@ def apply_node(
                 rendered = _rendered(node, rendered)
             plan = plan_node(rendered, facts, model, store, settings.force)
             if expected_facts is not None and plan.facts_digest != expected_facts:
-                raise NodeError(node.name, "plan", "the node changed since the saved plan was made: plan again")
+                raise NodeError(node.name, Step.PLAN, "the node changed since the saved plan was made: plan again")
             if plan.refused:
-                raise NodeError(node.name, "plan", plan.refused)
+                raise NodeError(node.name, Step.PLAN, plan.refused)
             if not plan.changed:
-                return NodeResult(node.name, "unchanged", plan, seconds=time.monotonic() - started)
+                return NodeResult(node.name, NodeStatus.UNCHANGED, plan, seconds=time.monotonic() - started)
             uploaded = _deploy(node, rendered, model, transport, store, settings, facts)
             return NodeResult(
-                node.name, "converged", plan, reloaded=True, seconds=time.monotonic() - started, uploaded=uploaded
+                node.name, NodeStatus.CONVERGED, plan, reloaded=True, seconds=time.monotonic() - started, uploaded=uploaded
             )
     except NodeError as e:
         return NodeResult(
             node.name,
-            "failed",
+            NodeStatus.FAILED,
             plan,
             e.step,
             e.message,
@@ -212,14 +222,14 @@ def apply_node(
             seconds=time.monotonic() - started,
         )
     except ObreconcileError as e:  # transport: unreachable, host key, authentication, lost link
-        return NodeResult(node.name, "failed", plan, "connect", str(e), seconds=time.monotonic() - started)
+        return NodeResult(node.name, NodeStatus.FAILED, plan, Step.CONNECT, str(e), seconds=time.monotonic() - started)
 
 
 def _rendered(node: AccessNode, future: Future[RenderedAccessNode]) -> RenderedAccessNode:
     try:
         return future.result()
     except ObreconcileError as e:
-        raise NodeError(node.name, "render", str(e)) from e
+        raise NodeError(node.name, Step.RENDER, str(e)) from e
 
 
 def _deploy(
@@ -246,7 +256,7 @@ def _deploy(
         store_id=store.store_id,
         store_revision=store.revision,
         digests={path: sha256(text) for path, text in rendered.files.items()},
-        state="staged",
+        state=MarkerState.STAGED,
         deployed_by=settings.deployed_by or default_deployer(),
         deployed_at=now.isoformat(timespec="seconds"),
         release=release_id,
@@ -261,7 +271,7 @@ def _deploy(
     contents.update(
         {
             MARKER: marker.to_json(),
-            DEPLOYED_MARKER: replace(marker, state="deployed").to_json(),
+            DEPLOYED_MARKER: replace(marker, state=MarkerState.DEPLOYED).to_json(),
             MODEL: encode_model(model),
         }
     )
@@ -288,16 +298,16 @@ def _deploy(
     if result.ok:  # the script broke off after a step that succeeded (the shell died, sudo refused)
         failed, result = _broke_off(failed, answer)
     if failed == "stage":
-        raise NodeError(node.name, "stage", f"cannot write the new release {release}", result.stderr)
+        raise NodeError(node.name, Step.STAGE, f"cannot write the new release {release}", result.stderr)
     if failed == "switch":
-        raise NodeError(node.name, "switch", f"cannot link {layout.config_dir} to {release}", result.stderr)
+        raise NodeError(node.name, Step.SWITCH, f"cannot link {layout.config_dir} to {release}", result.stderr)
     if failed == "test":
         _switch_back(transport, layout, previous)
         transport.run(["rm", "-rf", "--", release])
         message = f"{node.nginx.test_command!r} refused the new configuration"
-        raise NodeError(node.name, "test", message, result.stderr or result.stdout)
+        raise NodeError(node.name, Step.TEST, message, result.stderr or result.stdout)
     if failed == "marker":
-        raise NodeError(node.name, "marker", f"cannot mark {release} deployed", result.stderr, reloaded=True)
+        raise NodeError(node.name, Step.MARKER, f"cannot mark {release} deployed", result.stderr, reloaded=True)
     if failed == "reload":
         stderr = result.stderr.decode("utf-8", "replace").strip()
         problem = f"{node.nginx.reload_command!r} failed (exit {result.exit_code}): {stderr}"
@@ -306,7 +316,7 @@ def _deploy(
     outcome = _roll_back(transport, node, layout, previous, facts, settings)
     raise NodeError(
         node.name,
-        "reload" if failed == "reload" else "verify",
+        Step.RELOAD if failed == "reload" else Step.VERIFY,
         f"{problem}; {outcome}",
         reloaded=True,
         rolled_back=True,
@@ -341,7 +351,7 @@ def _tar(node: str, contents: Mapping[str, bytes]) -> bytes:
 def _safe(node: str, path: str) -> str:
     """``path`` when it stays inside the release (it is written or removed there)."""
     if path.startswith("/") or ".." in path.split("/"):
-        raise NodeError(node, "stage", f"refusing to write outside the release: {path!r}")
+        raise NodeError(node, Step.STAGE, f"refusing to write outside the release: {path!r}")
     return path
 
 
@@ -364,7 +374,7 @@ def _adopt(transport: Transport, layout: NodeLayout, facts: Facts) -> str | None
 def _switch(transport: Transport, layout: NodeLayout, target: str) -> None:
     result = transport.run(switch_script(layout, target))
     if not result.ok:
-        raise NodeError(transport.name, "switch", f"cannot link {layout.config_dir} to {target}", result.stderr)
+        raise NodeError(transport.name, Step.SWITCH, f"cannot link {layout.config_dir} to {target}", result.stderr)
 
 
 def _switch_back(transport: Transport, layout: NodeLayout, previous: str | None) -> None:

@@ -12,6 +12,7 @@ import json
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from typing import Any
 
 from reconciler.deploy.layout import NodeLayout
@@ -22,6 +23,11 @@ MARKER_FORMAT = 1
 IRREGULAR = "not a regular file"  # the "digest" of a link, fifo or device in the managed directory
 
 
+class MarkerState(StrEnum):
+    STAGED = "staged"  # switched, not yet verified
+    DEPLOYED = "deployed"  # verified live
+
+
 @dataclass(frozen=True)
 class Marker:
     """What obreconcile recorded on the node when it deployed the live release."""
@@ -30,7 +36,7 @@ class Marker:
     store_id: str  # which desired-state store the push came from
     store_revision: int  # that store's revision: pushes carrying an older one are refused
     digests: Mapping[str, str]  # relative path -> sha256 of every managed file
-    state: str  # "staged" (switched, not yet verified) | "deployed" (verified live)
+    state: MarkerState
     deployed_by: str = ""
     deployed_at: str = ""
     release: str = ""
@@ -57,7 +63,7 @@ class Marker:
             str(data.get("store_id", "")),
             int(data.get("store_revision", 0)),
             {str(k): str(v) for k, v in data.get("digests", {}).items()},
-            str(data.get("state", "deployed")),
+            MarkerState(str(data.get("state", "deployed"))),
             str(data.get("deployed_by", "")),
             str(data.get("deployed_at", "")),
             str(data.get("release", "")),

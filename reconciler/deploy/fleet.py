@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reconciler.deploy.apply import ApplySettings, NodeResult, apply_node
+from reconciler.deploy.apply import ApplySettings, NodeResult, NodeStatus, apply_node
 from reconciler.deploy.facts import observe
 from reconciler.deploy.plan import NodePlan, StoreRef, node_model, plan_node
-from reconciler.errors import ObreconcileError
+from reconciler.errors import ObreconcileError, Step
 from reconciler.health.state import MASTER_LOCK, UsedHealth, used_health
 from reconciler.manifest.model import KINDS, AccessNode, DesiredState, build_object
 from reconciler.render.renderer import Health, RenderedAccessNode, Renderer
@@ -194,7 +194,7 @@ def apply_fleet(
                 break
     for node in nodes:
         if node.name not in results:
-            skipped = NodeResult(node.name, "skipped", error="an earlier --serial batch failed")
+            skipped = NodeResult(node.name, NodeStatus.SKIPPED, error="an earlier --serial batch failed")
             results[node.name] = skipped
             if on_result is not None:
                 on_result(skipped)
@@ -234,7 +234,7 @@ def _apply_one(
     try:
         transport = _open(node, settings, pool)
     except ObreconcileError as e:
-        return NodeResult(node.name, "failed", step="connect", error=str(e))
+        return NodeResult(node.name, NodeStatus.FAILED, step=Step.CONNECT, error=str(e))
     with transport:
         expected = expected_facts.get(node.name) if expected_facts is not None else None
         return apply_node(

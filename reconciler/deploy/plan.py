@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from reconciler.deploy.facts import Facts
+from reconciler.deploy.facts import Facts, MarkerState
 from reconciler.manifest.model import AccessNode, DesiredState, to_manifest
 from reconciler.render.renderer import RenderedAccessNode
 
@@ -169,7 +169,7 @@ def plan_node(
     if not files:
         if facts.link == "":
             reload_only = "config_dir is a plain directory: obreconcile takes it over as a release"
-        elif marker is not None and marker.state != "deployed":
+        elif marker is not None and marker.state != MarkerState.DEPLOYED:
             reload_only = "the last deploy was switched but never verified: reload and verify"
         elif marker is None and desired:
             reload_only = "no marker on the node: record this deploy"

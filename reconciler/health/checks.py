@@ -15,9 +15,9 @@ import re
 from dataclasses import dataclass
 
 from reconciler.manifest.model import (
-    BASE_CHECKS,
     DEFAULT_HTTP_CHECK,
     Backend,
+    BaseCheck,
     Check,
     DesiredState,
     Upstream,
@@ -36,7 +36,7 @@ class CheckSpec:
     """One check, parsed: what to send, what counts as a pass, and how often."""
 
     name: str
-    base: str  # tcp | http | https
+    base: BaseCheck
     interval: float = 5.0
     timeout: float = 2.0
     rise: int = 2
@@ -57,7 +57,7 @@ def parse_request(base: str, string: str) -> tuple[str, str, tuple[tuple[int, in
     if match is None:
         raise CheckStringError(f"{base} check string {string!r} is not 'METHOD PATH [STATUS...]'")
     method, path, codes, verify = match.groups()
-    if verify and base != "https":
+    if verify and base != BaseCheck.HTTPS:
         raise CheckStringError(f"{base} check string {string!r}: only https checks take 'verify'")
     statuses = []
     for code in codes.split():
@@ -73,7 +73,7 @@ def spec_of(check: Check) -> CheckSpec:
     """The parsed form of a custom check (CheckStringError when its string is not valid)."""
     base = check.base_check
     times = duration_seconds(check.interval), duration_seconds(check.timeout)
-    if base == "tcp":
+    if base == BaseCheck.TCP:
         if check.string:
             raise CheckStringError(f"check {check.name}: a tcp check takes no string")
         return CheckSpec(check.name, base, *times, check.rise, check.fall)
@@ -81,7 +81,7 @@ def spec_of(check: Check) -> CheckSpec:
     return CheckSpec(check.name, base, *times, check.rise, check.fall, method, path, statuses, verify)
 
 
-BASE_SPECS = {name: CheckSpec(name, name) for name in BASE_CHECKS}
+BASE_SPECS = {base.value: CheckSpec(base.value, base) for base in BaseCheck}
 
 
 def checks_of(upstream: Upstream, state: DesiredState) -> list[CheckSpec]:
@@ -117,4 +117,4 @@ class Target:
 
     def url(self, spec: CheckSpec) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{'https' if spec.base == 'https' else 'http'}://{host}:{self.port}{spec.path}"
+        return f"{'https' if spec.base == BaseCheck.HTTPS else 'http'}://{host}:{self.port}{spec.path}"

@@ -24,6 +24,7 @@ import aiohttp
 
 from reconciler.health.checks import CheckSpec, Outcome, Target
 from reconciler.health.sockets import Done, SocketProbes, reason
+from reconciler.manifest.model import BaseCheck
 from reconciler.resolve import Resolver, SystemResolver, ip_literal
 
 _RESOLVED_FOR = 30  # seconds a resolved backend name is reused (aiohttp's ttl_dns_cache)
@@ -95,7 +96,7 @@ class Prober:
     def _begin(self, spec: CheckSpec, target: Target, done: Done) -> None:
         loop = self._loop
         assert loop is not None, "use the Prober in an async with block"
-        if spec.base == "https":
+        if spec.base == BaseCheck.HTTPS:
             self._spawn(self._https(spec, target, done, loop.time()))
             return
         now = loop.time()
@@ -113,7 +114,7 @@ class Prober:
         self, spec: CheckSpec, target: Target, family: int, address: tuple[str, int], done: Done, started: float
     ) -> None:
         assert self._sockets is not None, "use the Prober in an async with block"
-        request = _request(spec, target) if spec.base == "http" else b""
+        request = _request(spec, target) if spec.base == BaseCheck.HTTP else b""
         self._sockets.connect(spec, family, address, request, done, started)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:

@@ -15,7 +15,6 @@ from typing import Any
 
 API_VERSION = "openbalancer/v1"
 KINDS = ("Group", "User", "Check", "Upstream", "AccessNode")
-BASE_CHECKS = ("tcp", "http", "https")
 FORCE_STATUS = {"u": "up", "d": "down", "n": "normal", "up": "up", "down": "down", "normal": "normal"}
 DEFAULT_HTTP_CHECK = "GET / 200-399"
 
@@ -69,7 +68,7 @@ class User:
 class Check:
     name: str
     owner: str
-    base_check: str
+    base_check: BaseCheck
     string: str = ""
     interval: str = "5s"
     timeout: str = "2s"
@@ -80,7 +79,7 @@ class Check:
     @property
     def request(self) -> str:
         """The string with the default filled in for http and https."""
-        if self.base_check == "tcp":
+        if self.base_check == BaseCheck.TCP:
             return ""
         return self.string or DEFAULT_HTTP_CHECK
 
@@ -105,6 +104,17 @@ class Backend:
 class AclRule:
     group_name: str
     rule: str
+
+
+class BaseCheck(StrEnum):
+    """SPEC.md §3's base checks: what every check is built on."""
+
+    TCP = "tcp"
+    HTTP = "http"
+    HTTPS = "https"
+
+
+BASE_CHECKS = tuple(BaseCheck)
 
 
 class Method(StrEnum):
@@ -353,7 +363,7 @@ def build_object(kind: str, data: Mapping[str, Any], source: Source = Source()) 
         return Check(
             name,
             data["owner"],
-            data["base_check"],
+            BaseCheck(data["base_check"]),
             data.get("string", ""),
             data.get("interval", "5s"),
             data.get("timeout", "2s"),

@@ -25,9 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.deploy.apply import ApplySettings, NodeResult, apply_node
+from reconciler.deploy.apply import ApplySettings, NodeResult, NodeStatus, apply_node
 from reconciler.deploy.plan import Refusal, StoreRef
-from reconciler.errors import ObreconcileError
+from reconciler.errors import ObreconcileError, Step
 from reconciler.manifest.model import AccessNode
 from reconciler.metrics import Metrics
 from reconciler.render.renderer import RenderedAccessNode
@@ -58,7 +58,7 @@ class NodeState:
     name: str
     revision: str | None = None  # render revision last converged
     store_revision: int | None = None
-    result: str = ""  # last result: converged | unchanged | failed
+    result: NodeStatus | None = None  # the last push's
     error: str = ""
     failures: int = 0
     pushes: int = 0
@@ -70,7 +70,7 @@ class NodeState:
     def converged_to(self, job: Job) -> bool:
         return (
             job.rendered is not None
-            and self.result in ("converged", "unchanged")
+            and self.result in (NodeStatus.CONVERGED, NodeStatus.UNCHANGED)
             and self.revision == job.rendered.revision
         )
 
@@ -157,7 +157,7 @@ class NodeWorker:
     def _failed(self, job: Job, error: str) -> None:
         loop = asyncio.get_running_loop()
         self.state.failures += 1
-        self.state.result, self.state.error = "failed", error
+        self.state.result, self.state.error = NodeStatus.FAILED, error
         delay = min(self.retry_initial * 2 ** (self.state.failures - 1), self.retry_max)
         self.state.retry_at = loop.time() + delay
         log.warning("push: %s failed (%s); retrying in %.1fs", job.node.name, error, delay)
@@ -224,7 +224,7 @@ class Pusher:
                 pool=self._pool,
             )
         except ObreconcileError as e:
-            return NodeResult(job.node.name, "failed", step="connect", error=str(e))
+            return NodeResult(job.node.name, NodeStatus.FAILED, step=Step.CONNECT, error=str(e))
         with transport:
             return apply_node(job.node, job.rendered, job.model, transport, job.store, self.settings.apply)
 
@@ -233,11 +233,11 @@ class Pusher:
             return self._push_blocking(job)
         except Exception as e:  # a bug must not end the node's worker: report it as a failure
             log.exception("push: %s: unexpected error", job.node.name)
-            return NodeResult(job.node.name, "failed", step="internal", error=f"{type(e).__name__}: {e}")
+            return NodeResult(job.node.name, NodeStatus.FAILED, step=Step.INTERNAL, error=f"{type(e).__name__}: {e}")
 
     def record(self, job: Job, result: NodeResult) -> None:
         name = job.node.name
-        fenced = result.refusal is Refusal.FENCED
+        fenced = result.refusal == Refusal.FENCED
         outcome = "refused" if fenced else result.status
         self.telemetry.applies.labels(name, outcome).inc()
         if fenced:
@@ -249,9 +249,8 @@ class Pusher:
             self.telemetry.drift.labels(name).inc()
             log.warning("drift: %s: %s (corrected)", name, "; ".join(result.plan.drift))
         self.telemetry.converged.labels(name).set(1 if result.ok else 0)
-        if result.status == "converged":
+        if result.status == NodeStatus.CONVERGED:
             self.telemetry.lag.observe(time.monotonic() - job.since)
-        if result.status == "converged":
             log.info(
                 "push: %s converged to %s (store revision %d) in %.2fs",
                 name,

@@ -109,7 +109,7 @@ def build_status(source: StatusInput) -> dict[str, Any]:
         nodes.append(
             {
                 "name": name,
-                "converged": deploy_state(record, revision) is DeployState.CONVERGED,
+                "converged": deploy_state(record, revision) == DeployState.CONVERGED,
                 "revision": record.revision if record else None,
                 "result": record.result if record else DeployState.NEVER_DEPLOYED,
                 "error": record.error if record else "",

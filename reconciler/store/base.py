@@ -215,7 +215,7 @@ def deploy_state(record: DeployRecord | None, revision: int) -> DeployState:
     (for ``obreconcile status`` and ``GET /status``)."""
     if record is None:
         return DeployState.NEVER_DEPLOYED
-    if record.result is DeployResult.FAILED:
+    if record.result == DeployResult.FAILED:
         return DeployState.FAILED
     return DeployState.BEHIND if record.revision < revision else DeployState.CONVERGED
 

@@ -6,7 +6,7 @@ import pytest
 
 from reconciler.api import authz
 from reconciler.api.authz import Access, Actor
-from reconciler.manifest.model import AccessNode, AclRule, Check, Connection, Group, Listen, Upstream, User
+from reconciler.manifest.model import AccessNode, AclRule, BaseCheck, Check, Connection, Group, Listen, Upstream, User
 
 UPSTREAM = Upstream(
     "app",
@@ -15,8 +15,8 @@ UPSTREAM = Upstream(
     checks=("chk-a",),
     acl=(AclRule("team-w", "WRITE"), AclRule("team-r", "READ"), AclRule("team-d", "DENY")),
 )
-CHECK_A = Check("chk-a", "team-a", "tcp")
-CHECK_B = Check("chk-b", "team-b", "tcp")
+CHECK_A = Check("chk-a", "team-a", BaseCheck.TCP)
+CHECK_B = Check("chk-b", "team-b", BaseCheck.TCP)
 NODE = AccessNode("lb:80", "team-a", Connection())
 
 

@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
-from reconciler.deploy.apply import NodeResult
-from reconciler.deploy.facts import Facts, Marker, fact_commands, parse_facts
+from reconciler.deploy.apply import NodeResult, NodeStatus
+from reconciler.deploy.facts import Facts, Marker, MarkerState, fact_commands, parse_facts
 from reconciler.deploy.layout import NodeLayout
 from reconciler.deploy.plan import Change, NodePlan, Op, Refusal, StoreRef, diff_models, plan_node, sha256
+from reconciler.errors import Step
 from reconciler.manifest.model import AccessNode, Connection
 from reconciler.render.renderer import RenderedAccessNode
 from reconciler.transport import CommandResult
@@ -81,9 +82,9 @@ def test_there_are_enough_plan_cases() -> None:
 def test_a_refusal_is_a_typed_value_the_result_carries(case: str, refusal: Refusal | None) -> None:
     plan = _plan(json.loads((Path(__file__).parent / "plan_cases" / f"{case}.json").read_text()))
     assert plan.refusal is refusal and bool(plan.refused) == (refusal is not None)
-    refused = NodeResult("lb1", "failed", plan, "plan", plan.refused)
+    refused = NodeResult("lb1", NodeStatus.FAILED, plan, Step.PLAN, plan.refused)
     assert refused.refusal is refusal
-    assert NodeResult("lb1", "failed", plan, "connect", "unreachable").refusal is None
+    assert NodeResult("lb1", NodeStatus.FAILED, plan, Step.CONNECT, "unreachable").refusal is None
 
 
 def test_object_changes_key_backends_by_hostname() -> None:
@@ -116,7 +117,7 @@ def _result(stdout: str = "", stderr: str = "", code: int = 0) -> CommandResult:
 
 def test_fact_parsers_read_recorded_outputs() -> None:
     marker = Marker(
-        "abc", "store-a", 3, {"http/a.conf": "1" * 64}, "deployed", "ci@host", "2026-11-23T04:00:00+00:00", "r1"
+        "abc", "store-a", 3, {"http/a.conf": "1" * 64}, MarkerState.DEPLOYED, "ci@host", "2026-11-23T04:00:00+00:00", "r1"
     )
     facts = parse_facts(
         "lb1",

@@ -22,7 +22,7 @@ from reconciler.health.checks import (
     spec_of,
 )
 from reconciler.health.probe import Prober
-from reconciler.manifest.model import Check, DesiredState, Listen, Upstream
+from reconciler.manifest.model import BaseCheck, Check, DesiredState, Listen, Upstream
 from reconciler.resolve import Resolution
 from tests.services.backends import HttpBackend
 
@@ -60,13 +60,13 @@ def test_bad_check_strings_are_refused(base: str, string: str) -> None:
 
 
 def test_custom_and_base_checks_of_an_upstream() -> None:
-    custom = Check("fast", "ops", "http", "GET /h 200", "200ms", "100ms", 2, 2)
+    custom = Check("fast", "ops", BaseCheck.HTTP, "GET /h 200", "200ms", "100ms", 2, 2)
     upstream = Upstream("web", "ops", Listen(), checks=("fast", "tcp"))
     specs = checks_of(upstream, DesiredState(checks={"fast": custom}))
-    assert specs == [CheckSpec("fast", "http", 0.2, 0.1, 2, 2, "GET", "/h", ((200, 200),)), BASE_SPECS["tcp"]]
+    assert specs == [CheckSpec("fast", BaseCheck.HTTP, 0.2, 0.1, 2, 2, "GET", "/h", ((200, 200),)), BASE_SPECS["tcp"]]
     assert BASE_SPECS["http"].interval == 5.0 and BASE_SPECS["http"].fall == 3
     with pytest.raises(CheckStringError):
-        spec_of(Check("bad", "ops", "tcp", "GET /"))
+        spec_of(Check("bad", "ops", BaseCheck.TCP, "GET /"))
 
 
 def _closed_port() -> int:
@@ -87,16 +87,16 @@ async def _probe_target(spec: CheckSpec, target: Target) -> tuple[bool, str]:
 
 def test_probes_against_real_servers() -> None:
     with HttpBackend("b") as backend:
-        assert asyncio.run(_probe(CheckSpec("t", "tcp", timeout=1), backend.port)) == (True, "")
-        assert asyncio.run(_probe(CheckSpec("h", "http", timeout=1), backend.port)) == (True, "")
-        wrong = CheckSpec("h", "http", timeout=1, statuses=((500, 599),))
+        assert asyncio.run(_probe(CheckSpec("t", BaseCheck.TCP, timeout=1), backend.port)) == (True, "")
+        assert asyncio.run(_probe(CheckSpec("h", BaseCheck.HTTP, timeout=1), backend.port)) == (True, "")
+        wrong = CheckSpec("h", BaseCheck.HTTP, timeout=1, statuses=((500, 599),))
         assert asyncio.run(_probe(wrong, backend.port)) == (False, "status 200")
         # an https check against a plain http server fails (no TLS handshake), never raises
-        passed, detail = asyncio.run(_probe(CheckSpec("s", "https", timeout=1), backend.port))
+        passed, detail = asyncio.run(_probe(CheckSpec("s", BaseCheck.HTTPS, timeout=1), backend.port))
         assert not passed and detail
     closed = _closed_port()
-    assert asyncio.run(_probe(CheckSpec("t", "tcp", timeout=1), closed)) == (False, "connection refused")
-    assert asyncio.run(_probe(CheckSpec("h", "http", timeout=1), closed))[0] is False
+    assert asyncio.run(_probe(CheckSpec("t", BaseCheck.TCP, timeout=1), closed)) == (False, "connection refused")
+    assert asyncio.run(_probe(CheckSpec("h", BaseCheck.HTTP, timeout=1), closed))[0] is False
 
 
 def test_a_silent_server_times_out() -> None:
@@ -104,7 +104,7 @@ def test_a_silent_server_times_out() -> None:
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)  # accepts connections, never answers
         port = listener.getsockname()[1]
-        passed, detail = asyncio.run(_probe(CheckSpec("h", "http", timeout=0.3), port))
+        passed, detail = asyncio.run(_probe(CheckSpec("h", BaseCheck.HTTP, timeout=0.3), port))
     assert not passed and "0.3s" in detail
 
 
@@ -116,7 +116,7 @@ def test_the_prober_bounds_concurrency_and_every_probe_ends_once() -> None:
         async with Prober(3) as prober:
             seen = []
             for port in ports:
-                prober.start(CheckSpec("h", "http", timeout=0.3), Target("127.0.0.1", port), outcomes.append)
+                prober.start(CheckSpec("h", BaseCheck.HTTP, timeout=0.3), Target("127.0.0.1", port), outcomes.append)
                 seen.append(prober.running)
             await asyncio.sleep(0.1)
             assert outcomes == []  # the silent ones hold every slot
@@ -142,8 +142,8 @@ def test_the_prober_bounds_concurrency_and_every_probe_ends_once() -> None:
 
 def test_a_name_is_resolved_and_a_bad_name_fails() -> None:
     with HttpBackend("b") as backend:
-        assert asyncio.run(_probe_target(CheckSpec("t", "http", timeout=2), Target("localhost", backend.port)))[0]
-    passed, detail = asyncio.run(_probe_target(CheckSpec("t", "tcp", timeout=2), Target("no-such-host.invalid", 80)))
+        assert asyncio.run(_probe_target(CheckSpec("t", BaseCheck.HTTP, timeout=2), Target("localhost", backend.port)))[0]
+    passed, detail = asyncio.run(_probe_target(CheckSpec("t", BaseCheck.TCP, timeout=2), Target("no-such-host.invalid", 80)))
     assert not passed and detail
 
 
@@ -158,7 +158,7 @@ def test_a_server_that_hangs_up_or_talks_nonsense_fails() -> None:
 
     for answer, expected in ((b"", "closed before answering"), (b"SSH-2.0-OpenSSH\r\n", "not an HTTP answer")):
         with _one_shot_server(answering(answer)) as (port, _):
-            assert asyncio.run(_probe(CheckSpec("h", "http", timeout=1), port)) == (False, expected)
+            assert asyncio.run(_probe(CheckSpec("h", BaseCheck.HTTP, timeout=1), port)) == (False, expected)
 
 
 @contextlib.contextmanager
@@ -211,7 +211,7 @@ def test_an_http_check_closes_in_order_after_the_server_does() -> None:
         return connection.recv(10)  # b"" on an orderly close; ConnectionResetError on a reset
 
     with _one_shot_server(slow_body) as (port, seen):
-        passed, detail, took = asyncio.run(_probe_and_linger(CheckSpec("h", "http", timeout=2), port, 1.0))
+        passed, detail, took = asyncio.run(_probe_and_linger(CheckSpec("h", BaseCheck.HTTP, timeout=2), port, 1.0))
     assert (passed, detail) == (True, "") and took < 0.4
     assert seen == [b""]
 
@@ -231,7 +231,7 @@ def test_an_http_check_answers_at_once_when_the_server_keeps_the_connection() ->
         return "closed without a reset"
 
     with _one_shot_server(keep_open) as (port, seen):
-        passed, detail, took = asyncio.run(_probe_and_linger(CheckSpec("h", "http", timeout=0.5), port, 0.8))
+        passed, detail, took = asyncio.run(_probe_and_linger(CheckSpec("h", BaseCheck.HTTP, timeout=0.5), port, 0.8))
     assert (passed, detail) == (False, "status 503")
     assert took < 0.3
     assert len(seen) == 1 and isinstance(seen[0], float) and 0.3 <= seen[0] <= 0.8, seen
@@ -253,7 +253,7 @@ class _OutageResolver:
 def test_a_name_that_does_not_resolve_is_checked_at_its_last_known_address() -> None:
     async def scenario(port: int) -> list[tuple[bool, str]]:
         async with Prober(10, _OutageResolver()) as prober:
-            spec = CheckSpec("h", "http", timeout=2)
+            spec = CheckSpec("h", BaseCheck.HTTP, timeout=2)
             outcomes = [await prober.probe(spec, Target(host, port)) for host in ("known.invalid", "never.invalid")]
         return [(o.passed, o.detail) for o in outcomes]
 

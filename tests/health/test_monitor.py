@@ -13,7 +13,7 @@ from reconciler.health.checks import CheckSpec, Outcome, Target
 from reconciler.health.monitor import CheckState, Monitor, step
 from reconciler.health.probe import Prober
 from reconciler.health.state import Probe, probes_of
-from reconciler.manifest.model import Backend, Check, DesiredState, Listen, Upstream
+from reconciler.manifest.model import Backend, BaseCheck, Check, DesiredState, Listen, Upstream
 from reconciler.store import HealthRecord
 
 
@@ -63,7 +63,7 @@ def test_health_is_every_check_and_transitions_are_recorded() -> None:
     monitor = _monitor(changes)
     web = Upstream("web", "ops", Listen(), checks=("c1", "c2"), nodes=(Backend("a:80"), Backend("b:80")))
     state = DesiredState(
-        checks={n: Check(n, "ops", "tcp", rise=1, fall=1) for n in ("c1", "c2")}, upstreams={"web": web}
+        checks={n: Check(n, "ops", BaseCheck.TCP, rise=1, fall=1) for n in ("c1", "c2")}, upstreams={"web": web}
     )
     monitor.probes = probes_of(state)
     assert sorted(monitor.probes) == [("web", h, c) for h in ("a:80", "b:80") for c in ("c1", "c2")]
@@ -84,7 +84,7 @@ def test_health_is_every_check_and_transitions_are_recorded() -> None:
 
 def test_state_loaded_from_the_store_is_kept() -> None:
     monitor = _monitor([])
-    spec = CheckSpec("c", "tcp", rise=2, fall=2)
+    spec = CheckSpec("c", BaseCheck.TCP, rise=2, fall=2)
     probe = Probe(("web", "a:80", "c"), spec, Target("a", 80))
     monitor.probes = {probe.key: probe}
     monitor.load({probe.key: HealthRecord("web", "a:80", "c", "down", 2)})
@@ -112,7 +112,7 @@ class _AnsweringProber:
 
 def test_checks_run_on_their_interval_fast_while_changing_and_stop_when_removed() -> None:
     def desired(upstreams: list[str]) -> DesiredState:
-        check = Check("c", "ops", "tcp", interval="400ms", rise=2, fall=3)
+        check = Check("c", "ops", BaseCheck.TCP, interval="400ms", rise=2, fall=3)
         return DesiredState(
             checks={"c": check},
             upstreams={

@@ -6,8 +6,9 @@ import asyncio
 import itertools
 import time
 
-from reconciler.deploy.apply import NodeResult
+from reconciler.deploy.apply import NodeResult, NodeStatus
 from reconciler.deploy.plan import StoreRef
+from reconciler.errors import Step
 from reconciler.manifest.model import AccessNode, Connection
 from reconciler.render.renderer import RenderedAccessNode
 from reconciler.serve.push import Job, NodeWorker
@@ -30,8 +31,8 @@ class FakeNode:
         await asyncio.sleep(0.01)
         if self.failures:
             self.failures -= 1
-            return NodeResult(NODE.name, "failed", step="connect", error="unreachable")
-        return NodeResult(NODE.name, "converged", reloaded=True)
+            return NodeResult(NODE.name, NodeStatus.FAILED, step=Step.CONNECT, error="unreachable")
+        return NodeResult(NODE.name, NodeStatus.CONVERGED, reloaded=True)
 
 
 async def _settle(worker: NodeWorker, seconds: float) -> None:
