@@ -10,8 +10,24 @@ nothing: the CLI reports. docs/apply.md.
 
 from __future__ import annotations
 
-from reconciler.deploy.apply import apply_node
-from reconciler.deploy.fleet import apply_fleet, plan_fleet
-from reconciler.deploy.plan import plan_node
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from reconciler.deploy.apply import apply_node
+    from reconciler.deploy.fleet import apply_fleet, plan_fleet
+    from reconciler.deploy.plan import plan_node
 
 __all__ = ["apply_fleet", "apply_node", "plan_fleet", "plan_node"]
+
+# Imported when first used, so that importing one small module of the package (``reconciler.deploy.layout``)
+# does not import all of it.
+_HOME = {"apply_fleet": "reconciler.deploy.fleet", "apply_node": "reconciler.deploy.apply", "plan_fleet": "reconciler.deploy.fleet", "plan_node": "reconciler.deploy.plan"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOME[name]), name)
+    globals()[name] = value
+    return value

@@ -8,6 +8,22 @@ backoff and fencing (``push.py``) and the ``/status`` document (``status.py``). 
 
 from __future__ import annotations
 
-from reconciler.serve.controller import Controller
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from reconciler.serve.controller import Controller
 
 __all__ = ["Controller"]
+
+# Imported when first used, so that importing one small module of the package (``reconciler.serve.locks``)
+# does not import all of it.
+_HOME = {"Controller": "reconciler.serve.controller"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOME[name]), name)
+    globals()[name] = value
+    return value

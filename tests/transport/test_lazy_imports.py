@@ -59,3 +59,8 @@ def test_render_imports_no_paramiko(tmp_path: Path) -> None:
 def test_version_imports_nothing_of_the_commands() -> None:
     modules = cli_imports("--version")
     assert not {"jinja2", "paramiko", "rich", "importlib.metadata"} & modules
+
+
+def test_status_imports_neither_paramiko_nor_aiohttp(tmp_path: Path) -> None:
+    modules = cli_imports("--store", f"sqlite:///{tmp_path / 'state.db'}", "--output", "json", "status")
+    assert not {"paramiko", "aiohttp", "jinja2", "asyncio", "reconciler.serve.controller"} & modules
