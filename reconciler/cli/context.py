@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from reconciler.manifest.model import DesiredState
     from reconciler.store import Store
+    from reconciler.transport import SSHSettings
 
 DEFAULT_STORE = "sqlite:///.obreconcile/state.db"
 
@@ -116,6 +117,17 @@ def connection_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(options):
         command = option(command)
     return command
+
+
+def ssh_settings(options: dict[str, Any]) -> SSHSettings:
+    """The SSHSettings of ``connection_options``' values (imported here: paramiko comes with it)."""
+    from reconciler.transport import SSHSettings
+
+    return SSHSettings(
+        known_hosts=options["known_hosts"],
+        accept_new_host_keys=options["accept_new_host_keys"],
+        connect_timeout=options["connect_timeout"],
+    )
 
 
 def report_problems(ctx: Context, problems: list[Problem]) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from reconciler.cli.context import Context, connection_options, load_or_exit, max_file_size, pass_context
+from reconciler.cli.context import Context, connection_options, load_or_exit, max_file_size, pass_context, ssh_settings
 from reconciler.cli.report import (
     apply_document,
     plan_document,
@@ -62,9 +62,7 @@ def _settings(options: dict[str, Any], **apply: Any) -> FleetSettings:
         forks=options["forks"],
         serial=options.get("serial"),
         limit=tuple(options["limit"]),
-        known_hosts=options["known_hosts"],
-        accept_new_host_keys=options["accept_new_host_keys"],
-        connect_timeout=options["connect_timeout"],
+        ssh=ssh_settings(options),
         apply=ApplySettings(force=options["force"], **apply),
     )
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from reconciler.cli.context import Context, connection_options, pass_context
+from reconciler.cli.context import Context, connection_options, pass_context, ssh_settings
 from reconciler.store import Store
 
 if TYPE_CHECKING:  # aiohttp and the controller are imported by the commands that use them
@@ -142,9 +142,7 @@ def serve_command(
         coalesce=options["coalesce"],
         lease_ttl=options["lease_ttl"],
         forks=options["forks"],
-        known_hosts=options["known_hosts"],
-        accept_new_host_keys=options["accept_new_host_keys"],
-        connect_timeout=options["connect_timeout"],
+        ssh=ssh_settings(options),
         check_concurrency=options["check_concurrency"],
         apply=ApplySettings(deployed_by=f"obreconcile serve {options['host_name'] or socket.gethostname()}"),
     )
@@ -233,9 +231,7 @@ def converge_command(ctx: Context, /, limit: tuple[str, ...], **options: Any) ->
     settings = FleetSettings(
         forks=options["forks"],
         limit=limit,
-        known_hosts=options["known_hosts"],
-        accept_new_host_keys=options["accept_new_host_keys"],
-        connect_timeout=options["connect_timeout"],
+        ssh=ssh_settings(options),
     )
     renderer = Renderer(options["templates"])
     with ctx.open_store() as store:

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from reconciler.deploy.apply import ApplySettings, NodeResult, NodeStatus, apply_node
@@ -25,7 +24,7 @@ from reconciler.manifest.model import KINDS, AccessNode, DesiredState, build_obj
 from reconciler.render.renderer import Health, RenderedAccessNode, Renderer
 from reconciler.store import Store
 from reconciler.store.base import ObjectKey
-from reconciler.transport import ConnectionPool, Transport, open_transport, prefetch
+from reconciler.transport import ConnectionPool, SSHSettings, Transport, open_transport, prefetch
 
 
 @dataclass(frozen=True)
@@ -33,9 +32,7 @@ class FleetSettings:
     forks: int = 10
     serial: int | None = None
     limit: tuple[str, ...] = ()
-    known_hosts: Path | None = None
-    accept_new_host_keys: bool = False
-    connect_timeout: float = 10.0
+    ssh: SSHSettings = field(default_factory=SSHSettings)
     apply: ApplySettings = field(default_factory=ApplySettings)
 
 
@@ -76,14 +73,7 @@ def prefetch_connections(state: DesiredState, settings: FleetSettings, pool: Con
     left for ``targets`` to refuse."""
     wanted = set(settings.limit)
     nodes = [node for name, node in sorted(state.access_nodes.items()) if not wanted or name in wanted]
-    prefetch(
-        nodes,
-        pool,
-        known_hosts=settings.known_hosts,
-        accept_new_host_keys=settings.accept_new_host_keys,
-        connect_timeout=settings.connect_timeout,
-        workers=settings.forks,
-    )
+    prefetch(nodes, pool, settings.ssh, workers=settings.forks)
 
 
 @contextmanager
@@ -94,13 +84,7 @@ def _pool(pool: ConnectionPool | None) -> Iterator[ConnectionPool]:
 
 
 def _open(node: AccessNode, settings: FleetSettings, pool: ConnectionPool) -> Transport:
-    return open_transport(
-        node,
-        known_hosts=settings.known_hosts,
-        accept_new_host_keys=settings.accept_new_host_keys,
-        connect_timeout=settings.connect_timeout,
-        pool=pool,
-    )
+    return open_transport(node, settings.ssh, pool=pool)
 
 
 def stored_health(store: Store, state: DesiredState) -> UsedHealth:

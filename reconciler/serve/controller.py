@@ -42,6 +42,7 @@ from reconciler.serve.locks import MANAGEMENT_PREFIX, MASTER_LOCK
 from reconciler.serve.push import Job, NodeWorker, Pusher, PushSettings
 from reconciler.serve.status import StatusCache, StatusInput, build_status
 from reconciler.store import DeployRecord, Lock, Store
+from reconciler.transport import SSHSettings
 
 log = logging.getLogger("obreconcile.controller")
 
@@ -55,9 +56,7 @@ class ServeSettings:
     retry_initial: float = 2.0
     retry_max: float = 120.0
     forks: int = 10
-    known_hosts: Any = None  # Path | None
-    accept_new_host_keys: bool = False
-    connect_timeout: float = 10.0
+    ssh: SSHSettings = field(default_factory=SSHSettings)
     check_concurrency: int = 1000
     shutdown_timeout: float = 30.0
     token_purge_interval: float = 600.0  # seconds between the master's purges of expired tokens
@@ -87,13 +86,7 @@ class Controller:
         self._drift_asked = False
         self._trigger = asyncio.Event()
         self.pusher = Pusher(
-            PushSettings(
-                settings.forks,
-                settings.known_hosts,
-                settings.accept_new_host_keys,
-                settings.connect_timeout,
-                settings.apply,
-            ),
+            PushSettings(settings.forks, settings.ssh, settings.apply),
             self.telemetry,
             self._record_deploy,
         )

@@ -32,7 +32,7 @@ from reconciler.manifest.model import AccessNode
 from reconciler.metrics import Metrics
 from reconciler.render.renderer import RenderedAccessNode
 from reconciler.store import DeployRecord
-from reconciler.transport import ConnectionPool, open_transport
+from reconciler.transport import ConnectionPool, SSHSettings, open_transport
 
 log = logging.getLogger("obreconcile.push")
 
@@ -167,9 +167,7 @@ class NodeWorker:
 @dataclass(frozen=True)
 class PushSettings:
     forks: int = 10
-    known_hosts: Any = None  # Path | None
-    accept_new_host_keys: bool = False
-    connect_timeout: float = 10.0
+    ssh: SSHSettings = field(default_factory=SSHSettings)
     apply: ApplySettings = field(default_factory=ApplySettings)
 
 
@@ -216,13 +214,7 @@ class Pusher:
             log.warning("push: %s at store revision %d in %.1fs (test hook)", job.node.name, job.store.revision, delay)
             time.sleep(delay)
         try:
-            transport = open_transport(
-                job.node,
-                known_hosts=self.settings.known_hosts,
-                accept_new_host_keys=self.settings.accept_new_host_keys,
-                connect_timeout=self.settings.connect_timeout,
-                pool=self._pool,
-            )
+            transport = open_transport(job.node, self.settings.ssh, pool=self._pool)
         except ObreconcileError as e:
             return NodeResult(job.node.name, NodeStatus.FAILED, step=Step.CONNECT, error=str(e))
         with transport:

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 
 from reconciler.transport.lazy_invoke import defer_invoke_import
 
@@ -36,38 +35,24 @@ __all__ = [
 
 def open_transport(
     access_node: AccessNode,
+    ssh: SSHSettings | None = None,
     *,
-    known_hosts: Path | None = None,
-    accept_new_host_keys: bool = False,
-    connect_timeout: float = 10.0,
-    connect_retries: int = 2,
-    retry_backoff: float = 0.5,
     command_timeout: float | None = DEFAULT_COMMAND_TIMEOUT,
     pool: ConnectionPool | None = None,
-    ssh_config: Path | None = None,
-    allow_agent: bool = True,
 ) -> Transport:
     """A connected transport to ``access_node`` (SSH errors surface here, not at first use).
 
-    ``known_hosts`` / ``accept_new_host_keys`` are the CLI's ``--known-hosts`` and
-    ``--accept-new-host-keys``. With ``pool`` the SSH connection is reused across transports
-    of the run and stays open on ``close()`` until ``pool.close()``; without it the transport
-    owns its connection. Raises ``UnreachableError``, ``HostKeyError``, ``AuthenticationError``.
+    ``ssh``: how to connect (the CLI's --known-hosts, --accept-new-host-keys, --connect-timeout;
+    defaults otherwise). With ``pool`` the SSH connection is reused across transports of the
+    run and stays open on ``close()`` until ``pool.close()``; without it the transport owns
+    its connection. Raises ``UnreachableError``, ``HostKeyError``, ``AuthenticationError``.
     """
     connection = access_node.connection
     if connection.type == "local":
         return LocalTransport(access_node.name, sudo=connection.sudo, command_timeout=command_timeout)
     if connection.type != "ssh":
         raise ValueError(f"unknown connection type {connection.type!r}")
-    settings = SSHSettings(
-        known_hosts=known_hosts,
-        accept_new_host_keys=accept_new_host_keys,
-        connect_timeout=connect_timeout,
-        connect_retries=connect_retries,
-        retry_backoff=retry_backoff,
-        ssh_config=ssh_config,
-        allow_agent=allow_agent,
-    )
+    settings = ssh or SSHSettings()
     transport = SSHTransport(
         access_node.name,
         resolve_target(connection, settings),
@@ -82,10 +67,8 @@ def open_transport(
 def prefetch(
     access_nodes: Iterable[AccessNode],
     pool: ConnectionPool,
+    ssh: SSHSettings | None = None,
     *,
-    known_hosts: Path | None = None,
-    accept_new_host_keys: bool = False,
-    connect_timeout: float = 10.0,
     workers: int = 10,
 ) -> None:
     """Start the SSH connections of ``access_nodes`` in ``pool`` now, in the background.
@@ -95,9 +78,7 @@ def prefetch(
     settings as ``open_transport``; a node whose settings are wrong (a missing identity file)
     is skipped here and reported by ``open_transport``.
     """
-    settings = SSHSettings(
-        known_hosts=known_hosts, accept_new_host_keys=accept_new_host_keys, connect_timeout=connect_timeout
-    )
+    settings = ssh or SSHSettings()
     targets = []
     for node in access_nodes:
         if node.connection.type != "ssh":

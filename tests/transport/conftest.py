@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from reconciler.manifest.model import AccessNode, Connection
-from reconciler.transport import Transport, open_transport
+from reconciler.transport import ConnectionPool, SSHSettings, Transport, open_transport
 from tests.services.sshd import SSHServer
 from tests.services.sshd_fixtures import sshd, sshd_factory  # noqa: F401  (registers the fixtures)
 
@@ -26,10 +27,10 @@ def local_node(name: str = "local1", *, sudo: bool = False) -> AccessNode:
     return AccessNode(name=name, owner="ops", connection=Connection(type="local", sudo=sudo))
 
 
-def ssh_transport(server: SSHServer, **options: object) -> Transport:
-    options.setdefault("known_hosts", server.known_hosts)
-    options.setdefault("allow_agent", False)
-    return open_transport(server.access_node(), **options)  # type: ignore[arg-type]
+def ssh_transport(server: SSHServer, pool: ConnectionPool | None = None, **ssh: Any) -> Transport:
+    ssh.setdefault("known_hosts", server.known_hosts)
+    ssh.setdefault("allow_agent", False)
+    return open_transport(server.access_node(), SSHSettings(**ssh), pool=pool)
 
 
 @pytest.fixture(params=["local", "ssh"])

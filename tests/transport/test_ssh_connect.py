@@ -15,7 +15,7 @@ import pytest
 
 from reconciler.errors import AuthenticationError, ConnectionLost, HostKeyError, TransportError, UnreachableError
 from reconciler.manifest.model import AccessNode, Connection
-from reconciler.transport import ConnectionPool, LocalTransport, SSHTransport, Transport, open_transport
+from reconciler.transport import ConnectionPool, LocalTransport, SSHSettings, SSHTransport, Transport, open_transport
 from tests.services.sshd import SSHServer, free_port, keygen
 from tests.transport.conftest import local_node, ssh_transport
 
@@ -82,7 +82,7 @@ def test_refused_client_key_is_an_authentication_error(sshd: SSHServer, tmp_path
     node = sshd.access_node(identity_file=str(stranger))
     started = time.monotonic()
     with pytest.raises(AuthenticationError) as caught:
-        open_transport(node, known_hosts=sshd.known_hosts, allow_agent=False, connect_retries=3)
+        open_transport(node, SSHSettings(known_hosts=sshd.known_hosts, allow_agent=False, connect_retries=3))
     assert time.monotonic() - started < 2, "authentication failures are not retried"
     assert f"authentication as {sshd.user} failed" in str(caught.value)
     assert str(stranger) in str(caught.value)
@@ -91,7 +91,7 @@ def test_refused_client_key_is_an_authentication_error(sshd: SSHServer, tmp_path
 def test_missing_identity_file_is_reported(sshd: SSHServer, tmp_path: Path) -> None:
     node = sshd.access_node(identity_file=str(tmp_path / "absent"))
     with pytest.raises(AuthenticationError, match=r"identity_file .*absent does not exist"):
-        open_transport(node, known_hosts=sshd.known_hosts)
+        open_transport(node, SSHSettings(known_hosts=sshd.known_hosts))
 
 
 def test_nothing_listening_is_unreachable_after_the_retries(caplog: pytest.LogCaptureFixture) -> None:
@@ -99,7 +99,7 @@ def test_nothing_listening_is_unreachable_after_the_retries(caplog: pytest.LogCa
     started = time.monotonic()
     with caplog.at_level(logging.INFO, logger="reconciler.transport"):
         with pytest.raises(UnreachableError) as caught:
-            open_transport(node, connect_timeout=1, connect_retries=2, retry_backoff=0.1, allow_agent=False)
+            open_transport(node, SSHSettings(connect_timeout=1, connect_retries=2, retry_backoff=0.1, allow_agent=False))
     elapsed = time.monotonic() - started
     assert 0.3 <= elapsed < 3  # backoff 0.1 + 0.2, then give up
     assert "connection refused" in str(caught.value) and "after 3 attempts" in str(caught.value)
@@ -138,7 +138,7 @@ def test_no_banner_times_out_as_unreachable(silent_server: int) -> None:
     node = AccessNode(name="mute", owner="ops", connection=Connection("ssh", "127.0.0.1", silent_server, "root"))
     started = time.monotonic()
     with pytest.raises(UnreachableError, match=r"no SSH banner .* after 2 attempts"):
-        open_transport(node, connect_timeout=0.5, connect_retries=1, retry_backoff=0.05, allow_agent=False)
+        open_transport(node, SSHSettings(connect_timeout=0.5, connect_retries=1, retry_backoff=0.05, allow_agent=False))
     assert time.monotonic() - started < 4
 
 
@@ -203,7 +203,7 @@ def test_no_key_material_in_errors_or_logs(sshd: SSHServer, tmp_path: Path, capl
     attempts: list[Callable[[], Transport]] = [
         lambda: ssh_transport(sshd),
         lambda: ssh_transport(sshd, known_hosts=tmp_path / "empty"),
-        lambda: open_transport(sshd.access_node(identity_file=str(stranger)), known_hosts=sshd.known_hosts),
+        lambda: open_transport(sshd.access_node(identity_file=str(stranger)), SSHSettings(known_hosts=sshd.known_hosts)),
     ]
     for attempt in attempts:
         try:
@@ -243,14 +243,14 @@ def test_an_encrypted_key_asks_for_the_agent(sshd: SSHServer, tmp_path: Path) ->
     )
     node = sshd.access_node(identity_file=str(locked))
     with pytest.raises(AuthenticationError) as caught:
-        open_transport(node, known_hosts=sshd.known_hosts, allow_agent=False)
+        open_transport(node, SSHSettings(known_hosts=sshd.known_hosts, allow_agent=False))
     assert "correct horse" not in str(caught.value)
     assert "the private key is encrypted: load it into ssh-agent" in str(caught.value)
 
 
 def test_no_key_at_all_says_where_to_put_one(sshd: SSHServer) -> None:
     with pytest.raises(AuthenticationError, match=r"no key to offer as .*set identity_file"):
-        open_transport(sshd.access_node(identity_file=None), known_hosts=sshd.known_hosts, allow_agent=False)
+        open_transport(sshd.access_node(identity_file=None), SSHSettings(known_hosts=sshd.known_hosts, allow_agent=False))
 
 
 @pytest.fixture
@@ -274,7 +274,7 @@ def ssh_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
 def test_keys_from_ssh_agent_are_used(sshd: SSHServer, ssh_agent: Path) -> None:
     subprocess.run(["ssh-add", "-q", str(sshd.client_key)], check=True, capture_output=True)
     node = sshd.access_node(identity_file=None)
-    with open_transport(node, known_hosts=sshd.known_hosts) as transport:
+    with open_transport(node, SSHSettings(known_hosts=sshd.known_hosts)) as transport:
         assert transport.run("echo agent").stdout == b"agent\n"
 
 
@@ -301,7 +301,7 @@ def test_prefetch_connects_in_the_background_and_open_transport_takes_that_conne
 
     sshd = sshd_factory()
     with ConnectionPool() as pool:
-        prefetch([sshd.access_node(), local_node()], pool, known_hosts=sshd.known_hosts)
+        prefetch([sshd.access_node(), local_node()], pool, SSHSettings(known_hosts=sshd.known_hosts))
         transport = ssh_transport(sshd, pool=pool)
         assert transport.run("echo ok").stdout == b"ok\n"
         assert pool.connects == 1 and sshd.connections() == 1
@@ -312,10 +312,10 @@ def test_a_prefetch_that_failed_is_reported_by_open_transport_without_trying_aga
 
     node = AccessNode(name="down", owner="ops", connection=Connection("ssh", "127.0.0.1", free_port(), "root"))
     with ConnectionPool() as pool:
-        prefetch([node], pool, known_hosts=Path("/nonexistent/known_hosts"), connect_timeout=1)
+        prefetch([node], pool, SSHSettings(known_hosts=Path("/nonexistent/known_hosts"), connect_timeout=1))
         with pytest.raises(UnreachableError, match="after 3 attempts"):
-            open_transport(node, pool=pool, known_hosts=Path("/nonexistent/known_hosts"), allow_agent=False)
+            open_transport(node, SSHSettings(known_hosts=Path("/nonexistent/known_hosts"), allow_agent=False), pool=pool)
         assert pool.connects == 0
         # a later request is connection setup again (the failure was reported once)
         with pytest.raises(UnreachableError):
-            open_transport(node, pool=pool, connect_retries=0, allow_agent=False)
+            open_transport(node, SSHSettings(connect_retries=0, allow_agent=False), pool=pool)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.errors import CommandError
-from reconciler.transport import LocalTransport, Transport, open_transport
+from reconciler.transport import LocalTransport, SSHSettings, Transport, open_transport
 from reconciler.transport.base import sudo_command
 from tests.services.sshd import SSHServer
 from tests.transport.conftest import local_node
@@ -93,7 +93,7 @@ def test_ssh_transport_with_sudo_uses_it_for_everything(sshd_factory: Callable[.
     files = tmp_path / "files"
     files.mkdir()
     node = server.access_node(sudo=True)
-    with open_transport(node, known_hosts=server.known_hosts, allow_agent=False) as transport:
+    with open_transport(node, SSHSettings(known_hosts=server.known_hosts, allow_agent=False)) as transport:
         exercise(transport, files, log)
 
 
