@@ -1,13 +1,17 @@
-"""Password hashes: argon2id only, at or above OWASP's minimum parameters.
+"""Password hashes: argon2id only, at or above OWASP's minimum parameters; and which
+passwords may be set at all.
 
 Used by the manifest rules (User.password_hash), `obreconcile hash-password` and the API's
 login. Seed-style salted SHA-1 hashes are recognised so that the error can say why they
-are refused.
+are refused. A new password (hash-password, POST /user, a password change) has 8 to 1024
+characters and is not one of the 30,000 most common passwords of breach corpora, the list
+zxcvbn ships (OWASP ASVS 2.1.1 and 2.1.7); compared ignoring case.
 """
 
 from __future__ import annotations
 
 import re
+from functools import cache
 
 from argon2 import PasswordHasher, Type, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -21,6 +25,28 @@ _SHA1_STYLES = (
     re.compile(r"^(?:\{S?SHA\}|sha1?\$)", re.IGNORECASE),  # {SSHA}..., sha1$salt$digest
     re.compile(r"^[^$]{1,64}\$[0-9a-fA-F]{40}$"),  # salt$digest
 )
+
+
+MIN_LENGTH, MAX_LENGTH = 8, 1024
+
+
+def new_password_problem(password: str) -> str:
+    """Why ``password`` may not become a user's password, or '' when it may."""
+    if len(password) < MIN_LENGTH:
+        return f"a password needs at least {MIN_LENGTH} characters (this one has {len(password)})"
+    if len(password) > MAX_LENGTH:
+        return f"a password has at most {MAX_LENGTH} characters (this one has {len(password)})"
+    if password.lower() in common_passwords():
+        return "this password is one of the 30,000 most common in breaches (zxcvbn's list): choose another"
+    return ""
+
+
+@cache
+def common_passwords() -> frozenset[str]:
+    """zxcvbn's list of common passwords, lower case (imported on first use: about 70 ms)."""
+    from zxcvbn.frequency_lists import FREQUENCY_LISTS
+
+    return frozenset(FREQUENCY_LISTS["passwords"])
 
 
 def hash_password(password: str) -> str:

@@ -10,7 +10,7 @@ from aiohttp import web
 from reconciler.api import authz
 from reconciler.api.authz import Access
 from reconciler.api.candidate import Change, manifest_body, write
-from reconciler.api.context import actor, api, desired, from_view, json_answer, json_object
+from reconciler.api.context import actor, api, desired, from_view, identified_object, json_answer, json_object
 from reconciler.api.problems import ApiError, forbidden, not_found
 from reconciler.api.routes import Route
 from reconciler.manifest.model import AccessNode
@@ -45,10 +45,13 @@ def changed_fields(old: Mapping[str, Any], new: Mapping[str, Any]) -> set[str]:
     return {k for k in set(old) | set(new) if old.get(k) != new.get(k)}
 
 
+async def commit(request: web.Request, name: str, body: Mapping[str, Any] | None) -> int:
+    """Write (or delete, None) the access node ``name``; the new revision."""
+    return await write(api(request).store, desired(request), [Change("AccessNode", name, body)], actor(request).name)
+
+
 async def save(request: web.Request, name: str, body: Mapping[str, Any] | None, status: int = 200) -> web.Response:
-    revision = await write(
-        api(request).store, desired(request), [Change("AccessNode", name, body)], actor(request).name
-    )
+    revision = await commit(request, name, body)
     if body is None:
         return web.Response(status=204, headers={"X-Store-Revision": str(revision)})
     return json_answer(dict(body), status, revision)
@@ -76,7 +79,7 @@ async def get_access_node(request: web.Request) -> web.Response:
 
 async def replace_access_node(request: web.Request) -> web.Response:
     old, old_body = node_of(request, Access.WRITE)
-    body = manifest_body("AccessNode", {"name": old.name, **await json_object(request)})
+    body = manifest_body("AccessNode", await identified_object(request, "name", old.name))
     changed = changed_fields(old_body, body)
     if not authz.may_change_access_node(actor(request), changed):
         fields = ", ".join(sorted(changed & set(authz.SUPER_ONLY_FIELDS)))
@@ -117,9 +120,12 @@ async def change_served(request: web.Request) -> web.Response:
     else:
         upstreams.append(name)
     body["upstreams"] = upstreams
+    revision = desired(request).revision  # already served: nothing written
     if request.method == "DELETE" or name not in node.upstreams:
-        await save(request, node.name, body)
-    return json_answer({"access_node": node.name, "upstream": name}) if request.method == "PUT" else web.Response(status=204)
+        revision = await commit(request, node.name, body)
+    if request.method == "DELETE":
+        return web.Response(status=204, headers={"X-Store-Revision": str(revision)})
+    return json_answer({"access_node": node.name, "upstream": name}, revision=revision)
 
 
 async def list_management_nodes(request: web.Request) -> web.Response:

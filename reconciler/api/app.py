@@ -1,8 +1,10 @@
 """The REST API of SPEC.md §4 as one aiohttp application: ``create_app(store, view, ...)``.
 
-Middleware, in order: errors (ApiError -> JSON; a store that cannot be used -> 503; anything
+Middleware, in order: the access log (obreconcile.api.access, INFO: one line per request, the
+path escaped, never a token), errors (ApiError -> JSON; a store that cannot be used -> 503; anything
 else -> a bare JSON 500, logged, no stack trace in the response), then authentication (X-Auth-Token only; never from the URL)
-which also pins the desired state the handler checks and writes against. Blocking store calls
+which also pins the desired state the handler checks and writes against, then the body's decoding
+(reconciler.api.body: one decoder for every route, before any handler). Blocking store calls
 run in threads: the same event loop runs the health checks.
 """
 
@@ -18,7 +20,7 @@ from aiohttp import web
 from reconciler.api import access_nodes, checks, service, upstreams, users
 from reconciler.api.auth import LoginLimits
 from reconciler.api.authz import actor_of
-from reconciler.api.context import ACTOR, API, DESIRED, SERVED_ROUTES, ApiContext
+from reconciler.api.context import ACTOR, API, BODY, DESIRED, SERVED_ROUTES, ApiContext, read_body
 from reconciler.api.problems import ApiError
 from reconciler.api.routes import Handler, Route
 from reconciler.api.view import ControllerView
@@ -27,6 +29,8 @@ from reconciler.store import Store
 from reconciler.store.tokens import TokenRecord
 
 log = logging.getLogger("obreconcile.api")
+access_log = logging.getLogger("obreconcile.api.access")
+SERVER = "obreconcile"  # the Server header: no library or version for a scanner to match
 
 ALL_ROUTES: tuple[Route, ...] = (
     *upstreams.ROUTES,
@@ -36,6 +40,33 @@ ALL_ROUTES: tuple[Route, ...] = (
     *service.ROUTES,
 )
 PUBLIC = {(r.method, r.path) for r in ALL_ROUTES if r.public}
+
+
+@web.middleware
+async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """One line per request: client, user, method, path (escaped), status, milliseconds."""
+    start = time.monotonic()
+    status = "-"  # cancelled: the client went away
+    try:
+        response = await handler(request)
+        status = str(response.status)
+        return response
+    finally:
+        if access_log.isEnabledFor(logging.INFO):
+            user = request[ACTOR].name if ACTOR in request else "-"
+            took = (time.monotonic() - start) * 1000
+            path = printable(request.raw_path)
+            access_log.info("%s %s %s %s %s %.1fms", request.remote, user, request.method, path, status, took)
+
+
+def printable(text: str, limit: int = 300) -> str:
+    """``text`` for a log line: non-ASCII and control characters escaped, at most ``limit`` characters."""
+    escaped = text.encode("unicode_escape", "backslashreplace").decode("ascii")
+    return escaped if len(escaped) <= limit else escaped[:limit] + "..."
+
+
+async def server_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = SERVER
 
 
 @web.middleware
@@ -102,6 +133,15 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
             context.desired.expire()  # read your writes: the next request reads the revision
 
 
+@web.middleware
+async def decode_body(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every body is decoded before its handler looks at the path: whatever reconciler.api.body
+    refuses is a 400 on every route (after 401 for a missing token), whatever the path names."""
+    if request.body_exists and request.match_info.http_exception is None:
+        request[BODY] = await read_body(request)
+    return await handler(request)
+
+
 def create_app(
     store: Store,
     view: ControllerView,
@@ -118,7 +158,8 @@ def create_app(
     ``cache_seconds``: how long a token found valid, and the store's revision, are trusted
     without asking the store again (0: every request asks; see docs/api.md for the trade-off).
     """
-    app = web.Application(middlewares=[errors, authenticate], client_max_size=client_max_size)
+    app = web.Application(middlewares=[access, errors, authenticate, decode_body], client_max_size=client_max_size)
+    app.on_response_prepare.append(server_header)
     app[API] = ApiContext.build(
         store,
         view,

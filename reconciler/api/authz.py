@@ -8,13 +8,16 @@ Rules, a user's rights being the union over its groups:
 
 - upstream (its nodes, checks, ACL): WRITE for the owner group, GLOBAL_RW, SUPER; else the ACL
   rules naming the actor's groups (the best of them; DENY alone gives nothing, and beats
-  GLOBAL_RO); else READ with GLOBAL_RO; else nothing;
+  GLOBAL_RO); else READ with GLOBAL_RO; else nothing; its owner (and a check's) changes only
+  by a member of the owner group (to one of its own groups), GLOBAL_RW or SUPER;
 - check: WRITE for its owner, GLOBAL_RW, SUPER; READ for anyone who may read an upstream using
   it, or with GLOBAL_RO; putting another group's check on an upstream needs GLOBAL_RO;
 - access node: WRITE for its owner, GLOBAL_RW, SUPER; READ for those and GLOBAL_RO; creating
-  one, or changing ``connection``/``nginx``/``owner``/``listen_address``/``name``, needs SUPER;
+  one, or changing ``connection``/``nginx``/``owner``/``listen_address``, needs SUPER (no name
+  ever changes);
   adding (or removing) an upstream needs WRITE on the node and on the upstream;
-- users and groups: MANAGEMENT or SUPER; a user reads itself and its groups; GLOBAL_* flags
+- users and groups: MANAGEMENT or SUPER; anyone else reads only itself and its own groups
+  (GLOBAL_RO and GLOBAL_RW are about upstreams, checks and access nodes); GLOBAL_* flags
   are granted or removed only with GLOBAL_RW or SUPER; nobody grants a flag they do not hold
   (SUPER holds every flag, GLOBAL_RW holds GLOBAL_RO); nobody manages a user who holds a flag
   they do not (else MANAGEMENT could reset a SUPER's password and log in as them);
@@ -32,7 +35,7 @@ from reconciler.manifest.model import AccessNode, Check, Group, Upstream, User
 FLAGS = ("MANAGEMENT", "SUPER", "GLOBAL_RO", "GLOBAL_RW")
 GLOBAL_FLAGS = frozenset({"GLOBAL_RO", "GLOBAL_RW"})
 # AccessNode fields that decide which commands run where with the controller's credentials.
-SUPER_ONLY_FIELDS = ("name", "owner", "connection", "nginx", "listen_address")
+SUPER_ONLY_FIELDS = ("owner", "connection", "nginx", "listen_address")
 
 
 class Access(IntEnum):
@@ -86,6 +89,18 @@ def upstream_access(actor: Actor, upstream: Upstream) -> Access:
     return Access.READ if actor.has("GLOBAL_RO") else Access.NONE
 
 
+def may_set_owner(actor: Actor, owner: str, old_owner: str | None) -> bool:
+    """May ``actor`` make ``owner`` the owner group (``old_owner``: the current one; None when creating)?
+
+    GLOBAL_RW and SUPER may; anyone else names one of its own groups, and changes an owner
+    only as a member of the current owner group: an ACL WRITE rule grants work on an
+    upstream, not its ownership.
+    """
+    if owner == old_owner or actor.has("GLOBAL_RW", "SUPER"):
+        return True
+    return owner in actor.groups and (old_owner is None or old_owner in actor.groups)
+
+
 def check_access(actor: Actor, check: Check, upstreams: Iterable[Upstream]) -> Access:
     """``upstreams``: every upstream of the desired state (those using the check count)."""
     if check.owner in actor.groups or actor.has("GLOBAL_RW", "SUPER"):
@@ -132,24 +147,23 @@ def may_manage(actor: Actor) -> bool:
 
 
 def user_access(actor: Actor, user: User) -> Access:
-    if user.name == actor.name:
-        return Access.WRITE if may_manage(actor) else Access.READ
     if may_manage(actor):
         return Access.WRITE
-    return Access.READ if actor.has("GLOBAL_RO", "GLOBAL_RW") else Access.NONE
+    return Access.READ if user.name == actor.name else Access.NONE
 
 
 def group_access(actor: Actor, group: Group) -> Access:
     if may_manage(actor):
         return Access.WRITE
-    if group.name in actor.groups or actor.has("GLOBAL_RO", "GLOBAL_RW"):
-        return Access.READ
-    return Access.NONE
+    return Access.READ if group.name in actor.groups else Access.NONE
 
 
 def may_grant(actor: Actor, flags: Iterable[str]) -> bool:
-    """May ``actor`` give (or take away) ``flags``: held by the actor, GLOBAL_* only with GLOBAL_RW."""
-    wanted = set(flags)
+    """May ``actor`` give (or take away) ``flags``: held by the actor, GLOBAL_* only with GLOBAL_RW.
+
+    Names that are not flags are left to the schema (400 for everyone, SUPER too).
+    """
+    wanted = set(flags) & set(FLAGS)
     if not wanted:
         return True
     if wanted & GLOBAL_FLAGS and not actor.has("GLOBAL_RW", "SUPER"):

@@ -14,6 +14,7 @@ Nothing is stored unless the candidate is valid, and the commit compares the rev
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ class Change:
     body: Mapping[str, Any] | None
 
 
+audit_log = logging.getLogger("obreconcile.api.audit")  # one line per write: who, what, revision
 RECHECK = 0.0  # default seconds between reads of the store's revision on the request path
 
 
@@ -98,6 +100,9 @@ def manifest_body(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
     return {"apiVersion": API_VERSION, "kind": kind, **body}
 
 
+WRITTEN, STORED = "request", "store"  # where a problem of the candidate state is: 400 or 409
+
+
 def candidate_problems(desired: Desired, changes: Sequence[Change]) -> ApiError | None:
     """The error a set of changes earns, or None when the resulting desired state is valid."""
     bodies: dict[ObjectKey, Mapping[str, Any]] = {key: obj.body for key, obj in desired.snapshot.objects.items()}
@@ -106,12 +111,12 @@ def candidate_problems(desired: Desired, changes: Sequence[Change]) -> ApiError 
             bodies.pop((change.kind, change.name), None)
         else:
             bodies[(change.kind, change.name)] = change.body
-    problems = validate_objects(list(bodies.values()))
+    written = {(c.kind, c.name) for c in changes if c.body is not None}
+    files = [WRITTEN if key in written else STORED for key in bodies]
+    problems = validate_objects(list(bodies.values()), files=files)
     if not problems:
         return None
-    written = {(c.kind, c.name) for c in changes if c.body is not None}
-    own = [p for p in problems if (p.kind, p.name) in written or not p.name]
-    if own:
+    if any(p.file == WRITTEN for p in problems):  # by document: a problem's name is escaped and cut
         return ApiError(400, "invalid body", problem_detail(problems))
     return ApiError(409, "the change would make the desired state invalid", problem_detail(problems))
 
@@ -126,6 +131,9 @@ async def write(store: Store, desired: Desired, changes: Sequence[Change], user:
         Put(c.kind, c.name, c.body, who) if c.body is not None else Delete(c.kind, c.name, who) for c in changes
     ]
     try:
-        return await asyncio.to_thread(store.commit, ops, desired.revision)
+        revision = await asyncio.to_thread(store.commit, ops, desired.revision)
     except ConflictError as e:
         raise ApiError(409, "the desired state changed since it was read; read it again and retry", str(e)) from e
+    what = ", ".join(f"{'put' if c.body is not None else 'delete'} {c.kind}/{c.name}" for c in changes)
+    audit_log.info("%s: %s, revision %d", user, what, revision)  # names passed the schema: printable
+    return revision

@@ -9,7 +9,7 @@ from aiohttp import web
 from reconciler.api import authz
 from reconciler.api.authz import Access
 from reconciler.api.candidate import Change, manifest_body, write
-from reconciler.api.context import actor, api, desired, json_answer, json_object
+from reconciler.api.context import actor, api, desired, identified_object, json_answer, json_object
 from reconciler.api.problems import ApiError, forbidden, not_found
 from reconciler.api.routes import Route
 from reconciler.api.upstreams import check_owner
@@ -53,9 +53,7 @@ async def get_check(request: web.Request) -> web.Response:
 
 async def replace_check(request: web.Request) -> web.Response:
     old, _ = check_of(request, Access.WRITE)
-    body = manifest_body("Check", {"name": old.name, **await json_object(request)})
-    if body["name"] != old.name:
-        raise ApiError(400, "invalid body", "names are immutable: delete and create to rename")
+    body = manifest_body("Check", await identified_object(request, "name", old.name))
     check_owner(request, body.get("owner"), old.owner)
     revision = await write(api(request).store, desired(request), [Change("Check", old.name, body)], actor(request).name)
     return json_answer(body, 200, revision)

@@ -1,7 +1,7 @@
 """What every handler shares: the store, the controller's view, tokens, limits, the desired cache.
 
 ``Request`` helpers read the authenticated actor, the desired state it was checked against,
-and a JSON body (400 when it is not a JSON object).
+and a JSON object body (400, located, when it is not one).
 """
 
 from __future__ import annotations
@@ -16,10 +16,13 @@ from aiohttp import web
 
 from reconciler.api.auth import FailedLogins, LoginLimits, Tokens
 from reconciler.api.authz import Actor
+from reconciler.api.body import BodyError, decode
 from reconciler.api.candidate import Desired, DesiredCache
-from reconciler.api.problems import ApiError
+from reconciler.api.problems import ApiError, problem_detail
 from reconciler.api.routes import Route
 from reconciler.api.view import ControllerView, StoreView
+from reconciler.errors import Problem
+from reconciler.manifest.located import shown
 from reconciler.store import Store
 
 
@@ -103,17 +106,53 @@ def json_answer(data: Any, status: int = 200, revision: int | None = None) -> we
     return web.json_response(data, status=status, headers=headers)
 
 
-async def json_object(request: web.Request, required: bool = True) -> dict[str, Any]:
-    """The request's JSON object body; 400 when it is not one."""
+INLINE_BODY = 64 << 10  # bytes decoded on the event loop; a longer body is decoded in a thread
+
+
+@dataclass(frozen=True)
+class Body:
+    """A request's body, decoded (reconciler.api.body): ``size`` 0 when there was none."""
+
+    size: int
+    value: Any
+
+
+BODY = web.RequestKey("body", Body)
+
+
+async def read_body(request: web.Request) -> Body:
+    """The request's body decoded; 400, located, for whatever ``decode`` refuses."""
     raw = await request.read()
     if not raw:
-        if required:
-            raise ApiError(400, "invalid body", "a JSON object body is required")
-        return {}
+        return Body(0, None)
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ApiError(400, "invalid body", f"not JSON: {e}") from e
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid body", "the body must be a JSON object")
-    return body
+        value = decode(raw) if len(raw) <= INLINE_BODY else await asyncio.to_thread(decode, raw)
+    except BodyError as e:
+        raise body_error(e.problem) from e
+    return Body(len(raw), value)
+
+
+async def json_object(request: web.Request, required: bool = True) -> dict[str, Any]:
+    """The request's JSON object body (decoded by app.py's middleware); 400, located, when it is not one."""
+    body = request[BODY] if BODY in request else await read_body(request)
+    if not body.size:
+        if required:
+            raise body_error(Problem("body", 0, 0, message="a JSON object body is required"))
+        return {}
+    if not isinstance(body.value, dict):
+        raise body_error(Problem("body", 0, 0, message="the body must be a JSON object"))
+    return dict(body.value)
+
+
+async def identified_object(request: web.Request, field: str, value: str) -> dict[str, Any]:
+    """The JSON object body with its identity ``field`` (name, hostname, group_name) the path's
+    ``value``: filled in when left out, 400 when it names another (an identity never changes)."""
+    fields = {field: value, **await json_object(request)}
+    if fields[field] != value:
+        message = f"{shown(fields[field])} is not {value!r} of the path: it never changes (delete and create instead)"
+        raise body_error(Problem("body", 0, 0, field=field, message=message))
+    return fields
+
+
+def body_error(problem: Problem) -> ApiError:
+    return ApiError(400, "invalid body", problem_detail([problem]))

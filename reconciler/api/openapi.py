@@ -12,6 +12,7 @@ from typing import Any
 
 from reconciler.api.routes import Route
 from reconciler.manifest.schemas import schemas
+from reconciler.passwords import MAX_LENGTH, MIN_LENGTH
 
 COMPONENT = "#/components/schemas/"
 FILES = {
@@ -50,7 +51,7 @@ def _ref(name: str) -> dict[str, Any]:
 
 def _api_schemas(manifest: dict[str, Any]) -> dict[str, Any]:
     user_props = {k: v for k, v in manifest["User"]["properties"].items() if k != "password_hash"}
-    password = {"type": "string", "minLength": 8, "maxLength": 1024}
+    password = {"type": "string", "minLength": MIN_LENGTH, "maxLength": MAX_LENGTH}
     node_fields = {k: v for k, v in manifest["Upstream"]["$defs"]["node"].items() if k != "required"}
     error = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}, "detail": {}}}
     return {

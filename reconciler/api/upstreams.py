@@ -10,7 +10,7 @@ from aiohttp import web
 from reconciler.api import authz
 from reconciler.api.authz import Access
 from reconciler.api.candidate import Change, Desired, manifest_body, write
-from reconciler.api.context import actor, api, desired, json_answer, json_object
+from reconciler.api.context import actor, api, desired, identified_object, json_answer, json_object
 from reconciler.api.problems import ApiError, forbidden, not_found
 from reconciler.api.routes import Route
 from reconciler.manifest.model import BASE_CHECKS, FORCE_STATUS, Upstream
@@ -33,7 +33,8 @@ def check_new_checks(request: web.Request, old: Upstream | None, body: Mapping[s
     """Every check newly put on the upstream must be one the actor may use (403; 404 if hidden)."""
     have = set(old.checks) if old else set()
     state = desired(request).state
-    for name in body.get("checks", ()):
+    names = body.get("checks", [])
+    for name in names if isinstance(names, list) else []:  # not a list: the validation's to report
         if not isinstance(name, str) or name in have or name in BASE_CHECKS or name not in state.checks:
             continue  # unknown names are the validation's to report
         check = state.checks[name]
@@ -44,15 +45,24 @@ def check_new_checks(request: web.Request, old: Upstream | None, body: Mapping[s
 
 
 def check_owner(request: web.Request, owner: Any, old_owner: str | None = None) -> None:
+    """403 unless the actor may make ``owner`` the owner group (authz.may_set_owner)."""
     who = actor(request)
-    if owner != old_owner and owner not in who.groups and not who.has("GLOBAL_RW", "SUPER"):
-        raise forbidden(f"owner {owner!r} is not one of your groups")
+    if not isinstance(owner, str) or authz.may_set_owner(who, owner, old_owner):
+        return  # not a name: the validation's to report
+    if old_owner is not None and old_owner not in who.groups:
+        raise forbidden(f"changing the owner needs membership of the owner group {old_owner!r}, GLOBAL_RW or SUPER")
+    raise forbidden(f"owner {owner!r} is not one of your groups")
+
+
+async def commit(request: web.Request, d: Desired, name: str, body: Mapping[str, Any] | None) -> int:
+    """Write (or delete, None) the upstream ``name``; the new revision."""
+    return await write(api(request).store, d, [Change("Upstream", name, body)], actor(request).name)
 
 
 async def save(
     request: web.Request, d: Desired, name: str, body: Mapping[str, Any] | None, status: int = 200
 ) -> web.Response:
-    revision = await write(api(request).store, d, [Change("Upstream", name, body)], actor(request).name)
+    revision = await commit(request, d, name, body)
     if body is None:
         return web.Response(status=204, headers={"X-Store-Revision": str(revision)})
     return json_answer(dict(body), status, revision)
@@ -89,9 +99,7 @@ async def get_upstream(request: web.Request) -> web.Response:
 
 async def replace_upstream(request: web.Request) -> web.Response:
     old, _ = upstream_of(request, Access.WRITE)
-    body = manifest_body("Upstream", {"name": old.name, **await json_object(request)})
-    if body["name"] != old.name:
-        raise ApiError(400, "invalid body", "names are immutable: delete and create to rename")
+    body = manifest_body("Upstream", await identified_object(request, "name", old.name))
     check_owner(request, body.get("owner"), old.owner)
     check_new_checks(request, old, body)
     return await save(request, desired(request), old.name, body)
@@ -129,8 +137,7 @@ async def add_node(request: web.Request) -> web.Response:
     if any(n.hostname == node.get("hostname") for n in upstream.nodes):
         raise ApiError(409, f"node {node.get('hostname')!r} exists in upstream {upstream.name!r}")
     body["nodes"] = [*body.get("nodes", []), node]
-    await save(request, desired(request), upstream.name, body)
-    return json_answer(node, 201)
+    return json_answer(node, 201, await commit(request, desired(request), upstream.name, body))
 
 
 async def get_node(request: web.Request) -> web.Response:
@@ -143,15 +150,12 @@ async def change_node(request: web.Request) -> web.Response:
     upstream, body = upstream_of(request, Access.WRITE)
     hostname = request.match_info["hostname"]
     i = node_index(body, hostname)
-    fields = await json_object(request)
-    node = {**body["nodes"][i], **fields} if request.method == "PATCH" else {"hostname": hostname, **fields}
-    if node.get("hostname") != hostname:
-        raise ApiError(400, "invalid body", "a node's hostname is immutable: delete it and add another")
+    fields = await identified_object(request, "hostname", hostname)
+    node = {**body["nodes"][i], **fields} if request.method == "PATCH" else fields
     if isinstance(node.get("force_status"), str):
         node["force_status"] = FORCE_STATUS.get(node["force_status"], node["force_status"])
     body["nodes"] = [*body["nodes"][:i], node, *body["nodes"][i + 1 :]]
-    await save(request, desired(request), upstream.name, body)
-    return json_answer(node)
+    return json_answer(node, revision=await commit(request, desired(request), upstream.name, body))
 
 
 async def delete_node(request: web.Request) -> web.Response:
@@ -184,11 +188,12 @@ async def attach_check(request: web.Request) -> web.Response:
     name = request.match_info["check"]
     if name not in BASE_CHECKS and name not in desired(request).state.checks:
         raise not_found(f"check {name!r}")
+    revision = desired(request).revision  # already there: nothing written
     if name not in upstream.checks:
         body["checks"] = [*body.get("checks", []), name]
         check_new_checks(request, upstream, body)
-        await save(request, desired(request), upstream.name, body)
-    return json_answer(body.get("checks", []))
+        revision = await commit(request, desired(request), upstream.name, body)
+    return json_answer(body.get("checks", []), revision=revision)
 
 
 async def detach_check(request: web.Request) -> web.Response:
@@ -219,13 +224,10 @@ async def get_acl(request: web.Request) -> web.Response:
 async def put_acl(request: web.Request) -> web.Response:
     upstream, body = upstream_of(request, Access.WRITE)
     group = request.match_info["group"]
-    rule = {"group_name": group, **await json_object(request)}
-    if rule["group_name"] != group:
-        raise ApiError(400, "invalid body", "group_name must be the group of the path")
+    rule = await identified_object(request, "group_name", group)
     rules = [r for r in body.get("acl", []) if r.get("group_name") != group]
     body["acl"] = [*rules, rule]
-    await save(request, desired(request), upstream.name, body)
-    return json_answer(rule)
+    return json_answer(rule, revision=await commit(request, desired(request), upstream.name, body))
 
 
 async def delete_acl(request: web.Request) -> web.Response:

@@ -13,13 +13,13 @@ from aiohttp import web
 from reconciler.api import authz
 from reconciler.api.authz import Access
 from reconciler.api.candidate import Change, manifest_body, write
-from reconciler.api.context import actor, api, desired, json_answer, json_object
+from reconciler.api.context import actor, api, body_error, desired, identified_object, json_answer, json_object
 from reconciler.api.problems import ApiError, forbidden, not_found
 from reconciler.api.routes import Route
+from reconciler.errors import Problem
 from reconciler.manifest.model import Group, User
-from reconciler.passwords import hash_password, verify_password
+from reconciler.passwords import hash_password, new_password_problem, verify_password
 
-MIN_PASSWORD, MAX_PASSWORD = 8, 1024
 USER_PATCH_FIELDS = {"password", "old_password", "full_name", "enabled", "groups"}
 
 
@@ -45,15 +45,19 @@ def require_manage_user(request: web.Request, user: User) -> None:
 
 
 def require_grant(request: web.Request, flags: Iterable[str]) -> None:
-    flags = set(flags)
+    flags = set(flags) & set(authz.FLAGS)  # other names are the schema's to refuse (400)
     if not authz.may_grant(actor(request), flags):
         raise forbidden(f"granting or removing {', '.join(sorted(flags))} needs them (GLOBAL_* needs GLOBAL_RW)")
 
 
-def new_password(value: Any) -> str:
-    if not isinstance(value, str) or not MIN_PASSWORD <= len(value) <= MAX_PASSWORD:
-        raise ApiError(400, "invalid body", f"password: a string of {MIN_PASSWORD} to {MAX_PASSWORD} characters")
-    return value
+async def new_password(value: Any) -> str:
+    """``value`` if it may become a password (reconciler.passwords); 400 naming the field if not."""
+    problem = (
+        "expected a string" if not isinstance(value, str) else await asyncio.to_thread(new_password_problem, value)
+    )
+    if problem:
+        raise body_error(Problem("body", 0, 0, field="password", message=problem))
+    return str(value)
 
 
 async def save_user(
@@ -83,7 +87,7 @@ async def create_user(request: web.Request) -> web.Response:
         raise forbidden("creating users needs MANAGEMENT")
     if "password_hash" in fields:
         raise ApiError(400, "invalid body", "send password (the server hashes it), not password_hash")
-    password = new_password(fields.pop("password", None))
+    password = await new_password(fields.pop("password", None))
     name = fields.get("name")
     if isinstance(name, str) and name in desired(request).state.users:
         raise ApiError(409, f"user {name!r} exists")
@@ -111,7 +115,7 @@ async def patch_user(request: web.Request) -> web.Response:
         require_grant(request, flags_of(request, set(map(str, fields["groups"])) ^ set(user.groups)))
     revoke = False
     if "password" in fields:
-        password = new_password(fields.pop("password"))
+        password = await new_password(fields.pop("password"))
         old = fields.pop("old_password", None)
         old_ok = isinstance(old, str) and await asyncio.to_thread(verify_password, user.password_hash, old)
         if not authz.may_set_password(who, user, flags_of(request, user.groups), old_ok):
@@ -145,7 +149,9 @@ async def change_membership(request: web.Request) -> web.Response:
         raise not_found(f"user {user.name!r} in group {group!r}")
     body["groups"] = groups
     response = await save_user(request, user.name, body, False)
-    return response if request.method == "PUT" else web.Response(status=204)
+    if request.method == "PUT":
+        return response
+    return web.Response(status=204, headers={"X-Store-Revision": response.headers["X-Store-Revision"]})
 
 
 # --- groups ---------------------------------------------------------------------------------
@@ -175,7 +181,9 @@ async def save_group(
 
 async def list_groups(request: web.Request) -> web.Response:
     d, who = desired(request), actor(request)
-    return json_answer([d.body("Group", n) for n, g in sorted(d.state.groups.items()) if authz.group_access(who, g) > 0])
+    return json_answer(
+        [d.body("Group", n) for n, g in sorted(d.state.groups.items()) if authz.group_access(who, g) > 0]
+    )
 
 
 async def create_group(request: web.Request) -> web.Response:
@@ -197,9 +205,7 @@ async def replace_group(request: web.Request) -> web.Response:
     group, old = group_of(request)
     if not authz.may_manage(actor(request)):
         raise forbidden("changing groups needs MANAGEMENT")
-    body = manifest_body("Group", {"name": group.name, **await json_object(request)})
-    if body["name"] != group.name:
-        raise ApiError(400, "invalid body", "names are immutable: delete and create to rename")
+    body = manifest_body("Group", await identified_object(request, "name", group.name))
     require_grant(request, flag_list(body) ^ flag_list(old))
     return await save_group(request, group.name, body)
 

@@ -301,14 +301,15 @@ def hash_password_command(ctx: Context) -> None:
     On a terminal the password is asked twice; otherwise the first line of standard input
     is taken, so that `printf '%s\\n' "$PW" | obreconcile hash-password` works in scripts.
     """
-    from reconciler.passwords import hash_password
+    from reconciler.passwords import hash_password, new_password_problem
 
     if sys.stdin.isatty():
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True, err=True)
     else:
         password = sys.stdin.readline().rstrip("\r\n")
-    if not password:
-        raise ObreconcileError("refusing an empty password")
+    problem = new_password_problem(password)
+    if problem:
+        raise ObreconcileError(f"refusing this password: {problem}")
     digest = hash_password(password)
     if ctx.output == "json":
         ctx.emit_json({"password_hash": digest})

@@ -48,16 +48,23 @@ def _checked(docs: Sequence[Document]) -> tuple[list[LocatedObject], list[Proble
     return objects, sorted(report.problems)
 
 
-def validate_objects(bodies: Sequence[Any], file: str = "api") -> list[Problem]:
+def validate_objects(bodies: Sequence[Any], file: str = "api", files: Sequence[str] = ()) -> list[Problem]:
     """Every problem of manifest-form ``bodies`` taken as one whole desired state, without files.
 
     The API validates a write this way: the store's objects with the change applied. Problems
-    are located at ``file``:1:1 and name their object (kind, name) and field.
+    are located at ``file``:1:1 (or ``files[i]`` for ``bodies[i]``: which document a problem
+    is in, whatever its name) and name their object (kind, name) and field.
     """
-    mark = yaml.Mark(file, 0, 0, 0, None, None)  # type: ignore[arg-type]
-    node = yaml.MappingNode("tag:yaml.org,2002:map", [], start_mark=mark)
-    docs = [Document(file, i, body, node) for i, body in enumerate(bodies)]
+    places = files or [file] * len(bodies)
+    docs = [
+        Document(place, i, body, _nowhere(place)) for i, (body, place) in enumerate(zip(bodies, places, strict=True))
+    ]
     return _checked(docs)[1]
+
+
+def _nowhere(file: str) -> yaml.Node:
+    mark = yaml.Mark(file, 0, 0, 0, None, None)  # type: ignore[arg-type]
+    return yaml.MappingNode("tag:yaml.org,2002:map", [], start_mark=mark)
 
 
 def load_desired_state(

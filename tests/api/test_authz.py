@@ -132,13 +132,41 @@ def test_users_and_groups_visibility() -> None:
     other = User("v", "$argon2id$", ("h",))
     assert authz.user_access(actor("g"), me) == R
     assert authz.user_access(actor("g"), other) == N
-    assert authz.user_access(actor("g", flags=("GLOBAL_RO",)), other) == R
+    # least privilege (docs/api.md, SPEC.md §4): GLOBAL_* read upstreams, checks and nodes, not people
+    assert authz.user_access(actor("g", flags=("GLOBAL_RO",)), other) == N
+    assert authz.user_access(actor("g", flags=("GLOBAL_RW",)), other) == N
+    assert authz.user_access(actor("g", flags=("GLOBAL_RW",)), me) == R
     assert authz.user_access(actor("g", flags=("MANAGEMENT",)), other) == W
     assert authz.group_access(actor("g"), Group("g")) == R
     assert authz.group_access(actor("g"), Group("h")) == N
+    assert authz.group_access(actor("g", flags=("GLOBAL_RO", "GLOBAL_RW")), Group("h")) == N
     assert authz.group_access(actor("g", flags=("SUPER",)), Group("h")) == W
     assert authz.may_see_management_nodes(actor("x", flags=("SUPER",)))
     assert not authz.may_see_management_nodes(actor("x", flags=("GLOBAL_RW", "MANAGEMENT")))
+
+
+@pytest.mark.parametrize(
+    ("who", "owner", "old_owner", "allowed"),
+    [
+        (actor("team-a"), "team-a", None, True),  # creating: one of your groups
+        (actor("team-a"), "team-b", None, False),
+        (actor("team-w"), "team-w", "team-a", False),  # an ACL WRITE holder: no takeover
+        (actor("team-w", "team-b"), "team-b", "team-a", False),
+        (actor("team-a", "team-b"), "team-b", "team-a", True),  # a member of the owner group
+        (actor("team-a"), "team-b", "team-a", False),  # ... to one of its own groups only
+        (actor("team-w"), "team-a", "team-a", True),  # unchanged
+        (actor("x", flags=("GLOBAL_RW",)), "team-b", "team-a", True),
+        (actor("x", flags=("SUPER",)), "team-b", "team-a", True),
+        (actor("x", flags=("GLOBAL_RO", "MANAGEMENT")), "x", "team-a", False),
+    ],
+)
+def test_owner_changes(who: Actor, owner: str, old_owner: str | None, allowed: bool) -> None:
+    assert authz.may_set_owner(who, owner, old_owner) is allowed
+
+
+def test_unknown_flags_are_left_to_the_schema() -> None:
+    assert authz.may_grant(actor("x", flags=("SUPER",)), ["ROOT"])  # the schema answers 400
+    assert not authz.may_grant(actor("x", flags=("MANAGEMENT",)), ["ROOT", "SUPER"])
 
 
 def test_actor_of_unions_flags_of_existing_groups() -> None:

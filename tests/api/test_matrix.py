@@ -7,7 +7,6 @@ allowed write is undone (the store put back) before the next case.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import pytest
@@ -15,7 +14,7 @@ import pytest
 from reconciler.store.tokens import token_hash
 from tests.api.conftest import Api
 from tests.api.server import bodies, restore
-from tests.api.world import LB_A, USERS, password, world
+from tests.api.world import LB_A, USERS, password, route_matches, world
 
 COLUMNS = list(USERS)  # owner writer reader denied ro rw mgmt root
 UPSTREAM_A = next(d for d in world() if d["name"] == "app-a")
@@ -29,6 +28,10 @@ CASES: list[tuple[str, str, Any, str]] = [
     # upstreams: ACL WRITE writes, READ reads, DENY hides even with GLOBAL_RO, MANAGEMENT sees nothing
     ("GET", "/upstream/app-a", None, READ_A),
     ("PUT", "/upstream/app-a", UPSTREAM_A, WRITE_A.format(200)),
+    # owner takeover: an ACL WRITE rule grants work, not ownership (its own group: team-w)
+    ("PUT", "/upstream/app-a", {**UPSTREAM_A, "owner": "team-w", "checks": []}, "403 403 403 404 403 200 404 200"),
+    # a check's too; allowed, this one would leave app-a (team-a) using another group's check: 409
+    ("PUT", "/check/chk-a", {**CHECK_A, "owner": "team-w"}, "403 403 403 403 403 409 404 409"),
     ("POST", "/upstream/", {"name": "new-x", "owner": "team-a"}, "201 403 403 403 403 201 403 201"),
     ("DELETE", "/upstream/app-c", None, "204 404 404 403 403 204 404 204"),
     ("DELETE", "/upstream/app-a", None, WRITE_A.format(409)),  # still has nodes
@@ -76,10 +79,12 @@ CASES: list[tuple[str, str, Any, str]] = [
     ("DELETE", f"/node/{LB_A}/app-a", None, "204 404 404 403 403 204 404 204"),
     ("GET", "/management/node", None, "403 403 403 403 403 403 403 200"),
     ("GET", "/management/node/ctl1", None, "403 403 403 403 403 403 403 404"),
-    # users: MANAGEMENT, within the flags it holds; yourself: full_name and password
-    ("GET", "/user/reader", None, "404 404 200 200 200 200 200 200"),
-    ("PATCH", "/user/reader", {"full_name": "R"}, "404 404 200 403 403 403 200 200"),
-    ("PATCH", "/user/root", {"full_name": "Root"}, "404 404 404 403 403 403 403 200"),
+    # users: MANAGEMENT, within the flags it holds; yourself: full_name and password. Least
+    # privilege: GLOBAL_RO and GLOBAL_RW see no other user or group (they did until issue 15)
+    ("GET", "/user/reader", None, "404 404 200 404 404 404 200 200"),
+    ("GET", "/user/rw", None, "404 404 404 404 404 200 200 200"),
+    ("PATCH", "/user/reader", {"full_name": "R"}, "404 404 200 404 404 404 200 200"),
+    ("PATCH", "/user/root", {"full_name": "Root"}, "404 404 404 404 404 404 403 200"),
     (
         "POST",
         "/user",
@@ -87,18 +92,20 @@ CASES: list[tuple[str, str, Any, str]] = [
         "403 403 403 403 403 403 201 201",
     ),
     ("POST", "/user", {"name": "nb", "password": "long-enough", "groups": ["ro"]}, "403 403 403 403 403 403 403 201"),
-    ("DELETE", "/user/reader", None, "404 404 403 403 403 403 204 204"),
-    ("PUT", "/user/reader/team-b", None, "404 404 403 403 403 403 200 200"),
-    ("PUT", "/user/reader/ro", None, "404 404 403 403 403 403 403 200"),
-    ("DELETE", "/user/writer/team-w", None, "404 403 404 403 403 403 400 400"),  # a user needs a group
+    ("DELETE", "/user/reader", None, "404 404 403 404 404 404 204 204"),
+    ("PUT", "/user/reader/team-b", None, "404 404 403 404 404 404 200 200"),
+    ("PUT", "/user/reader/ro", None, "404 404 403 404 404 404 403 200"),
+    ("DELETE", "/user/writer/team-w", None, "404 403 404 404 404 404 400 400"),  # a user needs a group
     # groups: GLOBAL_* flags only with GLOBAL_RW (or SUPER); never a flag you do not hold
-    ("GET", "/group/team-b", None, "404 404 404 200 200 200 200 200"),
+    ("GET", "/group/team-b", None, "404 404 404 404 404 404 200 200"),
+    ("GET", "/group/team-d", None, "404 404 404 200 404 404 200 200"),  # your own group
     ("POST", "/group", {"name": "g-n"}, "403 403 403 403 403 403 201 201"),
     ("POST", "/group", {"name": "g-n", "global_permissions": ["GLOBAL_RO"]}, "403 403 403 403 403 403 403 201"),
     ("POST", "/group", {"name": "g-n", "global_permissions": ["MANAGEMENT"]}, "403 403 403 403 403 403 201 201"),
     ("POST", "/group", {"name": "g-n", "global_permissions": ["SUPER"]}, "403 403 403 403 403 403 403 201"),
-    ("PUT", "/group/team-b", {"global_permissions": ["GLOBAL_RW"]}, "404 404 404 403 403 403 403 200"),
-    ("DELETE", "/group/team-b", None, "404 404 404 403 403 403 409 409"),  # still owns app-b
+    ("PUT", "/group/team-b", {"global_permissions": ["GLOBAL_RW"]}, "404 404 404 404 404 404 403 200"),
+    ("PUT", "/group/team-b", {"global_permissions": ["ROOT"]}, "404 404 404 404 404 404 400 400"),  # no such flag
+    ("DELETE", "/group/team-b", None, "404 404 404 404 404 404 409 409"),  # still owns app-b
     ("GET", "/status", None, "200 200 200 200 200 200 200 200"),
     # lists: everyone may ask; what each sees is test_lists_show_only_what_each_user_may_read
     ("GET", "/upstream/", None, "200 200 200 200 200 200 200 200"),
@@ -140,14 +147,11 @@ def test_the_matrix_covers_every_route() -> None:
     """Every authenticated route but DELETE /auth (tests/api/test_auth.py) has a row."""
     from reconciler.api.app import ALL_ROUTES
 
-    def matches(template: str, path: str) -> bool:
-        return re.fullmatch(re.sub(r"\\{\w+\\}", "[^/]+", re.escape(template)), path) is not None
-
     missing = [
         (r.method, r.path)
         for r in ALL_ROUTES
         if not r.public and (r.method, r.path) != ("DELETE", "/auth")
-        if not any(m == r.method and matches(r.path, p) for m, p, _, _ in CASES)
+        if not any(m == r.method and route_matches(r.path, p) for m, p, _, _ in CASES)
     ]
     assert not missing
 
@@ -167,6 +171,8 @@ def test_lists_show_only_what_each_user_may_read(api: Api) -> None:
     assert names("owner", "/node") == [LB_A]
     assert names("writer", "/node") == []
     assert names("reader", "/user") == ["reader"]
+    assert names("ro", "/user") == ["ro"] and names("rw", "/user") == ["rw"]  # GLOBAL_*: no one else
+    assert names("rw", "/group") == ["rw"] and names("denied", "/group") == ["team-d"]
     users = api.server.call("GET", "/user", api.tokens["mgmt"]).json()
     assert all("password_hash" not in u for u in users) and len(users) == 9
 

@@ -7,10 +7,17 @@ mgmt (MANAGEMENT), root (SUPER). team-b owns app-b (no ACL) and chk-b.
 
 from __future__ import annotations
 
+import re
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tests.api.server import FAST_HASHER, doc
+
+if TYPE_CHECKING:
+    import requests
+
+    from reconciler.api.routes import Route
+    from tests.api.conftest import Api
 
 USERS = {
     "owner": "team-a",
@@ -62,3 +69,39 @@ def world() -> list[dict[str, Any]]:
             nginx={"config_dir": "/tmp/ob-test/conf"},
         ),
     ]
+
+
+# The placeholders of the route templates, filled with objects of the world.
+PLACES = {
+    "/upstream/{name}": "/upstream/app-a",
+    "{hostname}": "10.0.0.1:8080",
+    "{check}": "chk-a",
+    "{group}": "team-r",
+    "/check/{name}": "/check/chk-a",
+    "/management/node/{host_name}": "/management/node/ctl1",
+    "/node/{host_name}": f"/node/{LB_A}",
+    "{upstream}": "app-a",
+    "/user/{name}": "/user/reader",
+    "/group/{name}": "/group/team-b",
+}
+
+
+def path_of(route: Route) -> str:
+    """The route's path naming objects of the world."""
+    path = route.path
+    for template, value in PLACES.items():
+        path = path.replace(template, value)
+    return path
+
+
+def route_matches(template: str, path: str) -> bool:
+    """Whether ``path`` is one of the route template's (aiohttp's form: /upstream/{name})."""
+    return re.fullmatch(re.sub(r"\\{\w+\\}", "[^/]+", re.escape(template)), path) is not None
+
+
+def send(api: Api, method: str, path: str, data: bytes, user: str | None = "root") -> requests.Response:
+    """``data`` as it is (a JSON body), with the token of ``user`` (none: None, a bad one: unknown)."""
+    headers = {"Content-Type": "application/json"}
+    if user is not None:
+        headers["X-Auth-Token"] = api.tokens.get(user, "not-a-token")
+    return api.server.http.request(method, api.server.url + path, data=data, headers=headers, timeout=60)

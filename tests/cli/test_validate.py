@@ -93,10 +93,20 @@ def test_hash_password_reads_stdin_when_not_a_terminal() -> None:
     assert "s3cret" not in result.stdout + result.stderr
 
 
-def test_hash_password_refuses_an_empty_password() -> None:
-    result = obreconcile("hash-password", stdin="\n")
-    assert result.returncode == 1
-    assert result.stderr.strip() == "error: refusing an empty password"
+@pytest.mark.parametrize(
+    ("password", "why"),
+    [
+        ("", "a password needs at least 8 characters (this one has 0)"),
+        ("a", "a password needs at least 8 characters (this one has 1)"),
+        ("1234567", "a password needs at least 8 characters (this one has 7)"),
+        ("QwertyUIOP", "this password is one of the 30,000 most common in breaches (zxcvbn's list): choose another"),
+        ("x" * 1025, "a password has at most 1024 characters (this one has 1025)"),
+    ],
+)
+def test_hash_password_refuses_a_weak_password(password: str, why: str) -> None:
+    result = obreconcile("hash-password", stdin=password + "\n")
+    assert result.returncode == 1 and not result.stdout
+    assert result.stderr.strip() == f"error: refusing this password: {why}"
 
 
 def test_version() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import time
+import unicodedata
 from collections.abc import Iterator
 from typing import Any
 
@@ -95,3 +97,25 @@ def test_both_validators_refuse_control_and_separator_characters(definition: str
     schema = DEFS[definition]
     assert not jsonschema_rs.validator_for(schema).is_valid(value)
     assert not Draft202012Validator(schema).is_valid(value) or not compile_pattern(schema["pattern"]).search(value)
+
+
+REFUSED_IN_TEXT = ("Cc", "Cf", "Zl", "Zp")  # control, format, line and paragraph separators
+
+
+def test_text_refuses_exactly_controls_formats_and_separators() -> None:
+    """Every code point (but surrogates, which no decoder lets through): both validators refuse
+    it in free text exactly when its Unicode category is Cc, Cf, Zl or Zp (Python's unicodedata;
+    a Python with a newer Unicode that adds such characters fails here until the list grows)."""
+    schema = DEFS["text"]
+    python_re = compile_pattern(schema["pattern"])
+    rust = jsonschema_rs.validator_for(schema)
+    wrong = []
+    for code in range(sys.maxunicode + 1):
+        if 0xD800 <= code <= 0xDFFF:
+            continue
+        value = f"a{chr(code)}b"
+        refused = unicodedata.category(chr(code)) in REFUSED_IN_TEXT
+        if (python_re.search(value) is None) != refused or rust.is_valid(value) == refused:
+            wrong.append(f"U+{code:04X}")
+    assert not wrong, wrong[:20]
+    assert rust.is_valid("Zoë Ñandú — 名前 ‘Ω’ 🙂") and python_re.search("Zoë Ñandú — 名前 ‘Ω’ 🙂")
