@@ -87,7 +87,12 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             headers = {k: v for k, v in e.headers.items() if k in ("Allow", "Retry-After")}
             return ApiError(e.status, e.reason, None, headers).response()
         raise
-    except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+    except (
+        asyncio.CancelledError,
+        ConnectionResetError,
+        KeyboardInterrupt,
+        SystemExit,
+    ):  # the client left: no answer to give
         raise
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
