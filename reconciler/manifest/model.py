@@ -265,6 +265,23 @@ class Listen:
 
 
 @dataclass(frozen=True)
+class Hsts:
+    max_age: int = 31536000
+    include_subdomains: bool = False
+    preload: bool = False
+
+
+@dataclass(frozen=True)
+class Tls:
+    """TLS termination of an http upstream: a certificate and key by their paths on the access node."""
+
+    certificate: str
+    key: str
+    redirect_http: bool = False
+    hsts: Hsts | None = None
+
+
+@dataclass(frozen=True)
 class Upstream:
     name: str
     owner: str
@@ -276,6 +293,7 @@ class Upstream:
     source: Source = field(default=Source(), compare=False, repr=False)
     balancing: Balancing = field(default=Balancing(), metadata=OMIT_DEFAULT)
     proxy: HttpProxy | TcpProxy = field(default=HttpProxy(), metadata=OMIT_DEFAULT)
+    tls: Tls | None = None
 
 
 @dataclass(frozen=True)
@@ -306,6 +324,8 @@ class AccessNode:
     upstreams: tuple[str, ...] = ()
     nginx: NginxSettings = NginxSettings()
     source: Source = field(default=Source(), compare=False, repr=False)
+    https_port: int = field(default=443, metadata=OMIT_DEFAULT)
+    http2: bool = field(default=True, metadata=OMIT_DEFAULT)
 
     @property
     def http_port(self) -> int:
@@ -404,6 +424,19 @@ def _upstream(data: Mapping[str, Any], source: Source) -> Upstream:
         source,
         balancing=_balancing(data.get("balancing", {})),
         proxy=_tcp_proxy(data.get("proxy", {})) if protocol == "tcp" else _http_proxy(data.get("proxy", {})),
+        tls=_tls(data["tls"]) if "tls" in data else None,
+    )
+
+
+def _tls(data: Mapping[str, Any]) -> Tls:
+    hsts = data.get("hsts")
+    return Tls(
+        data["certificate"],
+        data["key"],
+        data.get("redirect_http", False),
+        None
+        if hsts is None
+        else Hsts(hsts.get("max_age", 31536000), hsts.get("include_subdomains", False), hsts.get("preload", False)),
     )
 
 
@@ -468,6 +501,8 @@ def _access_node(data: Mapping[str, Any], source: Source) -> AccessNode:
             nginx.get("error_log", defaults.error_log),
         ),
         source,
+        https_port=data.get("https_port", 443),
+        http2=data.get("http2", True),
     )
 
 

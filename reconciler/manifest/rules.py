@@ -144,6 +144,19 @@ def _check_upstream(
     _check_backends(obj, report)
     _check_balancing(obj, report)
     listen = _mapping(data, "listen")
+    if listen.get("protocol") == "tcp" and "tls" in data:
+        report.add(
+            obj.doc, ("tls",), "is for http upstreams (a tcp upstream's bytes are passed on as they are)", key=True
+        )
+    hsts = _mapping(_mapping(data, "tls"), "hsts")
+    if hsts.get("preload") is True:
+        age = hsts.get("max_age", 31536000)
+        if hsts.get("include_subdomains") is not True or (isinstance(age, int) and age < 31536000):
+            report.add(
+                obj.doc,
+                ("tls", "hsts", "preload"),
+                "preload needs include_subdomains: true and a max_age of at least 31536000 (the preload list's rules)",
+            )
     if listen.get("protocol") != "tcp":
         _check_http_proxy(obj, report)
         if listen.get("strip_path") is True and listen.get("path", "/") == "/":
@@ -296,6 +309,9 @@ def _check_access_node(obj: LocatedObject, upstreams: dict[str, LocatedObject], 
         if message:
             report.add(obj.doc, ("listen_address",), message)
     routes: dict[tuple[str, str], str] = {}
+    name_tls: dict[str, tuple[str, Any]] = {}  # server name -> (first upstream, its tls)
+    https_port = data.get("https_port", 443)
+    uses_tls = False
     tcp_ports: dict[int, str] = {}
     for i, name in _entries(data, "upstreams"):
         upstream = upstreams.get(name) if isinstance(name, str) else None
@@ -324,6 +340,20 @@ def _check_access_node(obj: LocatedObject, upstreams: dict[str, LocatedObject], 
         path = _text(listen, "path", "/")
         if path is None:
             continue
+        tls = upstream.data.get("tls")
+        uses_tls = uses_tls or tls is not None
+        for server_name in names:
+            if not isinstance(server_name, str):
+                continue
+            first, first_tls = name_tls.setdefault(server_name, (name, tls))
+            if first != name and first_tls != tls:
+                report.add(
+                    obj.doc,
+                    ("upstreams", i),
+                    f"upstreams {first!r} and {name!r} share server name {server_name!r} but not their tls settings "
+                    "(the routes of one server name have one certificate)",
+                )
+                break
         where = "" if path == "/" else f" at path {path!r}"
         for server_name in names:
             if not isinstance(server_name, str):
@@ -335,3 +365,11 @@ def _check_access_node(obj: LocatedObject, upstreams: dict[str, LocatedObject], 
                     ("upstreams", i),
                     f"upstreams {other!r} and {name!r} both serve server name {server_name!r}{where} on this access node",
                 )
+    if uses_tls and isinstance(https_port, int):
+        port_where = ("https_port",) if "https_port" in data else ("upstreams",)
+        if https_port == http_port:
+            report.add(obj.doc, port_where, f"the https port {https_port} is the access node's http port")
+        elif https_port in tcp_ports:
+            report.add(
+                obj.doc, port_where, f"tcp upstream {tcp_ports[https_port]!r} listens on port {https_port}, the https port"
+            )

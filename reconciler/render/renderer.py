@@ -179,6 +179,12 @@ class Renderer:
             "config_dir": node.nginx.config_dir,
             "http_listen": http_listen,
         }
+        if any(p.context is not None and p.context.get("tls") for p in upstreams):
+            node_context.update(  # only then, so that nodes without tls keep their revision
+                https_port=node.https_port,
+                https_listen=listen_value(node.listen_address, node.https_port),
+                http2=node.http2 is True,
+            )
         base = {"version": __version__, "access_node": node_context}
         routes = host_routes(upstreams)
         bodies = {}
@@ -196,12 +202,18 @@ class Renderer:
             bodies[path] = self._render(protocol, node.name, context)
         for host, shared in sorted(routes.items()):
             if len(shared) > 1:
+                if any(u["tls"] != shared[0]["tls"] for u in shared):
+                    raise RenderError(
+                        f"access node {node.name}: the upstreams sharing server name {host} differ in tls",
+                        access_node=node.name,
+                    )
                 context = {
                     **base,
                     "listen": http_listen,
                     "server_name": host,
                     "routes": [{"upstream": u} for u in shared],
                     "has_root": any(u["path"] == "/" for u in shared),
+                    "tls": shared[0]["tls"],
                 }
                 bodies[host_file(host)] = self._render("host", node.name, context)
         revision = revision_of(node_context, bodies, self.templates_digest)
@@ -277,6 +289,7 @@ class Renderer:
             "left_out": left_out,
             "balancing": balancing_context(upstream.name, upstream.balancing),
             "proxy": proxy_context(upstream),
+            "tls": tls_context(upstream),
         }
         return _PreparedUpstream(upstream, context, tuple(warnings), noted)
 
@@ -361,6 +374,28 @@ def host_routes(upstreams: Iterable[_PreparedUpstream]) -> dict[str, list[dict[s
 def host_file(server_name: str) -> str:
     """The file of a server name several upstreams share: ``*`` (not allowed in names there) as ``~``."""
     return f"http/_host.{server_name.replace('*', '~')}.conf"
+
+
+def tls_context(upstream: Upstream) -> dict[str, Any] | None:
+    """An upstream's TLS termination for the templates (None without it; http upstreams only)."""
+    tls = upstream.tls
+    if tls is None:
+        return None
+    if upstream.listen.protocol == "tcp":
+        raise _refuse(upstream.name, "upstream.tls", tls, "tls is for http upstreams")
+    hsts = tls.hsts
+    return {
+        "certificate": tls.certificate,
+        "key": tls.key,
+        "redirect_http": tls.redirect_http is True,
+        "hsts": None
+        if hsts is None
+        else {
+            "max_age": hsts.max_age,
+            "include_subdomains": hsts.include_subdomains is True,
+            "preload": hsts.preload is True,
+        },
+    }
 
 
 def _refuse(upstream: str, field: str, value: Any, allowed: str) -> RenderError:

@@ -55,3 +55,12 @@ def test_two_upstreams_on_one_name_and_path_are_refused_on_the_access_node(fresh
     clash = {**APP_A, "listen": {"path": "/api/"}}
     answer = refused(fresh_api, "PUT", "/upstream/app-a", clash, 409, "owner")
     assert "server name 'app-a' at path '/api/'" in str(answer["detail"])
+
+
+def test_tls_is_stored_and_an_https_port_clash_is_refused(fresh_api: Api) -> None:
+    tls = {"certificate": "/etc/ssl/app-a.pem", "key": "/etc/ssl/app-a.key", "redirect_http": True}
+    assert put(fresh_api, {**APP_A, "tls": tls})["tls"] == tls
+    node = fresh_api.server.call("GET", f"/node/{LB_A}", fresh_api.tokens["root"]).json()
+    clash = {**node, "https_port": int(LB_A.rpartition(":")[2]) if ":" in LB_A else 80}
+    answer = refused(fresh_api, "PUT", f"/node/{LB_A}", clash, 400)
+    assert answer["detail"][0]["field"] == "https_port"

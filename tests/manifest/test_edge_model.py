@@ -62,3 +62,14 @@ def test_plan_shows_a_route_as_listen_changes() -> None:
         Change(Op.ADD, "Upstream/api", "listen.path", None, "/v1/"),
         Change(Op.ADD, "Upstream/api", "listen.strip_path", None, True),
     ]
+
+
+def test_plan_shows_tls_as_object_changes() -> None:
+    tls = {"certificate": "/etc/ssl/api.pem", "key": "/etc/ssl/api.key"}
+    plain, terminated = model_of(), model_of(tls=tls)
+    assert "https_port" not in plain["access_node"] and "tls" not in plain["upstreams"]["api"]
+    assert diff_models(plain, terminated) == [
+        Change(Op.ADD, "Upstream/api", "tls", None, {**tls, "redirect_http": False})
+    ]
+    redirected = model_of(tls={**tls, "redirect_http": True})
+    assert diff_models(terminated, redirected) == [Change(Op.CHANGE, "Upstream/api", "tls.redirect_http", False, True)]

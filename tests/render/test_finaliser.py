@@ -24,6 +24,7 @@ from reconciler.manifest.model import (
     Method,
     Retries,
     TcpProxy,
+    Tls,
     Upstream,
 )
 from reconciler.render import render
@@ -149,6 +150,9 @@ EDGE_FIELDS: dict[str, Callable[[str], Upstream]] = {
     "upstream.proxy.backend_protocol": lambda v: replace(web(), proxy=_http(backend_protocol=v)),
     "upstream.proxy.tls.server_name": lambda v: replace(web(), proxy=_https(server_name=v)),
     "upstream.proxy.tls.ca_certificate": lambda v: replace(web(), proxy=_https(ca_certificate=v)),
+    "upstream.tls.certificate": lambda v: replace(web(), tls=Tls(v, "/k.pem")),
+    "upstream.tls.key": lambda v: replace(web(), tls=Tls("/c.pem", v)),
+    "upstream.path": lambda v: replace(web(), listen=Listen("http", ("web.example.com",), path=v)),
     "upstream.proxy.timeout": lambda v: replace(web(), listen=Listen("tcp", port=5432), proxy=TcpProxy(timeout=v)),
     "upstream.proxy.connect_timeout:tcp": lambda v: replace(
         web(), listen=Listen("tcp", port=5432), proxy=TcpProxy(connect_timeout=v)

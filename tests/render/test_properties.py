@@ -67,7 +67,9 @@ def balancings(draw: st.DrawFn, tcp: bool) -> dict[str, Any]:
 
 
 DURATION = st.from_regex(r"[1-9][0-9]{0,2}(ms|s|m)?", fullmatch=True)
-CA_PLACEHOLDER = "/ca-placeholder.pem"  # replaced by a real CA file before nginx -t reads it
+CA_PLACEHOLDER = "/ca-placeholder.pem"  # replaced by real files before nginx -t reads them
+CERT_PLACEHOLDER = "/cert-placeholder.pem"
+KEY_PLACEHOLDER = "/key-placeholder.pem"
 
 
 def _optional(draw: st.DrawFn, out: dict[str, Any], key: str, strategy: st.SearchStrategy[Any]) -> None:
@@ -135,7 +137,17 @@ def _address_key(node: dict[str, Any]) -> str:
 def fleets(draw: st.DrawFn) -> tuple[list[dict[str, Any]], dict[str, dict[str, bool]]]:
     http_port = draw(PORT)
     names = draw(st.lists(LABEL, min_size=1, max_size=4, unique=True))
-    tcp_ports = iter(draw(st.lists(PORT.filter(lambda p: p != http_port), min_size=4, max_size=4, unique=True)))
+    ports = draw(st.lists(PORT.filter(lambda p: p != http_port), min_size=5, max_size=5, unique=True))
+    tcp_ports, https_port = iter(ports[:4]), ports[4]
+    tls: dict[str, Any] | None = None  # one for every http upstream: names shared by path share it
+    if draw(st.booleans()):
+        tls = {"certificate": CERT_PLACEHOLDER, "key": KEY_PLACEHOLDER}
+        _optional(draw, tls, "redirect_http", st.booleans())
+        if draw(st.booleans()):
+            hsts: dict[str, Any] = {}
+            _optional(draw, hsts, "max_age", st.integers(0, 63072000))
+            _optional(draw, hsts, "include_subdomains", st.booleans())
+            tls["hsts"] = hsts
     docs: list[dict[str, Any]] = []
     health: dict[str, dict[str, bool]] = {}
     http_names: list[str] = []
@@ -168,30 +180,43 @@ def fleets(draw: st.DrawFn) -> tuple[list[dict[str, Any]], dict[str, dict[str, b
             shapes = ["{}.{}.test", "*.{}.{}.test", "{}.{}.*"]
             picks = [draw(st.sampled_from(shapes)) for _ in labels]
             fields["listen"] = {"server_names": [p.format(label, name) for label, p in zip(labels, picks, strict=True)]}
+        if not tcp and tls is not None:
+            fields["tls"] = tls
         if not tcp:
             http_names.extend(fields.get("listen", {}).get("server_names", [name]))
         docs.append(upstream(name, *nodes, **fields))
         health[name] = {n["hostname"]: draw(st.booleans()) for n in nodes}
     address = draw(st.sampled_from(["*", "127.0.0.1", "[::1]"]))
-    docs.append(access_node(f"lb.test:{http_port}", *names, listen_address=address))
+    node_fields: dict[str, Any] = {"listen_address": address, "https_port": https_port}
+    _optional(draw, node_fields, "http2", st.booleans())
+    docs.append(access_node(f"lb.test:{http_port}", *names, **node_fields))
     return docs, health
 
 
 @pytest.fixture
-def ca_file(tmp_path: Path) -> str:
-    return str(TestCA(tmp_path / "pki").certificate)
+def pki(tmp_path: Path) -> dict[str, str]:
+    """Real files for the placeholders: nginx -t reads certificates, keys and CA bundles."""
+    ca = TestCA(tmp_path / "pki")
+    cert, key = ca.issue("site", ["site.test"])
+    return {CA_PLACEHOLDER: str(ca.certificate), CERT_PLACEHOLDER: str(cert), KEY_PLACEHOLDER: str(key)}
+
+
+def with_files(text: str, files: dict[str, str]) -> str:
+    for placeholder, path in files.items():
+        text = text.replace(placeholder, path)
+    return text
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(fleets())
 def test_valid_models_render_deterministically_and_nginx_accepts_them(
-    nginx: Nginx, ca_file: str, fleet: tuple[list[dict[str, Any]], dict[str, dict[str, bool]]]
+    nginx: Nginx, pki: dict[str, str], fleet: tuple[list[dict[str, Any]], dict[str, dict[str, bool]]]
 ) -> None:
     docs, health = fleet
     state = state_of(docs)  # the generated model is valid
     first = render(state, resolver=RESOLVER, health=health)
     assert first == render(state_of(list(reversed(docs))), resolver=RESOLVER, health=health)
     (node,) = first.values()
-    config_dir = nginx.install({path: text.replace(CA_PLACEHOLDER, ca_file) for path, text in node.files.items()})
+    config_dir = nginx.install({path: with_files(text, pki) for path, text in node.files.items()})
     nginx.configure(http=include_http(config_dir), stream=include_stream(config_dir))
     nginx.test()
