@@ -5,7 +5,7 @@ From the current directory upwards, the nearest ``obreconcile.yaml`` (or the fil
 repeating flags::
 
     store: sqlite:///state/obreconcile.db     # or etcd://10.0.0.5:2379
-    templates: templates/                     # --templates
+    templates: templates/                     # plan, apply, render --templates: apply records them
     connection:                               # plan, apply, serve, converge
       known_hosts: ci/known_hosts
       forks: 20
@@ -31,7 +31,7 @@ from reconciler.manifest.root import CONFIG_FILE, find_upwards
 
 CONFIG_ENV = "OBRECONCILE_CONFIG"
 CONNECTION_COMMANDS = ("plan", "apply", "serve", "converge")
-TEMPLATE_COMMANDS = (*CONNECTION_COMMANDS, "render")
+TEMPLATE_COMMANDS = ("plan", "apply", "render")  # serve and converge render with the store's
 # key -> (type, check, what it must be); paths are resolved against the file's directory
 CONNECTION: dict[str, tuple[type, str]] = {
     "known_hosts": (str, "a path"),
@@ -59,11 +59,11 @@ class SharedConfig:
         out: dict[str, Any] = {}
         if self.store is not None:
             out["store"] = self.store
-        for command in TEMPLATE_COMMANDS:
+        for command in (*CONNECTION_COMMANDS, "render"):
             options: dict[str, Any] = {}
             if command in CONNECTION_COMMANDS:
                 options.update(self.connection)
-            if self.templates is not None:
+            if self.templates is not None and command in TEMPLATE_COMMANDS:
                 options["templates"] = self.templates
             if options:
                 out[command] = options

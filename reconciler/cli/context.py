@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from reconciler.manifest.model import DesiredState
-    from reconciler.store import Store
+    from reconciler.store import Store, TemplateSet
     from reconciler.transport import SSHSettings
 
 DEFAULT_STORE = "sqlite:///.obreconcile/state.db"
@@ -107,12 +107,6 @@ def connection_options(command: Callable[..., Any]) -> Callable[..., Any]:
             show_default=True,
             help="Seconds to set up an SSH connection.",
         ),
-        click.option(
-            "--templates",
-            type=click.Path(exists=True, file_okay=False),
-            default=None,
-            help="Directory of templates used before the shipped ones.",
-        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -128,6 +122,29 @@ def ssh_settings(options: dict[str, Any]) -> SSHSettings:
         accept_new_host_keys=options["accept_new_host_keys"],
         connect_timeout=options["connect_timeout"],
     )
+
+
+templates_option = click.option(
+    "--templates",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="Directory of templates used before the shipped ones (*.j2). apply records them in the store: "
+    "serve and converge render with the store's templates only.",
+)
+
+
+def declared_templates(directory: str | None) -> TemplateSet | None:
+    """The templates of ``--templates`` (or obreconcile.yaml's) as the store records them: every
+    *.j2 file, and where they are relative to the manifests' root (the current directory's)."""
+    if directory is None:
+        return None
+    from reconciler.manifest.root import manifests_root, relative_to_root
+    from reconciler.render.templates import read_templates
+    from reconciler.store import TemplateSet
+
+    path = Path(directory).absolute()
+    origin = relative_to_root(str(path), manifests_root([path.parent]))
+    return TemplateSet(read_templates(directory), origin)
 
 
 def report_problems(ctx: Context, problems: list[Problem]) -> None:

@@ -10,9 +10,19 @@ from typing import Any
 
 import click
 
-from reconciler.cli.context import Context, connection_options, load_or_exit, max_file_size, pass_context, ssh_settings
+from reconciler.cli.context import (
+    Context,
+    connection_options,
+    declared_templates,
+    load_or_exit,
+    max_file_size,
+    pass_context,
+    ssh_settings,
+    templates_option,
+)
 from reconciler.cli.report import (
     apply_document,
+    escape,
     plan_document,
     plan_summary,
     print_health,
@@ -36,7 +46,7 @@ from reconciler.deploy.planfile import SavedPlan, read_saved_plan, write_saved_p
 from reconciler.errors import PlanError
 from reconciler.manifest.model import DesiredState
 from reconciler.render.renderer import Health, Renderer
-from reconciler.store import Store
+from reconciler.store import Store, TemplateSet
 from reconciler.store.sync import plan_sync, sync_manifests
 from reconciler.transport import ConnectionPool
 
@@ -46,6 +56,7 @@ def fleet_options(command: Callable[..., Any]) -> Callable[..., Any]:
     options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         click.option("--limit", multiple=True, metavar="NAME", help="Only this access node (repeatable)."),
         connection_options,
+        templates_option,
         click.option(
             "--prune-api",
             is_flag=True,
@@ -91,11 +102,13 @@ def plan_command(
     """
     manifests = load_or_exit(ctx, paths, options["max_file_size"])
     settings = _settings(options)
+    declared = declared_templates(options["templates"])
     with ConnectionPool() as pool:
         prefetch_connections(manifests, settings, pool)
-        renderer = Renderer(options["templates"])
+        renderer = Renderer(declared.sources if declared else None)
         with ctx.open_store() as store:
             renderer.resolver.remember(store.known_addresses())  # (plan records nothing back)
+            templates = templates_change(declared, store.templates())
             sync = plan_sync(store, manifests, options["prune_api"])
             state = merged_state(manifests, store, sync.kept_api)
             ref = StoreRef(store.store_id(), sync.base_revision + (1 if sync.changes else 0))
@@ -108,10 +121,14 @@ def plan_command(
             out_file, manifests, ref.store_id, sync.base_revision, options["prune_api"], settings.limit, results
         )
     document = plan_document(store_url, sync, results, health, created)
+    document["templates"] = templates
+    document["changes"] = document["changes"] or templates["change"]
     if ctx.output == "json":
         ctx.emit_json(document)
     else:
         print_sync(ctx.out, store_url, sync, created)
+        if templates["change"]:
+            ctx.out.print(f"  [yellow]~[/] {escape(templates['text'])}", highlight=False, soft_wrap=True)
         print_health(ctx.out, health)
         for result in results:
             print_node_plan(ctx.out, result)
@@ -167,9 +184,10 @@ def apply_command(
     if saved:
         settings = FleetSettings(**{**settings.__dict__, "limit": saved.limit})
     prune_api = saved.prune_api if saved else options["prune_api"]
+    declared = declared_templates(options["templates"])
     with ConnectionPool() as pool:
         prefetch_connections(manifests, settings, pool)
-        renderer = Renderer(options["templates"])
+        renderer = Renderer(declared.sources if declared else None)
         with ctx.open_store() as store:
             renderer.resolver.remember(store.known_addresses())  # a name that stops resolving keeps them
             if saved:
@@ -178,6 +196,8 @@ def apply_command(
             state = merged_state(manifests, store, sync.kept_api)
             targets(state, settings.limit)  # a bad --limit is refused before the store is written
             synced = sync_manifests(store, manifests, prune_api, sync)
+            if templates_change(declared, store.templates())["change"]:  # before any push: serve renders with them
+                store.record_templates(declared)
             ref = StoreRef(store.store_id(), synced.revision)
             expected = saved.expected_facts() if saved else None
             health = stored_health(store, state)
@@ -204,6 +224,21 @@ def apply_command(
             ctx.err.print(result_line(result), highlight=False, soft_wrap=True)
     if not all(r.ok for r in results):
         sys.exit(1)
+
+
+def templates_change(declared: TemplateSet | None, stored: TemplateSet | None) -> dict[str, Any]:
+    """What apply would record as the templates every render uses (plan's ``templates``)."""
+
+    def name(t: TemplateSet | None) -> str:
+        return f"{t.origin or 'custom'} (digest {t.digest})" if t is not None else "the shipped ones"
+
+    change = (declared.digest if declared else None) != (stored.digest if stored else None)
+    return {
+        "declared": {"origin": declared.origin, "digest": declared.digest} if declared else None,
+        "stored": {"origin": stored.origin, "digest": stored.digest} if stored else None,
+        "change": change,
+        "text": f"templates: {name(stored)} -> {name(declared)}" if change else "",
+    }
 
 
 def _converge(

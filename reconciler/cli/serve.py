@@ -150,7 +150,7 @@ def serve_command(
     with ctx.open_store() as store:
         if bootstrap_admin:
             _bootstrap(store, bootstrap_admin)
-        controller = Controller(store, settings, Renderer(options["templates"]))
+        controller = Controller(store, settings, Renderer())  # the store's templates: Controller reads them
         asyncio.run(_serve(controller, store, host, port, options["metrics_token"], tls))
     sys.exit(0)
 
@@ -233,8 +233,9 @@ def converge_command(ctx: Context, /, limit: tuple[str, ...], **options: Any) ->
         limit=limit,
         ssh=ssh_settings(options),
     )
-    renderer = Renderer(options["templates"])
     with ctx.open_store() as store:
+        stored = store.templates()  # a controller renders with the store's templates only
+        renderer = Renderer(stored.sources if stored else None)
         snapshot = store.snapshot()
         state = snapshot.desired_state()
         renderer.resolver.remember(store.known_addresses())

@@ -25,7 +25,6 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -50,7 +49,7 @@ from reconciler.manifest.model import (
     Upstream,
     duration_seconds,
 )
-from reconciler.render.templates import make_environment, templates_digest
+from reconciler.render.templates import Templates, make_environment, templates_digest
 from reconciler.resolve import CANONICAL_IPV4, Resolver, SystemResolver, ip_literal
 
 BLOCK_PREFIX = "ob_"
@@ -120,9 +119,13 @@ def server_address(host: str, port: int) -> str:
 class Renderer:
     """Renders access nodes with one template environment and one resolver."""
 
-    def __init__(self, templates: str | Path | None = None, resolver: Resolver | None = None) -> None:
-        self.environment = make_environment(templates)
+    def __init__(self, templates: Templates = None, resolver: Resolver | None = None) -> None:
         self.resolver: Resolver = resolver if resolver is not None else SystemResolver()
+        self.use_templates(templates)
+
+    def use_templates(self, templates: Templates) -> None:
+        """Render with ``templates`` from now on (the resolver and what it learned are kept)."""
+        self.environment = make_environment(templates)
         try:
             self.templates_digest = templates_digest(self.environment)
             self._templates = {key: self.environment.get_template(name) for key, name in TEMPLATES.items()}
@@ -494,7 +497,7 @@ def render(
     *,
     health: Health | None = None,
     resolver: Resolver | None = None,
-    templates: str | Path | None = None,
+    templates: Templates = None,
     limit: Iterable[str] | None = None,
 ) -> dict[str, RenderedAccessNode]:
     """The files of every access node of ``state``: see :class:`Renderer`.

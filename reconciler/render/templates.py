@@ -13,6 +13,7 @@ only the blocks it needs.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +40,31 @@ class TemplateEnvironment(jinja2.Environment):
         return super().getattr(obj, attribute)
 
 
-def make_environment(templates: str | Path | None = None) -> jinja2.Environment:
-    """The environment: a user's ``templates`` directory (if any) in front of the shipped one."""
+Templates = str | Path | Mapping[str, str] | None
+"""A user's templates: a directory, or name -> source (the store's ``TemplateSet``), or none."""
+
+
+def read_templates(directory: str | Path) -> dict[str, str]:
+    """Every ``*.j2`` file under ``directory``: name (relative, with ``/``) -> source."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise RenderError(f"template directory {str(directory)!r} does not exist")
+    try:
+        return {
+            p.relative_to(root).as_posix(): p.read_text(encoding="utf-8")
+            for p in sorted(root.rglob("*.j2"))
+            if p.is_file()
+        }
+    except (OSError, UnicodeDecodeError) as e:
+        raise RenderError(f"template directory {str(directory)!r}: {e}") from e
+
+
+def make_environment(templates: Templates = None) -> jinja2.Environment:
+    """The environment: a user's templates (if any) in front of the shipped ones."""
     loaders: list[jinja2.BaseLoader] = []
-    if templates is not None:
+    if isinstance(templates, Mapping):
+        loaders.append(jinja2.DictLoader(dict(templates)))
+    elif templates is not None:
         if not Path(templates).is_dir():
             raise RenderError(f"template directory {str(templates)!r} does not exist")
         loaders.append(jinja2.FileSystemLoader(str(templates)))

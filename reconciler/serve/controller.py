@@ -91,6 +91,7 @@ class Controller:
             self._record_deploy,
         )
         self._registration: Lock | None = None
+        self._templates = ""  # the digest of the store's templates the renderer uses ("" shipped)
 
     # ControllerView ---------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -299,6 +300,7 @@ class Controller:
             self.telemetry.store_revision.set(self.revision)
         state = self.state
         assert state is not None
+        await self._follow_templates()
         if self.monitor is not None:
             self.monitor.configure(state)  # checks of new upstreams start, removed ones stop
         # the store holds the health this pass renders with before any node gets it, so that an
@@ -338,6 +340,15 @@ class Controller:
             worker.offer(job)
             if not worker.state.converged_to(job):
                 self.telemetry.converged.labels(name).set(0)
+
+    async def _follow_templates(self) -> None:
+        """Render with the templates the store names (apply records them), never with others."""
+        stored = await self._call(self.store.templates)
+        digest = stored.digest if stored is not None else ""
+        if digest != self._templates:
+            await asyncio.to_thread(self.renderer.use_templates, stored.sources if stored is not None else None)
+            self._templates = digest
+            log.warning("templates: rendering with %s", f"{stored.origin or 'custom'} ({digest})" if stored else "the shipped ones")
 
     def _jobs(
         self, state: DesiredState, health: dict[str, dict[str, bool]], since: float, drift: bool

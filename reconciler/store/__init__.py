@@ -28,6 +28,7 @@ from reconciler.store.base import (
     StoredObject,
     StoreHealth,
     StoreIndex,
+    TemplateSet,
     deploy_state,
     fingerprint,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "SyncChange",
     "SyncPlan",
     "SyncResult",
+    "TemplateSet",
     "deploy_state",
     "fingerprint",
     "open_store",

@@ -261,6 +261,31 @@ class HealthRecord:
 
 
 @dataclass(frozen=True)
+class TemplateSet:
+    """The custom templates every render uses (desired state): template name -> source.
+
+    ``origin`` says where apply read them (a path relative to the manifests' root).
+    """
+
+    sources: Mapping[str, str]
+    origin: str = ""
+
+    @property
+    def digest(self) -> str:
+        digest = hashlib.sha256()
+        for name in sorted(self.sources):
+            digest.update(f"{name}\0{self.sources[name]}\0".encode())
+        return digest.hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sources": dict(sorted(self.sources.items())), "origin": self.origin}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TemplateSet:
+        return cls({str(k): str(v) for k, v in data["sources"].items()}, str(data.get("origin", "")))
+
+
+@dataclass(frozen=True)
 class StoreHealth:
     ok: bool
     detail: str
@@ -406,6 +431,15 @@ class Store(TokenStore):
     @abstractmethod
     def known_addresses(self) -> dict[str, tuple[str, ...]]:
         """Backend name -> the addresses it last resolved to."""
+
+    # templates ------------------------------------------------------------------------------
+    @abstractmethod
+    def templates(self) -> TemplateSet | None:
+        """The custom templates renders use; None: the shipped ones."""
+
+    @abstractmethod
+    def record_templates(self, templates: TemplateSet | None) -> None:
+        """Name the templates every render uses from now on (None: the shipped ones)."""
 
     # locks ----------------------------------------------------------------------------------
     @abstractmethod

@@ -45,6 +45,7 @@ from reconciler.store.base import (
     StoredObject,
     StoreHealth,
     StoreIndex,
+    TemplateSet,
     check_ops,
 )
 from reconciler.store.etcd_tokens import EtcdTokens
@@ -357,6 +358,14 @@ class EtcdStore(EtcdTokens, Store):
         ]
         for chunk in req.chunks(puts, lambda _: 300, MAX_TXN_OPS):
             self._txn([], chunk)
+
+    def templates(self) -> TemplateSet | None:
+        value, _ = self._get(self._k("meta", "templates"))
+        return None if value is None else TemplateSet.from_dict(value)
+
+    def record_templates(self, templates: TemplateSet | None) -> None:
+        key = self._k("meta", "templates")
+        self._txn([], [req.delete(key) if templates is None else req.put(key, templates.to_dict())])
 
     def known_addresses(self) -> dict[str, tuple[str, ...]]:
         start = len(self._k("address", ""))

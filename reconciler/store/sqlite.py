@@ -40,6 +40,7 @@ from reconciler.store.base import (
     StoredObject,
     StoreHealth,
     StoreIndex,
+    TemplateSet,
     check_ops,
 )
 from reconciler.store.tokens import TokenRecord
@@ -337,6 +338,18 @@ class SqliteStore(Store):
                 "INSERT OR REPLACE INTO addresses VALUES (?, ?, ?)",
                 [(host, json.dumps(list(found)), now) for host, found in addresses.items()],
             )
+
+    def templates(self) -> TemplateSet | None:
+        with self._mutex, self._errors():
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'templates'").fetchone()
+        return None if row is None else TemplateSet.from_dict(json.loads(row[0]))
+
+    def record_templates(self, templates: TemplateSet | None) -> None:
+        with self._write() as db:
+            if templates is None:
+                db.execute("DELETE FROM meta WHERE key = 'templates'")
+            else:
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('templates', ?)", (json.dumps(templates.to_dict()),))
 
     def known_addresses(self) -> dict[str, tuple[str, ...]]:
         with self._mutex, self._errors():

@@ -20,6 +20,7 @@ from reconciler.store import (
     Provenance,
     Put,
     Store,
+    TemplateSet,
 )
 from reconciler.store.etcd import MAX_TXN_OPS, EtcdStore
 
@@ -281,3 +282,16 @@ def test_last_known_addresses_are_kept_and_replaced(open_handle: Callable[[], St
     assert second.known_addresses() == {"app1.internal": ("10.0.0.1", "10.0.0.2"), "db.internal": ("fd00::5",)}
     second.record_addresses({"app1.internal": ("10.0.0.3",)})
     assert first.known_addresses() == {"app1.internal": ("10.0.0.3",), "db.internal": ("fd00::5",)}
+
+
+def test_the_templates_renders_use_are_named_and_cleared(open_handle: Callable[[], Store]) -> None:
+    first, second = open_handle(), open_handle()
+    assert second.templates() is None
+    revision = first.revision()
+    declared = TemplateSet({"header.conf.j2": "# ours\n", "http/extra.j2": "x"}, "templates")
+    first.record_templates(declared)
+    assert second.templates() == declared and second.templates().digest == declared.digest  # type: ignore[union-attr]
+    assert TemplateSet({"header.conf.j2": "# theirs\n"}).digest != declared.digest
+    assert first.revision() == revision  # not an object change: the render revision counts them
+    second.record_templates(None)
+    assert first.templates() is None
