@@ -363,6 +363,17 @@ def main() -> None:
         gc.freeze()
 
 
+def _name_the_variable(error: click.ClickException) -> click.ClickException:
+    """A bad value that came from ``OBRECONCILE_<OPTION>`` says so (click names only the option)."""
+    if not isinstance(error, click.BadParameter) or error.ctx is None or error.param is None:
+        return error
+    param, ctx = error.param, error.ctx
+    if not param.name or ctx.get_parameter_source(param.name) is not click.core.ParameterSource.ENVIRONMENT:
+        return error
+    variable = param.envvar or f"{ctx.auto_envvar_prefix}_{param.name.upper()}"
+    return click.BadParameter(f"{error.message} (from the environment variable {variable})", ctx, param)
+
+
 def _run(command: Callable[..., Any]) -> None:
     try:
         command(standalone_mode=False, prog_name="obreconcile")
@@ -370,7 +381,7 @@ def _run(command: Callable[..., Any]) -> None:
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as e:
-        e.show()
+        _name_the_variable(e).show()
         sys.exit(e.exit_code)
     except ObreconcileError as e:
         click.echo(f"error: {e}", err=True)

@@ -86,7 +86,6 @@ class HealthSource(StrEnum):
     """Where the health a render used came from."""
 
     CONTROLLER = "controller"  # the store's records, kept current by the controller holding the master lease
-    CHECKED = "checked"  # this command's own checks, counted into the stored records (converge)
     STALE = "stale"  # records exist but no controller keeps them current: every backend up
     NONE = "none"  # no records: every backend up
 
@@ -109,9 +108,6 @@ class UsedHealth:
             down = self.down
             detail = f"{len(down)} backend(s) down: {', '.join(down)}" if down else "every backend up"
             return f"health: from the store, kept current by controller {self.controller} (master lease held); {detail}"
-        if self.source is HealthSource.CHECKED:
-            down = self.down
-            return f"health: checked now; {', '.join(down) + ' down' if down else 'every backend up'}"
         if self.source is HealthSource.STALE:
             return "health: not used, no controller holds the master lease (stored records may be old); every backend rendered up"
         return "health: none recorded; every backend rendered up"

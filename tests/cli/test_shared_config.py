@@ -48,6 +48,7 @@ def test_every_option_reads_its_documented_variable_and_lists_it_in_help(tmp_pat
     store = {"OBRECONCILE_STORE": f"sqlite:///{tmp_path}/state.db"}
     refused = run(repo, "plan", "manifests", env={**store, "OBRECONCILE_FORKS": "0"})
     assert refused.returncode == 2 and "Invalid value for '--forks': 0 is not in the range" in refused.stderr
+    assert "(from the environment variable OBRECONCILE_FORKS)" in refused.stderr
     changes = run(repo, "plan", "manifests", env={**store, "OBRECONCILE_DETAILED_EXITCODE": "1"})
     assert changes.returncode == 2, changes.stdout + changes.stderr
     json_out = run(repo, "plan", "manifests", env={**store, "OBRECONCILE_OUTPUT": "json"})
