@@ -345,7 +345,7 @@ class Store(TokenStore):
 
     def __init__(self) -> None:
         self.writes = 0  # object writes (puts and deletes) made through this handle
-        self.created = False  # this handle created the store (SQLite: the file did not exist)
+        self.created = False  # this handle created the store (SQLite: the file did not exist; etcd: it made the store id)
 
     @abstractmethod
     def store_id(self) -> str:

@@ -85,7 +85,8 @@ class EtcdStore(EtcdTokens, Store):
         key = self._k("meta", "store_id")
         value, _ = self._get(key)
         if value is None:  # the first to ask makes it; a concurrent maker's value wins if first
-            self._txn([req.absent(key)], [req.put(key, {"id": secrets.token_hex(16)})])
+            made = self._txn([req.absent(key)], [req.put(key, {"id": secrets.token_hex(16)})])
+            self.created = self.created or bool(made.get("succeeded"))  # this handle made the store
             value, _ = self._get(key)
         return str(value["id"]) if value else ""
 

@@ -249,10 +249,10 @@ def test_store_id_is_stable_for_a_store_and_differs_between_stores(
     store: Store, open_handle: Callable[[], Store], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     first = store.store_id()
-    assert len(first) == 32 and int(first, 16) >= 0
+    assert len(first) == 32 and int(first, 16) >= 0 and store.created  # a fresh store, made by this handle
     store.commit([put("a")])
     with open_handle() as again:
-        assert again.store_id() == first
+        assert again.store_id() == first and not again.created
     from reconciler.store import open_store
 
     other = open_store(f"sqlite:///{tmp_path_factory.mktemp('other')}/state.db")
