@@ -7,12 +7,19 @@ Names (all prefixed ``obreconcile_``): ``backend_up{upstream,backend}``,
 ``drift_detected_total{access_node}``, ``convergence_lag_seconds`` (histogram: from the change
 that triggered a push to the node answering the new revision), ``master``, ``store_healthy``,
 ``store_revision``, ``fenced_pushes_total{access_node}``,
-``access_node_converged{access_node}``.
+``access_node_converged{access_node}``, ``certificate_expiry_seconds{access_node,upstream,path}``
+(seconds until a certificate an upstream names expires, as the node's last push read it;
+negative once expired; computed at each scrape).
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 CHECK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 LAG_BUCKETS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 20.0, 30.0, 60.0, 120.0)
@@ -79,6 +86,8 @@ class Metrics:
         self.store_healthy = Gauge("obreconcile_store_healthy", "1 while the store answers", registry=r)
         self.store_revision = Gauge("obreconcile_store_revision", "The desired-state revision last read", registry=r)
         self._check_children: dict[tuple[str, bool], tuple[Histogram, Counter]] = {}
+        self.certificates = _CertificateExpiry()
+        r.register(self.certificates)
 
     def observe_check(self, base_check: str, passed: bool, seconds: float) -> None:
         children = self._check_children.get((base_check, passed))
@@ -93,3 +102,27 @@ class Metrics:
 
     def text(self) -> bytes:
         return bytes(generate_latest(self.registry))
+
+
+class _CertificateExpiry(Collector):
+    """``obreconcile_certificate_expiry_seconds``: not-after times by (access node, upstream,
+    path), reported as seconds left at scrape time, so that the value never goes stale."""
+
+    def __init__(self) -> None:
+        self._not_after: dict[str, dict[tuple[str, str], float]] = {}
+
+    def set_node(self, access_node: str, certificates: Iterable[tuple[str, str, float]]) -> None:
+        """Replace what is known of ``access_node``'s certificates: (upstream, path, not_after)."""
+        self._not_after[access_node] = {(u, p): t for u, p, t in certificates}
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "obreconcile_certificate_expiry_seconds",
+            "Seconds until a certificate an upstream names expires (negative: expired), as read on the access node",
+            labels=["access_node", "upstream", "path"],
+        )
+        now = time.time()
+        for node, certificates in sorted(self._not_after.items()):
+            for (upstream, path), not_after in sorted(certificates.items()):
+                family.add_metric([node, upstream, path], not_after - now)
+        yield family

@@ -38,7 +38,16 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from reconciler.deploy.facts import IRREGULAR, Facts, Marker, MarkerState, encode_model, fact_commands, parse_facts
+from reconciler.deploy.facts import (
+    IRREGULAR,
+    Facts,
+    Marker,
+    MarkerState,
+    encode_model,
+    fact_commands,
+    parse_facts,
+    tls_references,
+)
 from reconciler.deploy.layout import LOCK_BUSY_EXIT, MARKER, MODEL, NodeLayout
 from reconciler.deploy.plan import NodePlan, Refusal, StoreRef, plan_node, sha256
 from reconciler.deploy.scripts import (
@@ -195,7 +204,8 @@ def apply_node(
     started = time.monotonic()
     plan: NodePlan | None = None
     try:
-        with NodeLock(transport, NodeLayout.of(node), settings.lock_timeout, fact_commands(node)) as lock:
+        commands = fact_commands(node, tls_references(model))
+        with NodeLock(transport, NodeLayout.of(node), settings.lock_timeout, commands) as lock:
             facts = parse_facts(node.name, lock.results)
             if isinstance(rendered, Future):
                 rendered = _rendered(node, rendered)

@@ -7,11 +7,12 @@ files is not read here: ``plan`` fetches only the files whose digest differs, fo
 
 from __future__ import annotations
 
+import datetime
 import gzip
 import json
 import shlex
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -70,6 +71,53 @@ class Marker:
         )
 
 
+class TlsFileState(StrEnum):
+    """What the access node says of a certificate or key an upstream names (never its content)."""
+
+    OK = "ok"  # a key that exists and is readable; a certificate whose expiry was read
+    PRESENT = "present"  # a readable certificate whose expiry is unknown: no openssl on the node
+    MISSING = "missing"
+    UNREADABLE = "unreadable"
+    INVALID = "invalid"  # openssl could not read it as a certificate
+
+    @property
+    def refused(self) -> bool:
+        return self in (TlsFileState.MISSING, TlsFileState.UNREADABLE, TlsFileState.INVALID)
+
+
+@dataclass(frozen=True)
+class TlsFile:
+    """A certificate or key of an upstream on the node: its state and (certificates) its expiry."""
+
+    state: TlsFileState
+    not_after: float | None = None  # seconds since the epoch
+
+
+@dataclass(frozen=True)
+class TlsReference:
+    """Where the model names a file on the node: ``upstream api: tls.certificate /etc/ssl/a.pem``."""
+
+    upstream: str
+    field: str  # tls.certificate | tls.key
+    path: str
+
+    @property
+    def certificate(self) -> bool:
+        return self.field == "tls.certificate"
+
+
+def tls_references(model: Mapping[str, Any]) -> list[TlsReference]:
+    """The certificates and keys the upstreams of a node model (``plan.node_model``) name."""
+    out = []
+    for name, upstream in sorted((model.get("upstreams") or {}).items()):
+        tls = upstream.get("tls") if isinstance(upstream, Mapping) else None
+        if isinstance(tls, Mapping):
+            for key in ("certificate", "key"):
+                if isinstance(tls.get(key), str):
+                    out.append(TlsReference(name, f"tls.{key}", tls[key]))
+    return out
+
+
 @dataclass(frozen=True)
 class Facts:
     """The live state of one access node's managed configuration."""
@@ -85,6 +133,7 @@ class Facts:
     # The model recorded at the last deploy (.obreconcile/model.json.gz), read only by plan for
     # its object-level view; None when not read ({} when there is nothing deployed).
     model: Mapping[str, Any] | None = None
+    tls: Mapping[str, TlsFile] = field(default_factory=dict)  # path -> what the node says of it
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -95,11 +144,14 @@ class Facts:
             "marker_revision": self.marker.revision if self.marker else None,
             "marker_state": self.marker.state if self.marker else None,
             "marker_store_revision": self.marker.store_revision if self.marker else None,
+            **({"tls": {p: [f.state.value, f.not_after] for p, f in sorted(self.tls.items())}} if self.tls else {}),
         }
 
 
-def fact_commands(node: AccessNode) -> dict[str, str]:
-    """The shell commands that read every fact of ``node``, by name."""
+def fact_commands(node: AccessNode, tls: Sequence[TlsReference] = ()) -> dict[str, str]:
+    """The shell commands that read every fact of ``node``, by name; ``tls``: the certificates
+    and keys its upstreams name (existence and readability; a certificate's expiry with openssl,
+    when the node has it). No file's content ever leaves the node."""
     layout = NodeLayout.of(node)
     d = shlex.quote(layout.config_dir)
     return {
@@ -114,7 +166,44 @@ def fact_commands(node: AccessNode) -> dict[str, str]:
         "marker": f"cat -- {shlex.quote(layout.marker)} 2>/dev/null || true",
         "errlog": f"stat -c %s -- {shlex.quote(node.nginx.error_log)} 2>/dev/null || true",
         "probe": "command -v curl || command -v wget || command -v python3 || true",
-    }
+    } | ({"tls": tls_command(tls)} if tls else {})
+
+
+def tls_command(references: Sequence[TlsReference]) -> str:
+    """One line per file: ``<state> <path>``, or ``cert <path> notAfter=<date>``."""
+    certificates = sorted({r.path for r in references if r.certificate})
+    keys = sorted({r.path for r in references if not r.certificate})
+    exists = 'if [ ! -e "$p" ]; then echo "missing $p"; elif [ ! -r "$p" ]; then echo "unreadable $p"; '
+    parts = []
+    if certificates:
+        parts.append(
+            f"for p in {' '.join(map(shlex.quote, certificates))}; do {exists}"
+            'elif ! command -v openssl >/dev/null 2>&1; then echo "present $p"; '
+            'elif e=$(openssl x509 -enddate -noout -in "$p" 2>/dev/null); then echo "cert $p $e"; '
+            'else echo "invalid $p"; fi; done'
+        )
+    if keys:
+        parts.append(f'for p in {" ".join(map(shlex.quote, keys))}; do {exists}else echo "ok $p"; fi; done')
+    return "; ".join(parts)
+
+
+def parse_tls(result: CommandResult) -> dict[str, TlsFile]:
+    """Path -> TlsFile from ``tls_command``'s lines (paths have no spaces: the schema's class)."""
+    out = {}
+    for line in result.text.splitlines():
+        word, _, rest = line.partition(" ")
+        if word == "cert":
+            path, _, end = rest.partition(" ")
+            when = end.partition("=")[2].strip()
+            try:
+                parsed = datetime.datetime.strptime(when, "%b %d %H:%M:%S %Y GMT").replace(tzinfo=datetime.UTC)
+            except ValueError:
+                out[path] = TlsFile(TlsFileState.INVALID)
+                continue
+            out[path] = TlsFile(TlsFileState.OK, parsed.timestamp())
+        elif word in set(TlsFileState) and rest:
+            out[rest] = TlsFile(TlsFileState(word))
+    return out
 
 
 def parse_nginx_version(result: CommandResult) -> str | None:
@@ -182,12 +271,16 @@ def parse_facts(access_node: str, results: Mapping[str, CommandResult]) -> Facts
         marker_problem=problem,
         error_log_size=parse_size(results["errlog"]),
         probe_tool=parse_probe_tool(results["probe"]) if "probe" in results else None,
+        tls=parse_tls(results["tls"]) if "tls" in results else {},
     )
 
 
-def observe(node: AccessNode, transport: Transport, with_model: bool = False) -> Facts:
-    """Read every fact of ``node`` in one round trip (two ``with_model``: the recorded model)."""
-    facts = parse_facts(node.name, transport.run_batch(fact_commands(node)))
+def observe(
+    node: AccessNode, transport: Transport, with_model: bool = False, tls: Sequence[TlsReference] = ()
+) -> Facts:
+    """Read every fact of ``node`` in one round trip (two ``with_model``: the recorded model);
+    ``tls``: the certificates and keys to look at (``tls_references`` of the desired model)."""
+    facts = parse_facts(node.name, transport.run_batch(fact_commands(node, tls)))
     if not with_model:
         return facts
     raw = transport.read_file(NodeLayout.of(node).model) if facts.marker is not None else None

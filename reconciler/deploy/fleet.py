@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.deploy.apply import ApplySettings, NodeResult, NodeStatus, apply_node
-from reconciler.deploy.facts import observe
+from reconciler.deploy.facts import observe, tls_references
 from reconciler.deploy.plan import NodePlan, StoreRef, node_model, plan_node
 from reconciler.errors import ObreconcileError, Step
 from reconciler.health.state import MASTER_LOCK, UsedHealth, used_health
@@ -111,8 +111,9 @@ def plan_fleet(
             try:
                 rendered = renderer.render_access_node(state, node, health)
                 with _open(node, settings, pool) as transport:
-                    facts = observe(node, transport, with_model=True)
-                    plan = plan_node(rendered, facts, node_model(state, node, manifests), store, settings.apply.force)
+                    model = node_model(state, node, manifests)
+                    facts = observe(node, transport, with_model=True, tls=tls_references(model))
+                    plan = plan_node(rendered, facts, model, store, settings.apply.force)
                     changed = [f.path for f in plan.files]
                     live = _live_texts(transport, node, [f.path for f in plan.files if f.old_digest])
                 result = NodePlanResult(

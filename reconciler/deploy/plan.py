@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from reconciler.deploy.facts import Facts, MarkerState
+from reconciler.deploy.facts import Facts, MarkerState, TlsFileState, tls_references
 from reconciler.manifest.model import AccessNode, DesiredState, to_manifest
 from reconciler.render.renderer import RenderedAccessNode
 
@@ -40,6 +41,19 @@ class Refusal(StrEnum):
 
     NO_NGINX = "no nginx"  # not installed, or not on the PATH of the node's user
     FENCED = "fenced"  # the node runs a newer revision of the same store
+    TLS_FILES = "tls files"  # a certificate or key an upstream names is missing or unreadable
+
+
+EXPIRY_WARNING = 14 * 86400  # seconds: a certificate expiring sooner is a plan warning
+
+
+@dataclass(frozen=True)
+class CertificateExpiry:
+    """When a certificate an upstream of the node names expires (serve's expiry metric)."""
+
+    upstream: str
+    path: str
+    not_after: float  # seconds since the epoch
 
 
 @dataclass(frozen=True)
@@ -96,6 +110,7 @@ class NodePlan:
     warnings: tuple[str, ...] = ()
     facts_digest: str = ""
     health: tuple[str, ...] = ()  # what the backends' health changes in the rendering (RenderedAccessNode.health)
+    certificates: tuple[CertificateExpiry, ...] = ()
 
     @property
     def changed(self) -> bool:
@@ -150,8 +165,10 @@ def plan_node(
     model: Mapping[str, Any],
     store: StoreRef,
     force: bool = False,
+    now: float | None = None,
 ) -> NodePlan:
-    """The plan of one access node: desired files and model against its facts (pure)."""
+    """The plan of one access node: desired files and model against its facts (pure but for
+    reading the clock, ``now``, to say how soon a certificate expires)."""
     desired = {path: sha256(text) for path, text in rendered.files.items()}
     marker = facts.marker
     recorded = marker.digests if marker else {}
@@ -177,6 +194,9 @@ def plan_node(
             reload_only = "the live files match but the marker names another revision: record this deploy"
     if files or reload_only:
         refusal = _refusal(facts, store, force)
+    tls_problems, tls_warnings, certificates = _tls(facts, model, time.time() if now is None else now)
+    if refusal is None and (files or reload_only) and tls_problems:
+        refusal = Refusal.TLS_FILES, "; ".join(tls_problems)
     return NodePlan(
         access_node=rendered.name,
         revision=rendered.revision,
@@ -187,10 +207,38 @@ def plan_node(
         reload_only=reload_only,
         refused=refusal[1] if refusal else "",
         refusal=refusal[0] if refusal else None,
-        warnings=tuple(rendered.warnings) + ((facts.marker_problem,) if facts.marker_problem else ()),
+        warnings=tuple(rendered.warnings) + ((facts.marker_problem,) if facts.marker_problem else ()) + tls_warnings,
         facts_digest=facts_digest(facts),
         health=rendered.health,
+        certificates=certificates,
     )
+
+
+def _tls(
+    facts: Facts, model: Mapping[str, Any], now: float
+) -> tuple[list[str], tuple[str, ...], tuple[CertificateExpiry, ...]]:
+    """Refusals (a file missing, unreadable, not a certificate), warnings (expiring, expiry
+    unknown) and expiries of the certificates and keys the node's upstreams name."""
+    problems, warnings, expiries = [], [], []
+    for ref in tls_references(model):
+        fact = facts.tls.get(ref.path)
+        where = f"upstream {ref.upstream}: {ref.field} {ref.path}"
+        if fact is None:
+            continue  # not observed (an old caller): nginx -t on the node still reads it
+        if fact.state is TlsFileState.INVALID:
+            problems.append(f"{where} is not a PEM certificate openssl can read")
+        elif fact.state.refused:
+            problems.append(f"{where} is {fact.state} on the access node")
+        elif fact.state is TlsFileState.PRESENT:
+            warnings.append(f"{where}: its expiry is unknown (no openssl on the access node)")
+        elif fact.not_after is not None:
+            expiries.append(CertificateExpiry(ref.upstream, ref.path, fact.not_after))
+            left = fact.not_after - now
+            if left < 0:
+                warnings.append(f"{where} expired {int(-left // 86400)} days ago")
+            elif left < EXPIRY_WARNING:
+                warnings.append(f"{where} expires in {int(left // 86400)} days")
+    return problems, tuple(warnings), tuple(expiries)
 
 
 def _drift(facts: Facts) -> list[str]:

@@ -241,6 +241,10 @@ class Pusher:
             self.telemetry.drift.labels(name).inc()
             log.warning("drift: %s: %s (corrected)", name, "; ".join(result.plan.drift))
         self.telemetry.converged.labels(name).set(1 if result.ok else 0)
+        if result.plan is not None:
+            self.telemetry.certificates.set_node(
+                name, [(c.upstream, c.path, c.not_after) for c in result.plan.certificates]
+            )
         if result.status == NodeStatus.CONVERGED:
             self.telemetry.lag.observe(time.monotonic() - job.since)
             log.info(
