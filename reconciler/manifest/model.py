@@ -265,6 +265,27 @@ class Listen:
 
 
 @dataclass(frozen=True)
+class RateLimit:
+    rps: int
+    burst: int = 0
+    clients: int = 100_000
+
+    @property
+    def zone_megabytes(self) -> int:
+        """nginx keeps about 16,000 client states (64 bytes each) per megabyte of zone."""
+        return max(1, -(-self.clients // 16_000))
+
+
+@dataclass(frozen=True)
+class Access:
+    """Which clients may reach an http upstream (networks as written, validated) and how fast."""
+
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    rate_limit: RateLimit | None = None
+
+
+@dataclass(frozen=True)
 class Hsts:
     max_age: int = 31536000
     include_subdomains: bool = False
@@ -294,6 +315,7 @@ class Upstream:
     balancing: Balancing = field(default=Balancing(), metadata=OMIT_DEFAULT)
     proxy: HttpProxy | TcpProxy = field(default=HttpProxy(), metadata=OMIT_DEFAULT)
     tls: Tls | None = None
+    access: Access = field(default=Access(), metadata=OMIT_DEFAULT)
 
 
 @dataclass(frozen=True)
@@ -425,6 +447,16 @@ def _upstream(data: Mapping[str, Any], source: Source) -> Upstream:
         balancing=_balancing(data.get("balancing", {})),
         proxy=_tcp_proxy(data.get("proxy", {})) if protocol == "tcp" else _http_proxy(data.get("proxy", {})),
         tls=_tls(data["tls"]) if "tls" in data else None,
+        access=_access(data.get("access", {})),
+    )
+
+
+def _access(data: Mapping[str, Any]) -> Access:
+    limit = data.get("rate_limit")
+    return Access(
+        tuple(data.get("allow", ())),
+        tuple(data.get("deny", ())),
+        None if limit is None else RateLimit(limit["rps"], limit.get("burst", 0), limit.get("clients", 100_000)),
     )
 
 

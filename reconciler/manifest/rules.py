@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import re
 from typing import Any
 
 from reconciler.manifest.load import PathPart
@@ -157,6 +158,15 @@ def _check_upstream(
                 ("tls", "hsts", "preload"),
                 "preload needs include_subdomains: true and a max_age of at least 31536000 (the preload list's rules)",
             )
+    if listen.get("protocol") == "tcp" and "access" in data:
+        report.add(obj.doc, ("access",), "access rules are for http upstreams", key=True)
+    access = _mapping(data, "access")
+    for key in ("allow", "deny"):
+        for i, network in _entries(access, key):
+            looks_right = isinstance(network, str) and _NETWORK.fullmatch(network)  # else the schema's
+            message = _network_problem(network) if looks_right else ""
+            if message:
+                report.add(obj.doc, ("access", key, i), message)
     if listen.get("protocol") != "tcp":
         _check_http_proxy(obj, report)
         if listen.get("strip_path") is True and listen.get("path", "/") == "/":
@@ -285,6 +295,22 @@ def _check_backends(obj: LocatedObject, report: Report) -> None:
         )
 
 
+_NETWORK = re.compile(r"[0-9A-Fa-f:.]{2,45}(?:/[0-9]{1,3})?")  # the schema's pattern
+
+
+def _network_problem(text: str) -> str:
+    """A message when ``text`` is not an IP network in CIDR notation (or one address)."""
+    try:
+        ipaddress.ip_network(text, strict=True)
+    except ValueError:
+        try:
+            loose = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            return f"{shown(text)} is not an IP network (10.0.0.0/8, 2001:db8::/32 or one address)"
+        return f"{shown(text)} has host bits set: the network is {str(loose)!r}"
+    return ""
+
+
 def _ip_literal_problem(host: str) -> str:
     """A message when ``host`` looks like an IP address but is not a valid one."""
     looks_v4 = host.count(".") == 3 and host.replace(".", "").isdigit()
@@ -371,5 +397,7 @@ def _check_access_node(obj: LocatedObject, upstreams: dict[str, LocatedObject], 
             report.add(obj.doc, port_where, f"the https port {https_port} is the access node's http port")
         elif https_port in tcp_ports:
             report.add(
-                obj.doc, port_where, f"tcp upstream {tcp_ports[https_port]!r} listens on port {https_port}, the https port"
+                obj.doc,
+                port_where,
+                f"tcp upstream {tcp_ports[https_port]!r} listens on port {https_port}, the https port",
             )

@@ -20,6 +20,7 @@ and ``http/_default.conf``. Templates: see
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import math
 import re
@@ -293,6 +294,7 @@ class Renderer:
             "balancing": balancing_context(upstream.name, upstream.balancing),
             "proxy": proxy_context(upstream),
             "tls": tls_context(upstream),
+            "access": access_context(upstream),
         }
         return _PreparedUpstream(upstream, context, tuple(warnings), noted)
 
@@ -377,6 +379,27 @@ def host_routes(upstreams: Iterable[_PreparedUpstream]) -> dict[str, list[dict[s
 def host_file(server_name: str) -> str:
     """The file of a server name several upstreams share: ``*`` (not allowed in names there) as ``~``."""
     return f"http/_host.{server_name.replace('*', '~')}.conf"
+
+
+def access_context(upstream: Upstream) -> dict[str, Any]:
+    """Allowed and denied networks (each parsed again: nothing but a network reaches nginx) and
+    the rate limit with its zone size."""
+    networks: dict[str, list[str]] = {}
+    for key in ("allow", "deny"):
+        networks[key] = []
+        for i, text in enumerate(getattr(upstream.access, key)):
+            try:
+                networks[key].append(str(ipaddress.ip_network(text, strict=True)))
+            except (ValueError, TypeError):
+                raise _refuse(upstream.name, f"upstream.access.{key}[{i}]", text, "not an IP network") from None
+    limit = upstream.access.rate_limit
+    rate = None
+    if limit is not None:
+        numbers = (limit.rps, limit.burst, limit.clients)
+        if not all(type(n) is int and n >= 0 for n in numbers) or limit.rps < 1:
+            raise _refuse(upstream.name, "upstream.access.rate_limit", limit, "whole numbers")
+        rate = {"rps": limit.rps, "burst": limit.burst, "zone_megabytes": limit.zone_megabytes}
+    return {**networks, "rate_limit": rate}
 
 
 def tls_context(upstream: Upstream) -> dict[str, Any] | None:

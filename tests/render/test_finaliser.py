@@ -12,6 +12,7 @@ import pytest
 
 from reconciler.errors import RenderError
 from reconciler.manifest.model import (
+    Access,
     AccessNode,
     Backend,
     BackendTls,
@@ -150,6 +151,8 @@ EDGE_FIELDS: dict[str, Callable[[str], Upstream]] = {
     "upstream.proxy.backend_protocol": lambda v: replace(web(), proxy=_http(backend_protocol=v)),
     "upstream.proxy.tls.server_name": lambda v: replace(web(), proxy=_https(server_name=v)),
     "upstream.proxy.tls.ca_certificate": lambda v: replace(web(), proxy=_https(ca_certificate=v)),
+    "upstream.access.allow[0]": lambda v: replace(web(), access=Access(allow=(v,))),
+    "upstream.access.deny[0]": lambda v: replace(web(), access=Access(deny=(v,))),
     "upstream.tls.certificate": lambda v: replace(web(), tls=Tls(v, "/k.pem")),
     "upstream.tls.key": lambda v: replace(web(), tls=Tls("/c.pem", v)),
     "upstream.path": lambda v: replace(web(), listen=Listen("http", ("web.example.com",), path=v)),

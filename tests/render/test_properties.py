@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,26 @@ def proxies(draw: st.DrawFn, tcp: bool) -> dict[str, Any]:
     return out
 
 
+@st.composite
+def networks(draw: st.DrawFn) -> str:
+    address = draw(st.ip_addresses(v=4) | st.ip_addresses(v=6))
+    prefix = draw(st.integers(0, address.max_prefixlen))
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+
+
+@st.composite
+def accesses(draw: st.DrawFn) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    _optional(draw, out, "allow", st.lists(networks(), max_size=4, unique=True))
+    _optional(draw, out, "deny", st.lists(networks(), max_size=4, unique=True))
+    if draw(st.booleans()):
+        limit: dict[str, Any] = {"rps": draw(st.integers(1, 100000))}
+        _optional(draw, limit, "burst", st.integers(0, 100000))
+        _optional(draw, limit, "clients", st.integers(1000, 10000000))
+        out["rate_limit"] = limit
+    return out
+
+
 def _address_key(node: dict[str, Any]) -> str:
     hostname = str(node["hostname"])
     return hostname if hostname.rpartition(":")[2].isdigit() and not hostname.endswith("]") else hostname + ":80"
@@ -182,6 +203,8 @@ def fleets(draw: st.DrawFn) -> tuple[list[dict[str, Any]], dict[str, dict[str, b
             fields["listen"] = {"server_names": [p.format(label, name) for label, p in zip(labels, picks, strict=True)]}
         if not tcp and tls is not None:
             fields["tls"] = tls
+        if not tcp and (access := draw(accesses())):
+            fields["access"] = access
         if not tcp:
             http_names.extend(fields.get("listen", {}).get("server_names", [name]))
         docs.append(upstream(name, *nodes, **fields))
