@@ -14,6 +14,7 @@ from reconciler.errors import StoreError
 from reconciler.store.base import (
     AuditEntry,
     Delete,
+    DeployEntry,
     DeployRecord,
     DeployResult,
     DeployState,
@@ -37,6 +38,7 @@ from reconciler.store.sync import SyncAction, SyncChange, SyncPlan, SyncResult, 
 __all__ = [
     "AuditEntry",
     "Delete",
+    "DeployEntry",
     "DeployRecord",
     "DeployResult",
     "DeployState",

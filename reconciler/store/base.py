@@ -5,7 +5,9 @@ What the store holds:
 - desired objects of every kind (``StoredObject``: the manifest-form body, the revision it was
   last changed at, and its provenance: a manifest file or an API user, and when);
 - an audit log (``AuditEntry``): one entry per object change, complete, in revision order;
-- per access node, what was deployed there last (``DeployRecord``);
+- per access node, what was deployed there last (``DeployRecord``), and a deploy history:
+  every record whose outcome differs from the node's previous one (``DeployEntry``, the newest
+  ``HISTORY_KEEP`` kept; a drift check that changed nothing adds none);
 - per (upstream, backend, check), the health state the health loop keeps (``HealthRecord``);
 - locks held under a lease with a TTL (``Lock``): the master election and per-node locks;
 - API tokens as sha256 hashes with user and expiry (``TokenRecord``, see tokens.py).
@@ -187,6 +189,9 @@ class DeployRecord:
     result: DeployResult
     error: str = ""
     when: float = field(default_factory=time.time)
+    by: str = ""  # who pushed: "serve HOST" (a controller), "apply USER@HOST", "converge USER@HOST"
+    seconds: float = 0.0  # how long the push took
+    step: str = ""  # the step that failed ("connect": the node was not reached)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -196,6 +201,9 @@ class DeployRecord:
             "result": self.result,
             "error": self.error,
             "when": self.when,
+            "by": self.by,
+            "seconds": self.seconds,
+            "step": self.step,
         }
 
     @classmethod
@@ -207,7 +215,30 @@ class DeployRecord:
             DeployResult(data["result"]),
             data.get("error", ""),
             float(data["when"]),
+            str(data.get("by", "")),
+            float(data.get("seconds", 0.0)),
+            str(data.get("step", "")),
         )
+
+    def same_outcome(self, other: DeployRecord | None) -> bool:
+        """Does ``other`` (the node's previous record) say the same? Then no history entry."""
+        return other is not None and (self.revision, self.result, self.error, self.step, dict(self.digests)) == (
+            other.revision,
+            other.result,
+            other.error,
+            other.step,
+            dict(other.digests),
+        )
+
+
+class DeployEntry(NamedTuple):
+    """One entry of the deploy history: ``seq`` grows with every entry (the paging cursor)."""
+
+    seq: int
+    record: DeployRecord
+
+
+HISTORY_KEEP = 10_000  # deploy history entries kept (the oldest go first)
 
 
 def deploy_state(record: DeployRecord | None, revision: int) -> DeployState:
@@ -231,6 +262,9 @@ class HealthRecord:
     consecutive: int = 0  # passes (when up) or failures (when down) in a row
     detail: str = ""
     when: float = field(default_factory=time.time)
+    seconds: float = 0.0  # how long the last check took (as of when the record was written)
+    checked: float = 0.0  # when that check's result came (0: none yet)
+    since: float = 0.0  # when the status last flipped (0: up since the first check)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -245,6 +279,9 @@ class HealthRecord:
             "consecutive": self.consecutive,
             "detail": self.detail,
             "when": self.when,
+            "seconds": self.seconds,
+            "checked": self.checked,
+            "since": self.since,
         }
 
     @classmethod
@@ -257,6 +294,9 @@ class HealthRecord:
             int(data["consecutive"]),
             data.get("detail", ""),
             float(data["when"]),
+            float(data.get("seconds", 0.0)),
+            float(data.get("checked", 0.0)),
+            float(data.get("since", 0.0)),
         )
 
 
@@ -415,6 +455,10 @@ class Store(TokenStore):
 
     @abstractmethod
     def deploy_records(self) -> dict[str, DeployRecord]: ...
+
+    @abstractmethod
+    def deploy_history(self, limit: int = 100, before: int | None = None) -> list[DeployEntry]:
+        """Up to ``limit`` history entries with ``seq`` below ``before`` (None: the newest), newest first."""
 
     @abstractmethod
     def record_health(self, records: Sequence[HealthRecord]) -> None: ...

@@ -3,7 +3,7 @@
 Keys under ``PREFIX/``: ``rev`` (every commit writes it; its mod_revision IS the store revision),
 ``obj/KIND/NAME`` and ``idx/KIND/NAME`` (an object, and the same without its body),
 ``audit/TXID`` (+ ``auditchunk/TXID/N``), ``pending``, ``stage/TXID/KIND/NAME``, ``stagers/TXID``,
-``deploy/NODE``, ``health/UPSTREAM/BACKEND/CHECK``, ``lock/NAME``, ``token/SHA256``. docs/store.md explains them.
+``deploy/NODE``, ``deploylog/TIME.N``, ``health/UPSTREAM/BACKEND/CHECK``, ``lock/NAME``, ``token/SHA256``. docs/store.md explains them.
 
 A commit that fits in one etcd transaction (128 ops, 1.5 MiB by default) is one txn comparing
 ``rev``'s mod_revision with the writer's base revision. A bigger one is *staged*: changes go to
@@ -33,7 +33,9 @@ from etcd3gw.lease import Lease
 import reconciler.store.etcd_requests as req
 from reconciler.errors import ConflictError, StoreError, StoreUnavailableError
 from reconciler.store.base import (
+    HISTORY_KEEP,
     AuditEntry,
+    DeployEntry,
     DeployRecord,
     HealthRecord,
     Lock,
@@ -68,6 +70,7 @@ class EtcdStore(EtcdTokens, Store):
         self.url = f"etcd://{host}:{port}/{prefix}"
         self._client = Etcd3Client(host, port, api_path="/v3/", timeout=timeout)
         self._p = prefix.strip("/") + "/"
+        self._logged = 0  # deploy history entries written since the last trim
         self._call(self._client.status)  # fail now, clearly, when etcd is not there
 
     def _head(self) -> tuple[int, int, Kv | None, int]:
@@ -335,12 +338,52 @@ class EtcdStore(EtcdTokens, Store):
         self.record_deploys([record])
 
     def record_deploys(self, records: Sequence[DeployRecord]) -> None:
-        for chunk in req.chunks(records, lambda r: 200 + 100 * len(r.digests), MAX_TXN_OPS):
-            self._txn([], [req.put(self._k("deploy", r.access_node), r.to_dict()) for r in chunk])
+        last = self.deploy_records()
+        for chunk in req.chunks(records, lambda r: 400 + 200 * len(r.digests), MAX_TXN_OPS // 2):
+            writes = [req.put(self._k("deploy", r.access_node), r.to_dict()) for r in chunk]
+            stamp = time.time_ns()
+            for n, r in enumerate(r for r in chunk if not r.same_outcome(last.get(r.access_node))):
+                writes.append(req.put(self._k("deploylog", f"{stamp:020d}.{n:03d}"), {**r.to_dict(), "n": n}))
+                self._logged += 1
+            self._txn([], writes)
+        if self._logged >= 100:
+            self._trim_history()
+
+    def _trim_history(self) -> None:
+        """Keep the newest HISTORY_KEEP history entries (checked every hundred entries written)."""
+        self._logged = 0
+        prefix = self._k("deploylog/")
+        ask = {"key": req.b64(prefix), "range_end": req.b64(req.end(prefix)), "count_only": True}
+        count = int(self._call(self._client.post, self._client.get_url("/kv/range"), json=ask).get("count", 0))
+        if count > HISTORY_KEEP:
+            oldest = self._kvs(prefix, range_end=req.end(prefix), keys_only=True, limit=count - HISTORY_KEEP)
+            if oldest:
+                stop = oldest[-1][1]["key"].decode() + "\0"
+                self._txn([], [{"request_delete_range": {"key": req.b64(prefix), "range_end": req.b64(stop)}}])
 
     def deploy_records(self) -> dict[str, DeployRecord]:
         records = [DeployRecord.from_dict(v) for v, _ in self._range_all(self._k("deploy/"))]
         return {r.access_node: r for r in records}
+
+    def deploy_history(self, limit: int = 100, before: int | None = None) -> list[DeployEntry]:
+        # seq = the entry's etcd create revision x 1024 + its place in the transaction (< 100)
+        prefix = self._k("deploylog/")
+        page = self._kvs(
+            prefix,
+            range_end=req.end(prefix),
+            sort_order="descend",
+            sort_target="create",
+            max_create_revision=None if before is None else before // 1024,
+            limit=limit + MAX_TXN_OPS,
+        )
+        entries = []
+        for value, meta in page:
+            data = json.loads(value)
+            seq = int(meta["create_revision"]) * 1024 + int(data.pop("n", 0))
+            if before is None or seq < before:
+                entries.append(DeployEntry(seq, DeployRecord.from_dict(data)))
+        entries.sort(key=lambda e: -e.seq)
+        return entries[:limit]
 
     def record_health(self, records: Sequence[HealthRecord]) -> None:
         for chunk in req.chunks(records, lambda r: 600, MAX_TXN_OPS):

@@ -26,8 +26,10 @@ from pathlib import Path
 
 from reconciler.errors import ConflictError, StoreCorruptError, StoreError, StoreUnavailableError
 from reconciler.store.base import (
+    HISTORY_KEEP,
     AuditEntry,
     Delete,
+    DeployEntry,
     DeployRecord,
     HealthRecord,
     IndexEntry,
@@ -79,6 +81,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     (  # 4 -> 5: the addresses backend names last resolved to (kept when a name stops resolving)
         "CREATE TABLE addresses (host TEXT PRIMARY KEY, addresses TEXT NOT NULL, at REAL NOT NULL) WITHOUT ROWID",
+    ),
+    (  # 5 -> 6: the deploy history (every record whose outcome differs from the node's last)
+        "CREATE TABLE deploy_log (seq INTEGER PRIMARY KEY AUTOINCREMENT, access_node TEXT NOT NULL, record TEXT NOT NULL)",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -305,15 +310,32 @@ class SqliteStore(Store):
 
     def record_deploys(self, records: Sequence[DeployRecord]) -> None:
         with self._write() as db:  # one transaction: one fsync for the whole rollout
+            rows = db.execute("SELECT access_node, record FROM deploys").fetchall()
+            last = {r[0]: DeployRecord.from_dict(json.loads(r[1])) for r in rows}
+            changed = [r for r in records if not r.same_outcome(last.get(r.access_node))]
             db.executemany(
                 "INSERT OR REPLACE INTO deploys VALUES (?, ?)",
                 [(r.access_node, json.dumps(r.to_dict())) for r in records],
             )
+            if changed:
+                db.executemany(
+                    "INSERT INTO deploy_log (access_node, record) VALUES (?, ?)",
+                    [(r.access_node, json.dumps(r.to_dict())) for r in changed],
+                )
+                db.execute("DELETE FROM deploy_log WHERE seq <= (SELECT MAX(seq) FROM deploy_log) - ?", (HISTORY_KEEP,))
 
     def deploy_records(self) -> dict[str, DeployRecord]:
         with self._mutex, self._errors():
             rows = self._db.execute("SELECT access_node, record FROM deploys").fetchall()
         return {r[0]: DeployRecord.from_dict(json.loads(r[1])) for r in rows}
+
+    def deploy_history(self, limit: int = 100, before: int | None = None) -> list[DeployEntry]:
+        with self._mutex, self._errors():
+            rows = self._db.execute(
+                "SELECT seq, record FROM deploy_log WHERE seq < ? ORDER BY seq DESC LIMIT ?",
+                (before if before is not None else 1 << 62, limit),
+            ).fetchall()
+        return [DeployEntry(int(seq), DeployRecord.from_dict(json.loads(record))) for seq, record in rows]
 
     def record_health(self, records: Sequence[HealthRecord]) -> None:
         with self._write() as db:

@@ -274,6 +274,29 @@ def test_record_deploys_writes_every_record_and_moves_no_revision(store: Store) 
     assert store.deploy_records()["lb3:80"].result == "failed" and len(store.deploy_records()) == 150
 
 
+def test_deploy_history_keeps_each_new_outcome_newest_first_in_pages(store: Store) -> None:
+    revision = store.commit([put("a")])
+    first = [DeployRecord(f"lb{i}:80", revision, {}, "converged", when=1.0, by="apply ci@host") for i in range(3)]
+    store.record_deploys(first)
+    unchanged = DeployRecord("lb1:80", revision, {}, "converged", when=2.0, by="serve ctl", seconds=0.4)
+    store.record_deploy(unchanged)  # a drift check that found nothing: no history entry
+    failed = DeployRecord("lb1:80", revision, {}, "failed", "ssh: refused", when=3.0, by="serve ctl", step="connect")
+    store.record_deploy(failed)
+    store.record_deploy(DeployRecord("lb1:80", revision, {}, "failed", "ssh: refused", when=4.0, by="serve ctl", step="connect"))
+    back = DeployRecord("lb1:80", revision, {}, "converged", when=5.0, by="serve ctl", seconds=0.7)
+    store.record_deploy(back)
+    assert store.deploy_records()["lb1:80"] == back
+    history = store.deploy_history()
+    assert [e.record for e in history] == [back, failed, *reversed(first)]
+    seqs = [e.seq for e in history]
+    assert seqs == sorted(seqs, reverse=True) and len(set(seqs)) == len(seqs)
+    page = store.deploy_history(limit=2)
+    assert [e.record for e in page] == [back, failed]
+    rest = store.deploy_history(limit=10, before=page[-1].seq)
+    assert [e.record for e in rest] == list(reversed(first))
+    assert store.deploy_history(limit=10, before=rest[-1].seq) == []
+
+
 def test_last_known_addresses_are_kept_and_replaced(open_handle: Callable[[], Store]) -> None:
     first, second = open_handle(), open_handle()
     assert second.known_addresses() == {}
