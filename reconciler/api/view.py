@@ -7,11 +7,30 @@ with the controller as ``view``. Tests of the API use ``StoreView`` (no controll
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 
 from reconciler.store import DeployState, Store, deploy_state
+
+
+class CheckResult(Protocol):
+    """The last known result of one check on one backend (the monitor's state or a HealthRecord)."""
+
+    @property
+    def status(self) -> str: ...  # "up" | "down" (rise/fall applied)
+    @property
+    def detail(self) -> str: ...  # the last result's words ("connection refused", "200")
+    @property
+    def seconds(self) -> float: ...  # how long the last check took
+    @property
+    def checked(self) -> float: ...  # when its result came (0: none yet)
+    @property
+    def since(self) -> float: ...  # when the status last flipped (0: up since the first check)
+
+
+CheckKey = tuple[str, str, str]  # (upstream, backend hostname, check name)
 
 
 class ControllerView(Protocol):
@@ -31,6 +50,14 @@ class ControllerView(Protocol):
 
     def management_nodes(self) -> list[dict[str, Any]]:
         """``GET /management/node``: every registered controller: ``{host_name, master, since}``."""
+        ...
+
+    def check_results(self) -> Mapping[CheckKey, CheckResult]:
+        """``GET /health``: the last result of every check known (a check without one is up).
+
+        The master answers from its monitor (live); another controller from the store's health
+        records, which are written when a check's rise/fall count changes (so a latency there is
+        the one of that moment)."""
         ...
 
 
@@ -82,3 +109,6 @@ class StoreView:
     def management_nodes(self) -> list[dict[str, Any]]:
         master = self.store.lock_holder("master")
         return [{"host_name": master, "master": True, "since": None}] if master else []
+
+    def check_results(self) -> Mapping[CheckKey, CheckResult]:
+        return self.store.health_records()

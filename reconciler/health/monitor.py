@@ -50,6 +50,9 @@ class CheckState:
     run: int = 0  # > 0: results in a row agreeing with status (capped); < 0: contradicting it
     detail: str = ""
     when: float = field(default_factory=time.time)
+    seconds: float = 0.0  # how long the last check took
+    checked: float = 0.0  # when the last result came (0: none yet)
+    since: float = 0.0  # when the status last flipped (0: up since the first check)
 
 
 def step(state: CheckState, passed: bool, rise: int, fall: int) -> bool:
@@ -99,8 +102,8 @@ class Monitor:
     # state ------------------------------------------------------------------------------
     def load(self, records: Mapping[Key, HealthRecord]) -> None:
         """Take over the rise/fall state recorded in the store (a restart, a new master)."""
-        for key, record in records.items():
-            self.states[key] = CheckState(record.status, record.consecutive, record.detail, record.when)
+        for key, r in records.items():
+            self.states[key] = CheckState(r.status, r.consecutive, r.detail, r.when, r.seconds, r.checked, r.since)
 
     def health(self) -> Health:
         """upstream -> backend hostname -> up (every check up); only upstreams with checks."""
@@ -109,7 +112,7 @@ class Monitor:
     def records(self, keys: set[Key] | None = None) -> list[HealthRecord]:
         wanted = self.states.keys() if keys is None else keys
         return [
-            HealthRecord(*key, s.status, s.run, s.detail, s.when)
+            HealthRecord(*key, s.status, s.run, s.detail, s.when, s.seconds, s.checked, s.since)
             for key in sorted(wanted)
             if (s := self.states.get(key)) is not None
         ]
@@ -135,8 +138,12 @@ class Monitor:
         flipped = step(state, outcome.passed, probe.spec.rise, probe.spec.fall)
         if outcome.detail != state.detail:
             state.detail = outcome.detail
+        state.seconds = outcome.seconds
+        state.checked = now = time.time()
+        if flipped:
+            state.since = now
         if flipped or before != state.run:
-            state.when = time.time()
+            state.when = now
             self._dirty.add(probe.key)
         if flipped:
             upstream, backend, check = probe.key

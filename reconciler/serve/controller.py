@@ -25,14 +25,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.deploy.apply import ApplySettings
 from reconciler.deploy.plan import StoreRef, node_model
 from reconciler.errors import ObreconcileError
-from reconciler.health.monitor import Monitor
+from reconciler.health.monitor import CheckState, Monitor
 from reconciler.health.probe import Prober
 from reconciler.health.select import select
 from reconciler.manifest.model import DesiredState
@@ -41,7 +41,7 @@ from reconciler.render.renderer import Renderer
 from reconciler.serve.locks import MANAGEMENT_PREFIX, MASTER_LOCK
 from reconciler.serve.push import Job, NodeWorker, Pusher, PushSettings
 from reconciler.serve.status import StatusCache, StatusInput, build_status
-from reconciler.store import DeployRecord, Lock, Store
+from reconciler.store import DeployRecord, HealthRecord, Lock, Store
 from reconciler.transport import SSHSettings
 
 log = logging.getLogger("obreconcile.controller")
@@ -121,6 +121,11 @@ class Controller:
         }
         nodes[self.host_name] = {"host_name": self.host_name, "master": self.is_master(), "since": self.master_since}
         return [nodes[n] for n in sorted(nodes)]
+
+    def check_results(self) -> Mapping[tuple[str, str, str], CheckState | HealthRecord]:
+        if self.is_master() and self.monitor is not None:
+            return self.monitor.states
+        return self.cache.health  # a non-master: the store's records, read every second
 
     # master -----------------------------------------------------------------------------
     def is_master(self) -> bool:
