@@ -311,6 +311,7 @@ class Upstream:
     checks: tuple[str, ...] = ()
     nodes: tuple[Backend, ...] = ()
     acl: tuple[AclRule, ...] = ()
+    description: str | None = None  # for people (the dashboard shows it); absent when None
     source: Source = field(default=Source(), compare=False, repr=False)
     balancing: Balancing = field(default=Balancing(), metadata=OMIT_DEFAULT)
     proxy: HttpProxy | TcpProxy = field(default=HttpProxy(), metadata=OMIT_DEFAULT)
@@ -443,6 +444,7 @@ def _upstream(data: Mapping[str, Any], source: Source) -> Upstream:
         tuple(data.get("checks", ())),
         nodes,
         tuple(AclRule(a["group_name"], a["rule"]) for a in data.get("acl", ())),
+        data.get("description"),
         source,
         balancing=_balancing(data.get("balancing", {})),
         proxy=_tcp_proxy(data.get("proxy", {})) if protocol == "tcp" else _http_proxy(data.get("proxy", {})),
