@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from reconciler.api import access_nodes, checks, service, upstreams, users
+from reconciler.api import access_nodes, checks, health, history, service, ui, upstreams, users
 from reconciler.api.auth import LoginLimits
 from reconciler.api.authz import actor_of
 from reconciler.api.context import ACTOR, API, BODY, DESIRED, SERVED_ROUTES, ApiContext, read_body
@@ -38,6 +38,9 @@ ALL_ROUTES: tuple[Route, ...] = (
     *access_nodes.ROUTES,
     *users.ROUTES,
     *service.ROUTES,
+    *health.ROUTES,
+    *history.ROUTES,
+    *ui.ROUTES,
 )
 PUBLIC = {(r.method, r.path) for r in ALL_ROUTES if r.public}
 
@@ -175,6 +178,7 @@ def create_app(
     )
     app[API].tokens.recheck = app[API].desired.recheck = cache_seconds
     app[SERVED_ROUTES] = ALL_ROUTES
+    app[history.AUDIT] = history.AuditLog()
     for route in ALL_ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
     return app

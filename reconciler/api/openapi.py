@@ -116,6 +116,7 @@ def _api_schemas(manifest: dict[str, Any]) -> dict[str, Any]:
             "properties": {"access_node": {"type": "string"}, "upstream": {"type": "string"}},
         },
         "ManagementNode": {"type": "object", "required": ["host_name", "master"]},
+        **_reading_schemas(),
         "Status": {
             "type": "object",
             "required": ["master_node", "etcd_health", "revision", "access_nodes", "backends", "panic"],
@@ -129,9 +130,115 @@ def _api_schemas(manifest: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _reading_schemas() -> dict[str, Any]:
+    """The answers of GET /health, /upstream/{name}/health, /deploy and /audit (the dashboard's reads)."""
+    number = {"type": ["number", "null"]}
+    check = {
+        "type": "object",
+        "required": ["check", "status", "detail", "seconds", "checked", "since"],
+        "properties": {
+            "check": {"type": "string"},
+            "status": {"enum": ["up", "down"]},
+            "detail": {"type": "string"},
+            "seconds": number,
+            "checked": number,
+            "since": number,
+        },
+    }
+    backend = {
+        "type": "object",
+        "required": ["hostname", "health", "role", "force_status", "failover", "checks"],
+        "properties": {
+            "hostname": {"type": "string"},
+            "health": {"enum": ["up", "down", "drained", "forced"]},
+            "role": {"enum": ["enabled", "backup", "down"]},
+            "force_status": {"enum": ["up", "down", "normal"]},
+            "failover": {"type": "integer"},
+            "weight": {"type": "integer"},
+            "since": number,
+            "detail": {"type": "string"},
+            "seconds": number,
+            "checked": number,
+            "checks": {"type": "array", "items": check},
+        },
+    }
+    page = {"type": ["integer", "null"], "description": "pass as `before` for the next page; null: the last page"}
+    deploy = {
+        "type": "object",
+        "required": ["access_node", "revision", "result", "when", "by", "seconds"],
+        "properties": {
+            "seq": {"type": ["integer", "null"]},
+            "access_node": {"type": "string"},
+            "revision": {"type": "integer"},
+            "result": {"type": "string"},
+            "step": {"type": "string"},
+            "error": {"type": "string"},
+            "when": {"type": "number"},
+            "by": {"type": "string"},
+            "seconds": {"type": "number"},
+            "files": {"type": "integer"},
+        },
+    }
+    audit = {
+        "type": "object",
+        "required": ["seq", "revision", "kind", "name", "action", "source", "origin", "when"],
+        "properties": {
+            "seq": {"type": "integer"},
+            "revision": {"type": "integer"},
+            "kind": {"type": "string"},
+            "name": {"type": "string"},
+            "action": {"enum": ["put", "delete"]},
+            "source": {"enum": ["manifest", "api"]},
+            "origin": {"type": "string", "description": "the manifest file, or the API user"},
+            "when": {"type": "number"},
+        },
+    }
+    return {
+        "UpstreamHealth": {
+            "type": "object",
+            "required": ["name", "min_servers", "panic", "tiers_in_use", "access", "backends"],
+            "properties": {
+                "name": {"type": "string"},
+                "description": {"type": ["string", "null"]},
+                "owner": {"type": "string"},
+                "min_servers": {"type": "integer"},
+                "checks": {"type": "array", "items": {"type": "string"}},
+                "panic": {"type": "boolean"},
+                "tiers_in_use": {"type": "array", "items": {"type": "integer"}},
+                "access": {"enum": ["read", "write"]},
+                "backends": {"type": "array", "items": backend},
+            },
+        },
+        "HealthPage": {
+            "type": "object",
+            "required": ["revision", "total", "offset", "limit", "counts", "upstreams"],
+            "properties": {
+                "revision": {"type": "integer"},
+                "total": {"type": "integer"},
+                "offset": {"type": "integer"},
+                "limit": {"type": "integer"},
+                "counts": {"type": "object"},
+                "upstreams": {"type": "array", "items": _ref("UpstreamHealth")},
+            },
+        },
+        "DeployPage": {
+            "type": "object",
+            "required": ["entries", "next"],
+            "properties": {"entries": {"type": "array", "items": deploy}, "next": page},
+        },
+        "AuditPage": {
+            "type": "object",
+            "required": ["entries", "next"],
+            "properties": {"entries": {"type": "array", "items": audit}, "next": page},
+        },
+    }
+
+
 def _content(schema: str) -> dict[str, Any]:
     if schema == "text":
         return {"text/plain": {"schema": {"type": "string"}}}
+    if schema == "html":  # the dashboard's page and files (reconciler/api/ui.py)
+        return {"text/html": {"schema": {"type": "string"}}}
     if schema.startswith("["):
         return {"application/json": {"schema": {"type": "array", "items": _ref(schema[1:-1])}}}
     return {"application/json": {"schema": _ref(schema)}}
@@ -160,6 +267,10 @@ def _operation(route: Route) -> dict[str, Any]:
             {"name": p, "in": "path", "required": True, "schema": _ref(_PARAM_SCHEMAS.get(p, "Defs/$defs/name"))}
             for p in params
         ]
+    if route.query:
+        operation.setdefault("parameters", []).extend(
+            {"name": name, "in": "query", "required": False, "schema": {"type": kind}} for name, kind in route.query
+        )
     if route.body:
         operation["requestBody"] = {"required": route.method != "DELETE", "content": _content(route.body)}
     if not route.public:

@@ -25,3 +25,4 @@ class Route:
     status: int = 200  # success status
     public: bool = False  # no X-Auth-Token needed
     errors: tuple[int, ...] = (401, 403, 404)
+    query: tuple[tuple[str, str], ...] = ()  # query parameters: (name, JSON type "string" | "integer" | "boolean")
