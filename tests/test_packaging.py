@@ -27,6 +27,7 @@ def test_wheel_installs_into_a_fresh_venv_and_validates_an_example(tmp_path: Pat
     names = zipfile.ZipFile(wheel).namelist()
     assert "reconciler/_data/schemas/upstream.schema.json" in names
     assert any(n.startswith("reconciler/_data/templates/") and n.endswith(".j2") for n in names)
+    assert {"reconciler/api/static/index.html", "reconciler/api/static/app.js"} <= set(names)  # the dashboard
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)

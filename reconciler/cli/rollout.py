@@ -31,7 +31,7 @@ from reconciler.cli.report import (
     print_sync,
     result_line,
 )
-from reconciler.deploy.apply import ApplySettings, NodeResult
+from reconciler.deploy.apply import ApplySettings, NodeResult, default_deployer
 from reconciler.deploy.fleet import (
     FleetSettings,
     apply_fleet,
@@ -203,7 +203,8 @@ def apply_command(
             health = stored_health(store, state)
             results = _converge(ctx, state, ref, renderer, settings, expected, pool, health.health)
             store.record_addresses(renderer.resolver.learned())
-            store.record_deploys([r for result in results if (r := result.record(synced.revision)) is not None])
+            by = f"apply {settings.apply.deployed_by or default_deployer()}"
+            store.record_deploys([r for x in results if (r := x.record(synced.revision, by)) is not None])
             sync_summary = {
                 "changes": [{"action": str(c.action), "kind": c.kind, "name": c.name} for c in synced.changes],
                 "writes": synced.writes,

@@ -224,6 +224,7 @@ def converge_command(ctx: Context, /, limit: tuple[str, ...], **options: Any) ->
     converged, 1 otherwise.
     """
     from reconciler.cli.report import apply_document, result_line
+    from reconciler.deploy.apply import default_deployer
     from reconciler.deploy.fleet import FleetSettings, apply_fleet
     from reconciler.deploy.plan import StoreRef
     from reconciler.render.renderer import Renderer
@@ -247,7 +248,7 @@ def converge_command(ctx: Context, /, limit: tuple[str, ...], **options: Any) ->
         results = apply_fleet(state, ref, renderer, settings, on_result=echo, health=health)
         store.record_addresses(renderer.resolver.learned())
         for result in results:
-            if (record := result.record(snapshot.revision)) is not None:
+            if (record := result.record(snapshot.revision, f"converge {default_deployer()}")) is not None:
                 store.record_deploy(record)
         store_url = store.url
     if ctx.output == "json":

@@ -108,13 +108,24 @@ class NodeResult:
     def ok(self) -> bool:
         return self.status in (NodeStatus.UNCHANGED, NodeStatus.CONVERGED)
 
-    def record(self, revision: int) -> DeployRecord | None:
-        """The store's record of this outcome at store ``revision`` (a skipped node keeps its last)."""
+    def record(self, revision: int, by: str = "") -> DeployRecord | None:
+        """The store's record of this outcome at store ``revision`` (a skipped node keeps its last);
+        ``by``: who pushed (``obreconcile serve HOST``, ``apply USER@HOST``; default USER@HOST)."""
         if self.status == NodeStatus.SKIPPED:
             return None
         digests = {f.path: f.new_digest or "" for f in self.plan.files} if self.plan is not None and self.ok else {}
         result = DeployResult.CONVERGED if self.ok else DeployResult.FAILED
-        return DeployRecord(self.access_node, revision, digests, result, self.error)
+        step = "" if self.ok or self.step is None else str(self.step)
+        return DeployRecord(
+            self.access_node,
+            revision,
+            digests,
+            result,
+            self.error,
+            by=by or default_deployer(),
+            seconds=self.seconds,
+            step=step,
+        )
 
     @property
     def refusal(self) -> Refusal | None:

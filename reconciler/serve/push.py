@@ -254,7 +254,7 @@ class Pusher:
                 job.store.revision,
                 result.seconds,
             )
-        record = result.record(job.store.revision)
+        record = result.record(job.store.revision, self.settings.apply.deployed_by)
         if record is None:  # a push is never skipped
             return
         task = asyncio.get_running_loop().create_task(self.record_deploy(record))
