@@ -113,6 +113,13 @@ CASES: list[tuple[str, str, Any, str]] = [
     ("GET", "/node", None, "200 200 200 200 200 200 200 200"),
     ("GET", "/user", None, "200 200 200 200 200 200 200 200"),
     ("GET", "/group", None, "200 200 200 200 200 200 200 200"),
+    # the dashboard's reads: health as the upstream's read access; lists show what each may read
+    # (tests/api/test_readings.py)
+    ("GET", "/upstream/app-a/health", None, READ_A),
+    ("GET", "/upstream/app-b/health", None, "404 404 404 200 200 200 404 200"),
+    ("GET", "/health", None, "200 200 200 200 200 200 200 200"),
+    ("GET", "/deploy", None, "200 200 200 200 200 200 200 200"),
+    ("GET", "/audit", None, "200 200 200 200 200 200 200 200"),
 ]
 
 
