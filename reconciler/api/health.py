@@ -20,11 +20,11 @@ from aiohttp import web
 
 from reconciler.api import authz
 from reconciler.api.authz import Access, Actor
-from reconciler.api.context import actor, desired, from_view
+from reconciler.api.context import actor, desired, from_view, json_answer
 from reconciler.api.history import query_int, query_text
 from reconciler.api.problems import ApiError
 from reconciler.api.routes import Route
-from reconciler.api.upstreams import json, upstream_of
+from reconciler.api.upstreams import upstream_of
 from reconciler.api.view import CheckKey, CheckResult
 from reconciler.health.select import Role, select
 from reconciler.manifest.model import Backend, Upstream
@@ -182,7 +182,7 @@ async def list_health(request: web.Request) -> web.Response:
         if _matches(upstream, words, panic, wanted, q):
             matching.append((upstream, access, panic))
     page = [upstream_health(u, results, a, p) for u, a, p in matching[offset : offset + limit]]
-    return json(
+    return json_answer(
         {
             "revision": desired(request).revision,
             "total": len(matching),
@@ -198,7 +198,7 @@ async def get_upstream_health(request: web.Request) -> web.Response:
     upstream, _ = upstream_of(request, Access.READ)
     results = await from_view(request, lambda v: v.check_results())
     access = authz.upstream_access(actor(request), upstream)
-    return json(upstream_health(upstream, results, access, _summary(upstream, results)[1]))
+    return json_answer(upstream_health(upstream, results, access, _summary(upstream, results)[1]))
 
 
 ROUTES = (

@@ -20,10 +20,9 @@ from aiohttp import web
 
 from reconciler.api import authz
 from reconciler.api.authz import Access, Actor
-from reconciler.api.context import actor, api, desired
+from reconciler.api.context import actor, api, desired, json_answer
 from reconciler.api.problems import ApiError
 from reconciler.api.routes import Route
-from reconciler.api.upstreams import json
 from reconciler.manifest.model import DesiredState
 from reconciler.store import AuditEntry, DeployRecord, Store
 
@@ -115,7 +114,7 @@ async def list_deploys(request: web.Request) -> web.Response:
     if query_flag(request, "latest"):
         records = await asyncio.to_thread(store.deploy_records)
         entries = [deploy_entry(r, None) for n, r in sorted(records.items()) if may_see_node(who, state, n)]
-        return json({"entries": entries, "next": None})
+        return json_answer({"entries": entries, "next": None})
     limit = query_int(request, "limit", PAGE, 1, MAX_PAGE)
     before = query_int(request, "before", 0, 0, 1 << 62) or None
 
@@ -138,7 +137,7 @@ async def list_deploys(request: web.Request) -> web.Response:
         return out, cursor
 
     entries, cursor = await asyncio.to_thread(read)
-    return json({"entries": entries, "next": cursor})
+    return json_answer({"entries": entries, "next": cursor})
 
 
 # --- audit ---------------------------------------------------------------------------------------
@@ -212,7 +211,7 @@ async def list_audit(request: web.Request) -> web.Response:
         return seen[key]
 
     positions, cursor = page_newest_first(len(entries), before, limit, keep)
-    return json({"entries": [audit_entry(p, entries[p]) for p in positions], "next": cursor})
+    return json_answer({"entries": [audit_entry(p, entries[p]) for p in positions], "next": cursor})
 
 
 PAGING = (("limit", "integer"), ("before", "integer"))

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from selenium.webdriver.common.action_chains import ActionChains
@@ -57,28 +59,26 @@ class World:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("dashboard")
-    fleets = fleet_under_test(tmp, 2)
-    fleet = next(fleets)
-    backends = [Backend(f"b{i}") for i in range(4)]
-    controller: Serve | None = None
-    try:
-        b0, b1, b2, b3 = (b.hostname for b in backends)
-        upstreams = {
-            "web": {"checks": ["fast"], "nodes": [{"hostname": b0}, {"hostname": b1, "failover": 1}]},
-            "shop": {"checks": ["fast"], "description": MARKUP, "nodes": [{"hostname": b2}, {"hostname": b3}]},
-        }
-        manifests = write_manifests(fleet, tmp / "m", upstreams)
-        users_manifest(manifests)
-        apply(fleet, manifests)
-        controller = Serve(fleet, tmp / "serve.log")
-        controller.wait_converged()
-        yield World(fleet, backends, controller)
-    finally:
-        if controller is not None:
-            controller.stop()
-        for backend in backends:
-            backend.stop()
-        fleets.close()
+    with contextmanager(fleet_under_test)(tmp, 2) as fleet:
+        backends = [Backend(f"b{i}") for i in range(4)]
+        controller: Serve | None = None
+        try:
+            b0, b1, b2, b3 = (b.hostname for b in backends)
+            upstreams: dict[str, dict[str, Any]] = {
+                "web": {"checks": ["fast"], "nodes": [{"hostname": b0}, {"hostname": b1, "failover": 1}]},
+                "shop": {"checks": ["fast"], "description": MARKUP, "nodes": [{"hostname": b2}, {"hostname": b3}]},
+            }
+            manifests = write_manifests(fleet, tmp / "m", upstreams)
+            users_manifest(manifests)
+            apply(fleet, manifests)
+            controller = Serve(fleet, tmp / "serve.log")
+            controller.wait_converged()
+            yield World(fleet, backends, controller)
+        finally:
+            if controller is not None:
+                controller.stop()
+            for backend in backends:
+                backend.stop()
 
 
 def as_user(browser: WebDriver, url: str, user: str) -> None:
@@ -115,12 +115,11 @@ def test_login_shows_every_node_converged(world: World, browser: WebDriver) -> N
     go(browser, "fleet")
     names = [n.name for n in world.fleet.nodes]
     for name in names:
-        wait_until(
-            browser,
-            lambda n=name: text_of(browser, f'tr[data-node="{n}"] .state') == "converged",
-            10,
-            f"{name} converged",
-        )
+
+        def converged(node: str = name) -> bool:
+            return text_of(browser, f'tr[data-node="{node}"] .state') == "converged"
+
+        wait_until(browser, converged, 10, f"{name} converged")
     summary = browser.find_element(By.ID, "fleet-summary").text
     assert world.controller.name in summary and "healthy" in summary
     assert text_of(browser, f'tr[data-node="{names[0]}"] td:nth-child(5)').startswith(("obreconcile serve", "apply"))
