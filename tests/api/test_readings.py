@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from reconciler.store import DeployRecord, HealthRecord, Provenance, Put
+from reconciler.store import DeployRecord, DeployResult, HealthRecord, Provenance, Put
 from tests.api.conftest import Api
 from tests.api.server import doc, restore
 from tests.api.world import LB_A
@@ -80,7 +80,7 @@ def test_health_shows_down_since_latency_and_tiers_and_filters(api: Api) -> None
 
 def test_deploy_history_is_newest_first_paged_and_per_readable_node(api: Api) -> None:
     revision = api.store.revision()
-    for i, result in enumerate(["converged", "failed", "converged"]):
+    for i, result in enumerate([DeployResult.CONVERGED, DeployResult.FAILED, DeployResult.CONVERGED]):
         api.store.record_deploy(
             DeployRecord(
                 LB_A,
@@ -94,7 +94,7 @@ def test_deploy_history_is_newest_first_paged_and_per_readable_node(api: Api) ->
             )
         )
     api.store.record_deploy(
-        DeployRecord("gone.example:80", revision, {}, "converged", when=2000.0, by="apply ci@runner")
+        DeployRecord("gone.example:80", revision, {}, DeployResult.CONVERGED, when=2000.0, by="apply ci@runner")
     )
     r = api.server.call("GET", "/deploy?limit=2", api.tokens["owner"])
     assert r.status_code == 200

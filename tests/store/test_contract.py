@@ -276,14 +276,14 @@ def test_record_deploys_writes_every_record_and_moves_no_revision(store: Store) 
 
 def test_deploy_history_keeps_each_new_outcome_newest_first_in_pages(store: Store) -> None:
     revision = store.commit([put("a")])
-    first = [DeployRecord(f"lb{i}:80", revision, {}, "converged", when=1.0, by="apply ci@host") for i in range(3)]
+    first = [DeployRecord(f"lb{i}:80", revision, {}, DeployResult.CONVERGED, when=1.0, by="apply ci@host") for i in range(3)]
     store.record_deploys(first)
-    unchanged = DeployRecord("lb1:80", revision, {}, "converged", when=2.0, by="serve ctl", seconds=0.4)
+    unchanged = DeployRecord("lb1:80", revision, {}, DeployResult.CONVERGED, when=2.0, by="serve ctl", seconds=0.4)
     store.record_deploy(unchanged)  # a drift check that found nothing: no history entry
-    failed = DeployRecord("lb1:80", revision, {}, "failed", "ssh: refused", when=3.0, by="serve ctl", step="connect")
+    failed = DeployRecord("lb1:80", revision, {}, DeployResult.FAILED, "ssh: refused", when=3.0, by="serve ctl", step="connect")
     store.record_deploy(failed)
-    store.record_deploy(DeployRecord("lb1:80", revision, {}, "failed", "ssh: refused", when=4.0, by="serve ctl", step="connect"))
-    back = DeployRecord("lb1:80", revision, {}, "converged", when=5.0, by="serve ctl", seconds=0.7)
+    store.record_deploy(DeployRecord("lb1:80", revision, {}, DeployResult.FAILED, "ssh: refused", when=4.0, by="serve ctl", step="connect"))
+    back = DeployRecord("lb1:80", revision, {}, DeployResult.CONVERGED, when=5.0, by="serve ctl", seconds=0.7)
     store.record_deploy(back)
     assert store.deploy_records()["lb1:80"] == back
     history = store.deploy_history()
