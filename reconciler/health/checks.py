@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from reconciler.manifest.model import (
     DEFAULT_HTTP_CHECK,
+    HTTP_METHODS,
     Backend,
     BaseCheck,
     Check,
@@ -24,7 +25,9 @@ from reconciler.manifest.model import (
     duration_seconds,
 )
 
-_REQUEST = re.compile(r"^([A-Z]{1,16}) (/[!-~]{0,1000})((?: [1-5][0-9]{2}(?:-[1-5][0-9]{2})?){0,16})( verify)?$")
+_REQUEST = re.compile(
+    rf"^({'|'.join(HTTP_METHODS)}) (/[!-~]{{0,1000}})((?: [1-5][0-9]{{2}}(?:-[1-5][0-9]{{2}})?){{0,16}})( verify)?$"
+)
 
 
 class CheckStringError(ValueError):
@@ -45,6 +48,8 @@ class CheckSpec:
     path: str = "/"
     statuses: tuple[tuple[int, int], ...] = ((200, 399),)
     verify: bool = False
+    host: str = ""  # the Host header; empty: the target's address and port
+    expect: bytes = b""  # the body must contain it (within its first 64 KiB); empty: not looked at
 
     def accepts(self, status: int) -> bool:
         return any(low <= status <= high for low, high in self.statuses)
@@ -78,7 +83,19 @@ def spec_of(check: Check) -> CheckSpec:
             raise CheckStringError(f"check {check.name}: a tcp check takes no string")
         return CheckSpec(check.name, base, *times, check.rise, check.fall)
     method, path, statuses, verify = parse_request(base, check.string)
-    return CheckSpec(check.name, base, *times, check.rise, check.fall, method, path, statuses, verify)
+    return CheckSpec(
+        check.name,
+        base,
+        *times,
+        check.rise,
+        check.fall,
+        method,
+        path,
+        statuses,
+        verify,
+        check.host or "",
+        (check.expect or "").encode(),
+    )
 
 
 BASE_SPECS = {base.value: CheckSpec(base.value, base) for base in BaseCheck}

@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 
 from reconciler.health.checks import CheckSpec, Outcome, Target
-from reconciler.health.sockets import Done, SocketProbes, reason
+from reconciler.health.sockets import EXPECT_WITHIN, Done, SocketProbes, reason
 from reconciler.manifest.model import BaseCheck
 from reconciler.resolve import Resolver, SystemResolver, ip_literal
 
@@ -148,10 +148,14 @@ class Prober:
         tls: ssl.SSLContext | bool = self._verified if spec.verify else False
         try:
             async with asyncio.timeout(spec.timeout):
+                headers = {"Host": spec.host} if spec.host else None
                 async with self._session.request(
-                    spec.method, target.url(spec), allow_redirects=False, ssl=tls
+                    spec.method, target.url(spec), allow_redirects=False, ssl=tls, headers=headers
                 ) as response:
                     detail = "" if spec.accepts(response.status) else f"status {response.status}"
+                    if not detail and spec.expect:
+                        body = await response.content.read(EXPECT_WITHIN)
+                        detail = "" if spec.expect in body else missing_text(spec)
         except TimeoutError:
             detail = f"no answer within {spec.timeout:g}s"
         except (OSError, aiohttp.ClientError, ssl.SSLError) as e:
@@ -163,10 +167,14 @@ class Prober:
         done(outcome)
 
 
+def missing_text(spec: CheckSpec) -> str:
+    return f"body lacks {spec.expect.decode()!r}"
+
+
 def _request(spec: CheckSpec, target: Target) -> bytes:
     host = f"[{target.host}]" if ":" in target.host else target.host
     return (
-        f"{spec.method} {spec.path} HTTP/1.1\r\nHost: {host}:{target.port}\r\n"
+        f"{spec.method} {spec.path} HTTP/1.1\r\nHost: {spec.host or f'{host}:{target.port}'}\r\n"
         "User-Agent: obreconcile-check\r\nAccept: */*\r\nConnection: close\r\n\r\n"
     ).encode()
 

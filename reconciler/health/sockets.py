@@ -36,13 +36,26 @@ _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 _STATUS_LINE_MAX = 1024
 _BATCH = 1024  # ready sockets taken per callback
 _DRAIN_MAX = 65536  # bytes read after the status line while waiting for the server to close
+EXPECT_WITHIN = 65536  # bytes of a body looked at for a check's ``expect``
 _WRITABLE = select.EPOLLOUT | select.EPOLLONESHOT
 _CONNECTING, _READING, _DRAINING = 0, 1, 2
 _READABLE = select.EPOLLIN | select.EPOLLONESHOT
 
 
 class _Attempt:
-    __slots__ = ("buffer", "done", "drained", "finished", "generation", "phase", "request", "sock", "spec", "started")
+    __slots__ = (
+        "buffer",
+        "done",
+        "drained",
+        "expecting",
+        "finished",
+        "generation",
+        "phase",
+        "request",
+        "sock",
+        "spec",
+        "started",
+    )
 
     def __init__(
         self, sock: socket.socket, spec: CheckSpec, request: bytes, done: Done, started: float, generation: int
@@ -53,6 +66,7 @@ class _Attempt:
         self.drained = 0
         self.phase = _CONNECTING
         self.finished = False  # closed (its outcome may have come before, while draining)
+        self.expecting = False  # the status passed; the outcome waits for the body (spec.expect)
 
 
 class SocketProbes:
@@ -159,7 +173,11 @@ class SocketProbes:
             self._finish(fd, attempt, "not an HTTP answer")
             return
         status = int(parts[1])
-        self._report(attempt, "" if attempt.spec.accepts(status) else f"status {status}")
+        if attempt.spec.expect and attempt.spec.accepts(status):
+            attempt.expecting = True  # reported when the text is found, or when the body ends without it
+            self._look(attempt)
+        else:
+            self._report(attempt, "" if attempt.spec.accepts(status) else f"status {status}")
         # The outcome is known; the rest of the answer is read until the server closes (it was
         # asked to), so that the backend sees an orderly close and not a reset in its logs.
         attempt.phase = _DRAINING
@@ -176,10 +194,24 @@ class SocketProbes:
             data = b""
         if data:
             attempt.drained += len(data)
+            if attempt.expecting:
+                attempt.buffer += data
+                self._look(attempt)
             if attempt.drained <= _DRAIN_MAX:
                 self._epoll.modify(fd, _READABLE)
                 return
         self._drop(fd, attempt, orderly=not data)  # a server that keeps talking is hung up on
+        if attempt.expecting:  # the body ended (or grew past the limit) without the text
+            attempt.expecting = False
+            self._report(attempt, f"body lacks {attempt.spec.expect.decode()!r}")
+
+    def _look(self, attempt: _Attempt) -> None:
+        """Report a pass once the body (after the header) holds ``spec.expect``."""
+        _, found, body = attempt.buffer.partition(b"\r\n\r\n")
+        if found and attempt.spec.expect in body[:EXPECT_WITHIN]:
+            attempt.expecting = False
+            attempt.buffer = b""
+            self._report(attempt, "")
 
     def _finish(self, fd: int, attempt: _Attempt, detail: str) -> None:
         """Close (with a reset) and report ``detail``: '' passed, else why not."""
@@ -205,7 +237,7 @@ class SocketProbes:
                 attempt = queue.popleft()
                 if attempt.finished:
                     continue
-                if attempt.phase == _DRAINING:  # answered, but the server never closed
+                if attempt.phase == _DRAINING and not attempt.expecting:  # answered, the server never closed
                     self._drop(attempt.sock.fileno(), attempt)
                 else:
                     self._finish(attempt.sock.fileno(), attempt, f"no answer within {timeout:g}s")

@@ -17,6 +17,8 @@ API_VERSION = "openbalancer/v1"
 KINDS = ("Group", "User", "Check", "Upstream", "AccessNode")
 FORCE_STATUS = {"u": "up", "d": "down", "n": "normal", "up": "up", "down": "down", "normal": "normal"}
 DEFAULT_HTTP_CHECK = "GET / 200-399"
+HTTP_METHODS = ("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE")
+"""The methods a check may send (the schema's allow-list)."""
 
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
@@ -75,6 +77,8 @@ class Check:
     rise: int = 2
     fall: int = 3
     source: Source = field(default=Source(), compare=False, repr=False)
+    host: str | None = None  # http(s): the Host header sent
+    expect: str | None = None  # http(s): a text the body must contain
 
     @property
     def request(self) -> str:
@@ -413,6 +417,8 @@ def build_object(kind: str, data: Mapping[str, Any], source: Source = Source()) 
             data.get("rise", 2),
             data.get("fall", 3),
             source,
+            host=data.get("host"),
+            expect=data.get("expect"),
         )
     if kind == "Upstream":
         return _upstream(data, source)

@@ -63,14 +63,27 @@ def check_semantics(objects: list[LocatedObject], report: Report) -> None:
             message = password_hash_problem(password_hash) if password_hash else ""
             if message:
                 report.add(obj.doc, ("password_hash",), message)
-        elif obj.kind == "Check" and obj.name in BASE_CHECKS:
-            report.add(obj.doc, ("name",), f"{obj.name!r} is a base check's name; give the custom check another name")
+        elif obj.kind == "Check":
+            if obj.name in BASE_CHECKS:
+                report.add(obj.doc, ("name",), f"{obj.name!r} is a base check's name; give the custom check another name")
+            _check_check(obj, report)
         elif obj.kind == "Upstream":
             _check_upstream(obj, groups, checks, report)
         elif obj.kind == "AccessNode":
             for i, _ in _entries(data, "upstreams"):
                 _reference(obj, ("upstreams", i), "upstream", upstreams, report)
             _check_access_node(obj, upstreams, report)
+
+
+def _check_check(obj: LocatedObject, report: Report) -> None:
+    """host and expect are for http(s) checks; a HEAD answer has no body to look into."""
+    data = obj.data
+    for key in ("host", "expect"):
+        if key in data and data.get("base_check") == "tcp":
+            report.add(obj.doc, (key,), "is for http and https checks (a tcp check sends no request)", key=True)
+    string = _text(data, "string", "")
+    if "expect" in data and string is not None and string.startswith("HEAD "):
+        report.add(obj.doc, ("expect",), "a HEAD answer has no body to look into: use GET", key=True)
 
 
 def _unique_names(objects: list[LocatedObject], report: Report) -> dict[str, dict[str, LocatedObject]]:
