@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from reconciler.manifest.model import DesiredState
 from reconciler.manifest.validate import load_desired_state
 from reconciler.render.renderer import RenderedAccessNode, render
 from reconciler.resolve import StaticResolver
 from tests.render.desired import access_node, large_fleet, state_of, upstream
 from tests.services.nginx import Nginx, include_http, include_stream
+from tests.services.pki import TestCA
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 # Example hostnames are not in DNS: every name answers one IPv4 and one IPv6 address.
@@ -23,13 +26,54 @@ def nginx_accepts(nginx: Nginx, node: RenderedAccessNode) -> None:
     nginx.test()
 
 
+def tls_files(state: DesiredState, directory: Path) -> dict[str, str]:
+    """Real certificates, keys and CA bundles in ``directory`` for the paths the upstreams name
+    on their access nodes (nginx -t reads them): path on the node -> path here."""
+    ca = TestCA(directory)
+    out: dict[str, str] = {}
+    for served in state.upstreams.values():
+        if served.tls is not None and served.tls.certificate not in out:
+            cert, key = ca.issue(f"c{len(out)}", list(served.listen.server_names))
+            out[served.tls.certificate], out[served.tls.key] = str(cert), str(key)
+        backend_tls = getattr(served.proxy, "backend_tls", None)
+        if backend_tls is not None and backend_tls.ca_certificate:
+            out[backend_tls.ca_certificate] = str(ca.certificate)
+    return out
+
+
+def with_files(node: RenderedAccessNode, paths: dict[str, str]) -> RenderedAccessNode:
+    files = {}
+    for name, text in node.files.items():
+        for old in sorted(paths, key=len, reverse=True):
+            text = text.replace(old, paths[old])
+        files[name] = text
+    return replace(node, files=files)
+
+
 @pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.iterdir() if p.is_dir()))
-def test_every_example_renders_and_nginx_accepts_it(example: str, nginx: Nginx) -> None:
-    out = render(load_desired_state([EXAMPLES / example]), resolver=RESOLVER)
+def test_every_example_renders_and_nginx_accepts_it(example: str, nginx: Nginx, tmp_path: Path) -> None:
+    state = load_desired_state([EXAMPLES / example])
+    out = render(state, resolver=RESOLVER)
     assert out
+    paths = tls_files(state, tmp_path / "pki")
     for node in out.values():
         assert not node.warnings
-        nginx_accepts(nginx, node)
+        nginx_accepts(nginx, with_files(node, paths))
+
+
+def test_the_edge_example_uses_what_it_shows() -> None:
+    node = render(load_desired_state([EXAMPLES / "edge"]), resolver=RESOLVER)["edge1.example.net:80"]
+    site = node.files["http/_host.example.com.conf"]
+    assert site.count("server {") == 2 and "return 301 https://$host$request_uri;" in site
+    for line in ("location /api/ {", "location /live/ {", "proxy_pass http://ob_api/;", "Strict-Transport-Security"):
+        assert line in site
+    assert "proxy_set_header Connection $ob_connection_upgrade;" in site
+    assert (
+        "least_conn;" in node.files["http/api.conf"] and "hash $remote_addr consistent;" in node.files["http/live.conf"]
+    )
+    assert "allow 192.0.2.0/24;" in node.files["http/admin.conf"] and "deny all;" in node.files["http/admin.conf"]
+    assert "proxy_protocol on;" in node.files["stream/db.conf"]
+    assert "listen 443 ssl http2 default_server;" in node.files["http/_default.conf"]
 
 
 def test_a_large_fleet_renders_and_nginx_accepts_it(nginx: Nginx) -> None:
