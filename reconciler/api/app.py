@@ -20,7 +20,7 @@ from aiohttp import web
 from reconciler.api import access_nodes, checks, health, history, service, ui, upstreams, users
 from reconciler.api.auth import LoginLimits
 from reconciler.api.authz import actor_of
-from reconciler.api.context import ACTOR, API, BODY, DESIRED, SERVED_ROUTES, ApiContext, read_body
+from reconciler.api.context import ACTOR, API, BODY, DESIRED, MAX_BODY, SERVED_ROUTES, ApiContext, read_body
 from reconciler.api.problems import ApiError
 from reconciler.api.routes import Handler, Route
 from reconciler.api.view import ControllerView
@@ -83,7 +83,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         retry = {"Retry-After": "5"} if isinstance(e, StoreUnavailableError) else None
         return ApiError(503, "the store cannot be used now; try again later", str(e), retry).response()
     except web.HTTPRequestEntityTooLarge:
-        limit = request.app._client_max_size
+        limit = request.app[MAX_BODY]
         return ApiError(413, "request body too large", f"at most {limit} bytes").response()
     except web.HTTPException as e:
         if e.status >= 400:
@@ -179,6 +179,7 @@ def create_app(
     app[API].tokens.recheck = app[API].desired.recheck = cache_seconds
     app[SERVED_ROUTES] = ALL_ROUTES
     app[history.AUDIT] = history.AuditLog()
+    app[MAX_BODY] = client_max_size
     for route in ALL_ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
     return app

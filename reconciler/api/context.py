@@ -72,6 +72,7 @@ class ApiContext:
 
 API = web.AppKey("api", ApiContext)
 SERVED_ROUTES: web.AppKey[tuple[Route, ...]] = web.AppKey("served_routes")  # every route served (and documented)
+MAX_BODY: web.AppKey[int] = web.AppKey("max_body")  # bytes: create_app's client_max_size
 MAX_LISTINGS = 32  # cached list responses (one per set of rights); about 300 kB each at 1,000 upstreams
 T = TypeVar("T")
 

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 
+from reconciler.health.state import MASTER_LOCK
 from reconciler.store import DeployState, Store, deploy_state
 
 
@@ -90,7 +91,7 @@ class StoreView:
             )
         backends = sum(len(u.nodes) for u in state.upstreams.values())
         return {
-            "master_node": self.store.lock_holder("master"),
+            "master_node": self.store.lock_holder(MASTER_LOCK),
             "etcd_health": {"healthy": health.ok, "detail": health.detail, "store": self.store.kind},
             "revision": revision,
             "access_nodes": {
@@ -107,7 +108,7 @@ class StoreView:
         return bytes(generate_latest(self.registry))
 
     def management_nodes(self) -> list[dict[str, Any]]:
-        master = self.store.lock_holder("master")
+        master = self.store.lock_holder(MASTER_LOCK)
         return [{"host_name": master, "master": True, "since": None}] if master else []
 
     def check_results(self) -> Mapping[CheckKey, CheckResult]:
