@@ -16,6 +16,7 @@
           +-- ConflictError          a concurrent writer changed the store first (compare-and-swap; API 409)
      +-- NodeError                   applying on one access node failed; carries node, step, stderr
      +-- PlanError                   a saved plan cannot be applied (stale, unreadable)
+     +-- DestroyRefused              a sync would remove much of the store (store/sync.py's Destroy)
 
 Each carries the facts an operator needs: the access node, the step, nginx's stderr.
 """
@@ -196,6 +197,11 @@ class NodeError(ObreconcileError):
         self.reloaded = reloaded
         self.rolled_back = rolled_back
         super().__init__(f"{access_node}: {step}: {self.message}")
+
+
+class DestroyRefused(ObreconcileError):
+    """apply refused a sync that removes every object, an AccessNode or most of the store
+    (``reconciler.store.sync.Destroy``): nothing was written; ``--allow-destroy`` allows it."""
 
 
 class PlanError(ObreconcileError):

@@ -323,8 +323,8 @@ def status(ctx: Context) -> None:
     """Show the store's health and revision, the master, and each access node's last deploy.
 
     Per access node: the revision deployed there; converged, behind (converged at an older
-    revision than the store's) or failed; and the last error ("never deployed" until apply
-    has run). Exit 0; 1 when the store cannot be read.
+    revision than the store's), failed, or orphaned (deployed once, its AccessNode removed since:
+    its nginx keeps its last files); and the last error ("never deployed" until apply has run). Exit 0; 1 when the store cannot be read.
     """
     from reconciler.cli.status import read_status
 

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler.deploy.apply import NodeStatus
 from reconciler.deploy.plan import SYMBOL, Op
-from reconciler.store.sync import SyncAction, SyncPlan
+from reconciler.store import DeployState
+from reconciler.store.sync import Destroy, SyncAction, SyncPlan
 
 if TYPE_CHECKING:  # rich is imported only when text is printed: JSON output never needs it
     from rich.console import Console
@@ -53,7 +54,16 @@ def print_sync(console: Console, store_url: str, sync: SyncPlan, created: bool =
             else ""
         )
         origin = f" ({change.new_provenance.origin})" if change.new_body is not None else ""
+        if change.action == SyncAction.REMOVE and change.kind == "AccessNode":
+            note = f" ({DeployState.ORPHANED}: its nginx keeps serving its last files, nothing converges it)"
         _line(console, symbol, f"{change.kind}/{change.name}{origin}{note}")
+    destroy = sync.destroy
+    if destroy is not None:
+        console.print(
+            f"  [bold red]destroy[/]: removes {escape(destroy.summary())}; apply refuses it without --allow-destroy",
+            highlight=False,
+            soft_wrap=True,
+        )
     if sync.kept_api:
         kept = ", ".join(f"{k}/{n}" for k, n in sync.kept_api[:5]) + (" ..." if len(sync.kept_api) > 5 else "")
         console.print(
@@ -160,6 +170,18 @@ def sync_to_dict(sync: SyncPlan) -> dict[str, Any]:
             for c in sync.changes
         ],
         "kept_api": [f"{k}/{n}" for k, n in sync.kept_api],
+        "destroy": _destroy_dict(sync.destroy),
+    }
+
+
+def _destroy_dict(destroy: Destroy | None) -> dict[str, Any] | None:
+    if destroy is None:
+        return None
+    return {
+        "reasons": [str(r) for r in destroy.reasons],
+        "removed": [f"{k}/{n}" for k, n in destroy.removed],
+        "count": len(destroy.removed),
+        "stored": destroy.stored,
     }
 
 

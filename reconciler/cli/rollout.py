@@ -43,7 +43,7 @@ from reconciler.deploy.fleet import (
 )
 from reconciler.deploy.plan import StoreRef
 from reconciler.deploy.planfile import SavedPlan, read_saved_plan, write_saved_plan
-from reconciler.errors import PlanError
+from reconciler.errors import DestroyRefused, PlanError
 from reconciler.manifest.model import DesiredState
 from reconciler.render.renderer import Health, Renderer
 from reconciler.store import Store, TemplateSet
@@ -166,9 +166,20 @@ def plan_command(
     show_default=True,
     help="Seconds for nginx to serve the new revision after a reload.",
 )
+@click.option(
+    "--allow-destroy",
+    is_flag=True,
+    help="Apply even when the sync removes every object, an AccessNode or most of the store.",
+)
 @pass_context
 def apply_command(
-    ctx: Context, /, paths: tuple[str, ...], lock_timeout: float, verify_timeout: float, **options: Any
+    ctx: Context,
+    /,
+    paths: tuple[str, ...],
+    lock_timeout: float,
+    verify_timeout: float,
+    allow_destroy: bool,
+    **options: Any,
 ) -> None:
     """Sync the manifests into the store, then converge every access node.
 
@@ -176,6 +187,8 @@ def apply_command(
     (refused when the store or any access node changed since it was made). On each access
     node: lock, stage the new release, nginx -t, switch, reload, verify, roll back on failure.
     A node that fails never stops the others (but --serial stops after a failed batch).
+    A sync that removes every object, an AccessNode or more than half of the store (and more
+    than 10 objects) is refused, nothing written, unless --allow-destroy.
     Exit 0 when every targeted access node converged, 1 otherwise.
     """
     settings = _settings(options, lock_timeout=lock_timeout, verify_timeout=verify_timeout)
@@ -195,6 +208,9 @@ def apply_command(
             sync = plan_sync(store, manifests, prune_api)
             state = merged_state(manifests, store, sync.kept_api)
             targets(state, settings.limit)  # a bad --limit is refused before the store is written
+            destroy = sync.destroy
+            if destroy is not None and not allow_destroy:
+                raise DestroyRefused(destroy.refusal())
             synced = sync_manifests(store, manifests, prune_api, sync)
             if templates_change(declared, store.templates())["change"]:  # before any push: serve renders with them
                 store.record_templates(declared)

@@ -42,11 +42,11 @@ def read_status(store: Store) -> StoreStatus:
     health = store.check_health()
     snapshot = store.snapshot()
     records = store.deploy_records()
-    names = {name for kind, name in snapshot.objects if kind == "AccessNode"} | set(records)
+    declared = {name for kind, name in snapshot.objects if kind == "AccessNode"}
     nodes = []
-    for name in sorted(names):
+    for name in sorted(declared | set(records)):
         record = records.get(name)
-        state = deploy_state(record, snapshot.revision)
+        state = deploy_state(record, snapshot.revision, name in declared)
         if record is None:
             nodes.append(AccessNodeStatus(name, state))
         else:

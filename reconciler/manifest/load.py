@@ -193,7 +193,10 @@ def discover(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files.extend(_walk(path))
+            found = list(_walk(path))
+            if not found:  # a wrong or empty path must never read as "nothing is declared"
+                problems.append(Problem(str(path), 0, 0, message="directory holds no manifest files (*.yaml, *.yml)"))
+            files.extend(found)
         elif path.is_file():
             files.append(path)
         else:

@@ -177,6 +177,9 @@ class DeployState(StrEnum):
     # did not target it) and no convergence has recorded this node since. Drift in the files
     # themselves is what `plan` shows and what serve's drift timer corrects.
     BEHIND = "behind"
+    # Deployed once, no longer declared (its AccessNode was removed): its nginx keeps serving the
+    # last files obreconcile put there, and nothing converges it any more (docs/apply.md).
+    ORPHANED = "orphaned"
 
 
 @dataclass(frozen=True)
@@ -241,11 +244,13 @@ class DeployEntry(NamedTuple):
 HISTORY_KEEP = 10_000  # deploy history entries kept (the oldest go first)
 
 
-def deploy_state(record: DeployRecord | None, revision: int) -> DeployState:
+def deploy_state(record: DeployRecord | None, revision: int, declared: bool = True) -> DeployState:
     """The state of an access node whose deploy record is ``record``, at store ``revision``
-    (for ``obreconcile status`` and ``GET /status``)."""
+    (for ``obreconcile status`` and ``GET /status``); ``declared``: its AccessNode exists."""
     if record is None:
         return DeployState.NEVER_DEPLOYED
+    if not declared:
+        return DeployState.ORPHANED
     if record.result == DeployResult.FAILED:
         return DeployState.FAILED
     return DeployState.BEHIND if record.revision < revision else DeployState.CONVERGED

@@ -5,6 +5,10 @@ object deleted in Git is removed from the store. Objects created through the API
 alone unless ``prune_api``; one the manifests now declare is taken over by Git. Only objects
 that differ are written, so a re-sync with one upstream changed writes exactly one object.
 ``plan_sync`` only reads (plan shows it); ``sync_manifests`` commits it.
+
+A sync that would destroy much is a ``Destroy`` (``SyncPlan.destroy``): every object of the
+store, any AccessNode, or more than ``DESTROY_SHARE`` of the objects when that is more than
+``DESTROY_AT_LEAST`` of them. apply refuses it unless told (``--allow-destroy``); plan shows it.
 """
 
 from __future__ import annotations
@@ -30,6 +34,16 @@ from reconciler.store.base import (
 )
 
 MANIFESTS = "manifests"  # the origin of an object built without a source file
+
+
+DESTROY_SHARE = 0.5  # more than half of the store's objects removed by one sync ...
+DESTROY_AT_LEAST = 10  # ... and more than this many: a wrong path, not a clean-up
+
+
+class DestroyReason(StrEnum):
+    EVERYTHING = "everything"  # the store would hold no object at all afterwards
+    ACCESS_NODE = "access_node"  # an AccessNode would be removed (its nginx is left orphaned)
+    SHARE = "share"  # more than DESTROY_SHARE of the objects, and more than DESTROY_AT_LEAST
 
 
 class SyncAction(StrEnum):
@@ -64,6 +78,55 @@ class SyncPlan:
     base_revision: int
     changes: tuple[SyncChange, ...]
     kept_api: tuple[ObjectKey, ...]
+    stored: int = 0  # objects in the store at base_revision
+
+    @property
+    def removed(self) -> tuple[ObjectKey, ...]:
+        return tuple((c.kind, c.name) for c in self.changes if c.action == SyncAction.REMOVE)
+
+    @property
+    def destroy(self) -> Destroy | None:
+        """What makes this sync a destroy (refused unless allowed), or None."""
+        removed = self.removed
+        reasons = []
+        if removed and len(removed) == self.stored:
+            reasons.append(DestroyReason.EVERYTHING)
+        if any(kind == "AccessNode" for kind, _ in removed):
+            reasons.append(DestroyReason.ACCESS_NODE)
+        if len(removed) > DESTROY_AT_LEAST and len(removed) > DESTROY_SHARE * self.stored:
+            reasons.append(DestroyReason.SHARE)
+        return Destroy(tuple(reasons), removed, self.stored) if reasons else None
+
+
+@dataclass(frozen=True)
+class Destroy:
+    """A sync that removes much: why (``reasons``), what (``removed``), out of how many."""
+
+    reasons: tuple[DestroyReason, ...]
+    removed: tuple[ObjectKey, ...]
+    stored: int
+
+    def summary(self) -> str:
+        """One line: '3 of 5 objects (every object, 1 AccessNode)'."""
+        why = []
+        if DestroyReason.EVERYTHING in self.reasons:
+            why.append("every object in the store")
+        if DestroyReason.ACCESS_NODE in self.reasons:
+            nodes = sum(kind == "AccessNode" for kind, _ in self.removed)
+            why.append(f"{nodes} AccessNode{'s' * (nodes != 1)}")
+        if DestroyReason.SHARE in self.reasons:
+            why.append(f"more than {DESTROY_SHARE:.0%} of the objects")
+        return f"{len(self.removed)} of {self.stored} objects ({', '.join(why)})"
+
+    def refusal(self, shown: int = 20) -> str:
+        """Why apply refuses, with the list of what it would remove (at most ``shown`` names)."""
+        names = [f"{kind}/{name}" for kind, name in self.removed]
+        listed = "\n  ".join(names[:shown]) + (f"\n  ... and {len(names) - shown} more" if len(names) > shown else "")
+        return (
+            f"refusing to remove {self.summary()} from the store:\n  {listed}\n"
+            "Check the manifest paths; if this is meant, run again with --allow-destroy "
+            '(docs/apply.md, "The destroy guard")'
+        )
 
 
 @dataclass(frozen=True)
@@ -113,7 +176,7 @@ def _plan(store: Store, desired: DesiredState, prune_api: bool, when: float) -> 
     changes = [change for c in candidates if (change := _declared_change(old.get((c.kind, c.name)), c)) is not None]
     removed_by = Provenance("manifest", MANIFESTS, when)
     changes += [SyncChange(SyncAction.REMOVE, k[0], k[1], old.get(k), None, removed_by) for k in removed]
-    return SyncPlan(index.revision, tuple(changes), kept)
+    return SyncPlan(index.revision, tuple(changes), kept, len(index.entries))
 
 
 def _declared_change(stored: StoredObject | None, c: _Declared) -> SyncChange | None:
