@@ -22,7 +22,7 @@ from typing import Any
 
 from reconciler.api.problems import ApiError, problem_detail
 from reconciler.errors import ConflictError
-from reconciler.manifest.model import API_VERSION, DesiredState
+from reconciler.manifest.model import API_VERSION, DesiredState, whole_numbers
 from reconciler.manifest.validate import validate_objects
 from reconciler.store import Delete, Op, Provenance, Put, Snapshot, Store
 from reconciler.store.base import ObjectKey
@@ -122,7 +122,10 @@ def candidate_problems(desired: Desired, changes: Sequence[Change]) -> ApiError 
 
 
 async def write(store: Store, desired: Desired, changes: Sequence[Change], user: str) -> int:
-    """Validate and commit ``changes`` on top of ``desired``; the new revision. Raises ApiError."""
+    """Validate and commit ``changes`` on top of ``desired``; the new revision. Raises ApiError.
+
+    Bodies are stored with manifests' number rule (``2.0`` is the integer 2: ``whole_numbers``)."""
+    changes = [Change(c.kind, c.name, whole_numbers(c.body) if c.body is not None else None) for c in changes]
     error = await asyncio.to_thread(candidate_problems, desired, changes)
     if error is not None:
         raise error

@@ -25,6 +25,7 @@ import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 
 from reconciler.errors import Problem
+from reconciler.manifest.model import whole_number
 
 try:
     _Loader: type = yaml.CSafeLoader
@@ -42,7 +43,7 @@ _STR, _MAP, _SEQ = _TAG + "str", _TAG + "map", _TAG + "seq"
 _constructor = SafeConstructor()
 _SCALAR_BUILDERS = {
     _TAG + "int": _constructor.construct_yaml_int,
-    _TAG + "float": _constructor.construct_yaml_float,
+    _TAG + "float": lambda node: whole_number(_constructor.construct_yaml_float(node)),
     _TAG + "bool": _constructor.construct_yaml_bool,
     _TAG + "null": _constructor.construct_yaml_null,
 }

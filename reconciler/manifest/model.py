@@ -7,6 +7,7 @@ of SPEC.md section 1 filled in, so that no later stage ever looks a default up a
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import Field, dataclass, field, fields
@@ -390,6 +391,25 @@ class DesiredState:
         for doc in documents:
             by_kind[doc["kind"]][doc["name"]] = build_object(doc["kind"], doc, source)
         return cls.from_kinds(by_kind)
+
+
+def whole_number(value: float) -> int | float:
+    """One rule for numbers, wherever a document comes from (manifests, API bodies): a number
+    with an integral value is that integer (``2.0`` is ``2``, as JSON Schema's "integer" says,
+    Draft 2020-12), so that the store, the API and the renderer all hold ``2``. Any other
+    fraction stays a float, which every schema refuses (no field takes a fraction)."""
+    return int(value) if math.isfinite(value) and value.is_integer() else value
+
+
+def whole_numbers(value: Any) -> Any:
+    """``value`` (a JSON-like document) with ``whole_number`` applied to every float in it."""
+    if isinstance(value, float):
+        return whole_number(value)
+    if isinstance(value, Mapping):
+        return {k: whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [whole_numbers(v) for v in value]
+    return value
 
 
 def build_object(kind: str, data: Mapping[str, Any], source: Source = Source()) -> Any:
