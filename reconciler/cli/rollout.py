@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from reconciler.cli.context import (
     ssh_settings,
     templates_option,
 )
+from reconciler.cli.interrupt import EXIT_INTERRUPTED, interruptible
 from reconciler.cli.report import (
     apply_document,
     escape,
@@ -189,6 +191,8 @@ def apply_command(
     A node that fails never stops the others (but --serial stops after a failed batch).
     A sync that removes every object, an AccessNode or more than half of the store (and more
     than 10 objects) is refused, nothing written, unless --allow-destroy.
+    SIGINT or SIGTERM: no node is started any more, the ones in hand finish, every result is
+    recorded and printed, exit 130 (a second signal leaves at once).
     Exit 0 when every targeted access node converged, 1 otherwise.
     """
     settings = _settings(options, lock_timeout=lock_timeout, verify_timeout=verify_timeout)
@@ -211,13 +215,15 @@ def apply_command(
             destroy = sync.destroy
             if destroy is not None and not allow_destroy:
                 raise DestroyRefused(destroy.refusal())
-            synced = sync_manifests(store, manifests, prune_api, sync)
-            if templates_change(declared, store.templates())["change"]:  # before any push: serve renders with them
-                store.record_templates(declared)
-            ref = StoreRef(store.store_id(), synced.revision)
-            expected = saved.expected_facts() if saved else None
-            health = stored_health(store, state)
-            results = _converge(ctx, state, ref, renderer, settings, expected, pool, health.health)
+            with interruptible() as interrupt:
+                settings = replace(settings, apply=replace(settings.apply, interrupt=interrupt))
+                synced = sync_manifests(store, manifests, prune_api, sync)
+                if templates_change(declared, store.templates())["change"]:  # before any push: serve renders with them
+                    store.record_templates(declared)
+                ref = StoreRef(store.store_id(), synced.revision)
+                expected = saved.expected_facts() if saved else None
+                health = stored_health(store, state)
+                results = _converge(ctx, state, ref, renderer, settings, expected, pool, health.health)
             store.record_addresses(renderer.resolver.learned())
             by = f"apply {settings.apply.deployed_by or default_deployer()}"
             store.record_deploys([r for x in results if (r := x.record(synced.revision, by)) is not None])
@@ -226,8 +232,9 @@ def apply_command(
                 "writes": synced.writes,
             }
             store_url = store.url
+    interrupted = interrupt.is_set()
     if ctx.output == "json":
-        ctx.emit_json(apply_document(store_url, synced.revision, results, sync_summary))
+        ctx.emit_json(apply_document(store_url, synced.revision, results, sync_summary) | {"interrupted": interrupted})
     else:
         failed = [r for r in results if not r.ok]
         ctx.out.print(
@@ -239,6 +246,10 @@ def apply_command(
         )
         for result in failed:
             ctx.err.print(result_line(result), highlight=False, soft_wrap=True)
+        if interrupted:
+            ctx.err.print("[yellow]interrupted[/]: the access nodes above that were skipped were not changed")
+    if interrupted:
+        sys.exit(EXIT_INTERRUPTED)
     if not all(r.ok for r in results):
         sys.exit(1)
 

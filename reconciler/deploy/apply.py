@@ -30,10 +30,11 @@ import io
 import shlex
 import socket
 import tarfile
+import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -79,6 +80,15 @@ class ApplySettings:
     lock_timeout: float = 60.0  # seconds to wait for another apply's lock on a node
     verify_timeout: float = 10.0  # seconds for nginx to serve the new revision after a reload
     deployed_by: str = ""
+    # set by the CLI on SIGINT/SIGTERM: start no node and no deploy any more (one in hand ends)
+    interrupt: threading.Event | None = field(default=None, compare=False)
+
+    @property
+    def interrupted(self) -> bool:
+        return self.interrupt is not None and self.interrupt.is_set()
+
+
+INTERRUPTED = "interrupted before this access node was changed"
 
 
 class NodeStatus(StrEnum):
@@ -87,7 +97,7 @@ class NodeStatus(StrEnum):
     UNCHANGED = "unchanged"
     CONVERGED = "converged"
     FAILED = "failed"
-    SKIPPED = "skipped"  # not tried: an earlier --serial batch failed
+    SKIPPED = "skipped"  # not tried: an earlier --serial batch failed, or apply was interrupted
 
 
 @dataclass(frozen=True)
@@ -214,6 +224,8 @@ def apply_node(
     """
     started = time.monotonic()
     plan: NodePlan | None = None
+    if settings.interrupted:
+        return NodeResult(node.name, NodeStatus.SKIPPED, error=INTERRUPTED)
     try:
         commands = fact_commands(node, tls_references(model))
         with NodeLock(transport, NodeLayout.of(node), settings.lock_timeout, commands) as lock:
@@ -227,9 +239,18 @@ def apply_node(
                 raise NodeError(node.name, Step.PLAN, plan.refused)
             if not plan.changed:
                 return NodeResult(node.name, NodeStatus.UNCHANGED, plan, seconds=time.monotonic() - started)
+            if settings.interrupted:  # the last moment nothing has changed on the node yet
+                return NodeResult(
+                    node.name, NodeStatus.SKIPPED, plan, error=INTERRUPTED, seconds=time.monotonic() - started
+                )
             uploaded = _deploy(node, rendered, model, transport, store, settings, facts)
             return NodeResult(
-                node.name, NodeStatus.CONVERGED, plan, reloaded=True, seconds=time.monotonic() - started, uploaded=uploaded
+                node.name,
+                NodeStatus.CONVERGED,
+                plan,
+                reloaded=True,
+                seconds=time.monotonic() - started,
+                uploaded=uploaded,
             )
     except NodeError as e:
         return NodeResult(
@@ -307,9 +328,10 @@ def _deploy(
         settings.verify_timeout,
         base=previous if kept else None,
         removed=tuple(sorted(_safe(node.name, p) for p in set(facts.files) - set(rendered.files))) if kept else (),
+        previous=previous,
     )
     commands = deploy.steps()
-    script, boundary = steps_script(commands)
+    script, boundary = steps_script(commands, deploy.restore())
     timeout = settings.verify_timeout + (transport.command_timeout or 0)
     answer = transport.run(script, input=_tar(transport.name, contents), timeout=timeout)
     steps = parse_steps(answer, boundary, list(commands))

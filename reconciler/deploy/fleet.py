@@ -15,7 +15,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.deploy.apply import ApplySettings, NodeResult, NodeStatus, apply_node
+from reconciler.deploy.apply import INTERRUPTED, ApplySettings, NodeResult, NodeStatus, apply_node
 from reconciler.deploy.facts import observe, tls_references
 from reconciler.deploy.plan import NodePlan, StoreRef, node_model, plan_node
 from reconciler.errors import ObreconcileError, Step
@@ -175,11 +175,12 @@ def apply_fleet(
             for future in running:
                 result = future.result()
                 results[result.access_node] = result
-            if settings.serial and not all(r.ok for r in results.values()):
+            if settings.apply.interrupted or (settings.serial and not all(r.ok for r in results.values())):
                 break
+    why = INTERRUPTED if settings.apply.interrupted else "an earlier --serial batch failed"
     for node in nodes:
         if node.name not in results:
-            skipped = NodeResult(node.name, NodeStatus.SKIPPED, error="an earlier --serial batch failed")
+            skipped = NodeResult(node.name, NodeStatus.SKIPPED, error=why)
             results[node.name] = skipped
             if on_result is not None:
                 on_result(skipped)

@@ -190,6 +190,28 @@ class Deploy:
     verify_timeout: float
     base: str | None = None  # the live release: its files are copied, the tar brings only what differs
     removed: tuple[str, ...] = ()  # paths (relative) of ``base`` the new release does not have
+    previous: str | None = None  # the release live before (None: no managed directory before)
+
+    def restore(self) -> str:
+        """Shell run when the script loses its controller (a signal, or its output's pipe closed
+        when the connection went away) in step ``$obr_step``: put the node back on ``previous``,
+        consistently, files and nginx both. Before the switch: remove the release. From the
+        switch to the test: link ``previous`` again. From the reload on: link it and reload it.
+        At the marker: nothing (the new release was verified; a missing marker makes the next
+        apply reload and verify it)."""
+        q = shlex.quote(self.release)
+        back = (
+            switch_script(self.layout, self.previous)
+            if self.previous
+            else f"rm -f -- {shlex.quote(self.layout.config_dir)}"
+        )
+        return (
+            'case "$obr_step" in\n'
+            f"  stage|prune) rm -rf -- {q} ;;\n"
+            f"  switch|test|size) {back}; rm -rf -- {q} ;;\n"
+            f"  reload|verify) {back}; ( {self.reload_command} ) </dev/null; rm -rf -- {q} ;;\n"
+            "esac"
+        )
 
     def steps(self) -> dict[str, str]:
         q = shlex.quote(self.release)
@@ -216,17 +238,30 @@ class Deploy:
         }
 
 
-def steps_script(steps: Mapping[str, str]) -> tuple[str, str]:
+def steps_script(steps: Mapping[str, str], restore: str = "") -> tuple[str, str]:
     """The script running each step while the previous one succeeded, and its boundary.
 
     Every step runs in a subshell with stdin from /dev/null, except ``stage`` (it reads the
     script's stdin: the release's tar stream) and ``size`` (kept in ``$size`` for ``verify``).
+
+    ``restore``: shell run, once, when the script is signalled (HUP, INT, TERM) or its output
+    breaks (PIPE: the connection to its controller closed) before the last step ended; the step
+    in hand is in ``$obr_step`` (set as each step begins). The script then exits 1 with no
+    further output: nobody reads it any more.
     """
     boundary = f"obr-{secrets.token_hex(16)}"
     parts = []
+    if restore:
+        parts.append(
+            f"obr_step=''\nobr_restore() {{\n  trap '' HUP INT TERM PIPE; exec >/dev/null 2>&1 </dev/null\n"
+            f"{restore}\n  exit 1\n}}\ntrap obr_restore HUP INT TERM PIPE\n"
+        )
     for name, line in steps.items():
         begin = f"printf '%s begin %s\\n' {boundary} {name}; printf '%s begin %s\\n' {boundary} {name} >&2\n"
         end = f"printf '\\n%s end %s %d\\n' {boundary} {name} $rc; printf '\\n%s end %s\\n' {boundary} {name} >&2\n"
+        if restore:  # a printf that fails (SIGPIPE ignored: no trap) means the same: nobody reads
+            begin = f"obr_step={name}\n{{ {begin.rstrip()}; }} || obr_restore\n"
+            end = f"{{ {end.rstrip()}; }} || obr_restore\n"
         if name == "stage":
             body = f"(\n{line}\n)\nrc=$?\n"
         elif name == "size":
@@ -234,6 +269,8 @@ def steps_script(steps: Mapping[str, str]) -> tuple[str, str]:
         else:
             body = f"(\n{line}\n) </dev/null\nrc=$?\n"
         parts.append(begin + body + end + '[ "$rc" -eq 0 ] || exit 0\n')
+    if restore:
+        parts.append("trap - HUP INT TERM PIPE\n")
     return "".join(parts) or ":", boundary
 
 

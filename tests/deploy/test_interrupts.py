@@ -1,0 +1,166 @@
+"""Interrupts during apply (issue 14): never half-applied, whatever step a signal meets.
+
+Seen on real nginx with a 3 s test command: a single SIGINT waited silently, printed
+`aborted`, exit 130, no summary, and the converged nodes were not recorded; a SIGKILL of the
+apply left the nodes' live link on the new, untested release while nginx served the old one.
+
+Each case slows one step down with the node's own commands (a `sleep` in test_command or
+reload_command), waits until the step is in hand (a file the command touches), and signals
+the apply process. Afterwards every node's live link, its files and the revision nginx
+serves agree, and the next apply converges.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reconciler.store import open_store
+from tests.deploy.conftest import address
+from tests.services.backends import HttpBackend
+from tests.services.fleet import ROOT, Fleet, SimulatedNode
+
+
+def _agree(node: SimulatedNode) -> str:
+    """'' when the node's live link, files and served revision tell one story; else what differs."""
+    marker = node.marker()
+    live = {p: hashlib.sha256(t.encode()).hexdigest() for p, t in node.live_files().items()}
+    if live != marker.get("digests"):
+        return f"{node.name}: live files are not the marker's ({marker.get('state')})"
+    if marker.get("state") != "deployed":
+        return f"{node.name}: the live release's marker says {marker.get('state')}"
+    served = node.served_revision()
+    if served != marker["revision"]:
+        return f"{node.name}: nginx serves {served or '(nothing)'}, the live release is {marker['revision']}"
+    return ""
+
+
+def _wait_agree(nodes: list[SimulatedNode], timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        problems = [p for n in nodes if (p := _agree(n))]
+        if not problems:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail("; ".join(problems))
+        time.sleep(0.1)
+
+
+def _slow(node: SimulatedNode, step: str, flag: Path, seconds: float = 3) -> dict[str, str]:
+    """Node commands whose ``step`` (test, reload, verify) takes ``seconds``; ``flag`` says it began.
+
+    The commands are scripts: a node's commands may hold no shell metacharacters."""
+    test, reload = node.nginx_command("-t"), node.nginx_command("-s", "reload")
+    if step == "test":
+        body, key = f"touch {flag}; sleep {seconds}; exec {test}", "test_command"
+    elif step == "reload":  # nginx reloaded, then the command takes its time
+        body, key = f"{reload} && touch {flag} && sleep {seconds}", "reload_command"
+    else:  # verify: the reload lands late, verify polls meanwhile
+        assert step == "verify"
+        body, key = f"touch {flag}; (sleep {seconds}; {reload}) >/dev/null 2>&1 &", "reload_command"
+    script = flag.parent / f"{node.index}-slow-{step}.sh"
+    script.write_text(f"#!/bin/sh\n{body}\n")
+    script.chmod(0o755)
+    return {key: str(script)}
+
+
+def _start_apply(fleet: Fleet, manifests: Path, *extra: str) -> subprocess.Popen[str]:
+    argv = fleet.cli_args("--output", "json", "apply", manifests, "--known-hosts", fleet.known_hosts, *extra)
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+
+def _wait_file(path: Path, process: subprocess.Popen[str], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process.poll() is not None:
+            pytest.fail(f"apply ended before {path.name} was touched:\n{process.communicate()}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"{path.name} was never touched")
+        time.sleep(0.02)
+
+
+def _apply(fleet: Fleet, manifests: Path) -> dict[str, Any]:
+    result = fleet.cli("apply", manifests)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("step", ["test", "reload", "verify"])
+def test_sigkill_of_apply_at_each_step_leaves_every_node_consistent(
+    fleet: Fleet, backends: list[HttpBackend], tmp_path: Path, step: str
+) -> None:
+    nodes = fleet.nodes[:2]
+    manifests = fleet.write_manifests(tmp_path / "m", {"web": [address(backends[0])]}, nodes=nodes)
+    _apply(fleet, manifests)
+    flag = tmp_path / f"in-{step}"
+    slow = {n.name: _slow(n, step, flag) for n in nodes}
+    fleet.write_manifests(tmp_path / "m", {"web": [address(backends[1])]}, nodes=nodes, node_settings=slow)
+
+    process = _start_apply(fleet, manifests)
+    _wait_file(flag, process)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=10)
+    time.sleep(4)  # the step in hand ends, then the node-side script finds its controller gone
+    _wait_agree(nodes)
+    for node in nodes:
+        assert node.get("web.example.com")[1] in ("b0", "b1")
+
+    fleet.write_manifests(tmp_path / "m", {"web": [address(backends[1])]}, nodes=nodes)
+    document = _apply(fleet, manifests)
+    assert {r["status"] for r in document["access_nodes"]} <= {"converged", "unchanged"}
+    _wait_agree(nodes)
+    for node in nodes:
+        assert {node.get("web.example.com")[1] for _ in range(4)} == {"b1"}
+
+
+def test_sigint_finishes_the_node_in_hand_records_it_prints_the_summary_and_exits_130(
+    fleet: Fleet, backends: list[HttpBackend], tmp_path: Path
+) -> None:
+    nodes = fleet.nodes[:2]
+    manifests = fleet.write_manifests(tmp_path / "m", {"web": [address(backends[0])]}, nodes=nodes)
+    _apply(fleet, manifests)
+    flag = tmp_path / "in-test"
+    slow = {n.name: _slow(n, "test", flag, seconds=2) for n in nodes}
+    fleet.write_manifests(tmp_path / "m", {"web": [address(backends[1])]}, nodes=nodes, node_settings=slow)
+
+    process = _start_apply(fleet, manifests, "--forks", "1")
+    _wait_file(flag, process)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stdout + stderr
+    assert "SIGINT: starting no more access nodes" in stderr
+    document = json.loads(stdout)
+    results = {r["access_node"]: r for r in document["access_nodes"]}
+    first, second = nodes
+    assert results[first.name]["status"] == "converged", results
+    assert results[second.name]["status"] == "skipped", results
+    assert results[second.name]["error"] == "interrupted before this access node was changed"
+    assert document["interrupted"] is True
+    _wait_agree(nodes)
+    assert {first.get("web.example.com")[1] for _ in range(4)} == {"b1"}
+    assert {second.get("web.example.com")[1] for _ in range(4)} == {"b0"}
+    with open_store(fleet.store) as store:
+        records = store.deploy_records()
+        revision = store.revision()
+    assert (records[first.name].result, records[first.name].revision) == ("converged", revision)
+    assert records[second.name].revision < revision  # its last record stays: status says behind
+
+    text = subprocess.run(
+        fleet.cli_args("status"), capture_output=True, text=True, timeout=60, check=False, env={**os.environ}
+    )
+    assert f"{first.name}  converged at revision {revision}" in text.stdout, text.stdout
+    assert f"{second.name}  behind" in text.stdout, text.stdout
+
+    fleet.write_manifests(tmp_path / "m", {"web": [address(backends[1])]}, nodes=nodes)
+    document = _apply(fleet, manifests)
+    assert {r["access_node"]: r["status"] for r in document["access_nodes"]}[second.name] == "converged"
