@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import signal
 import socket
 import ssl
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from reconciler.cli.context import Context, connection_options, pass_context, ssh_settings
+from reconciler.errors import ObreconcileError
 from reconciler.store import Store
 
 if TYPE_CHECKING:  # aiohttp and the controller are imported by the commands that use them
@@ -187,19 +189,25 @@ async def _serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     app = build_app(store, controller, metrics_token)
+    started: list[asyncio.Task[None]] = []
 
     async def controller_context(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(controller.run(stop), name="controller")
         yield
         stop.set()
-        await task
+        for task in started:
+            await task
 
     app.cleanup_ctx.append(controller_context)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, ssl_context=tls)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as e:  # the controller has not started: it never took the master lock
+            shown = f"[{host}]" if ":" in host else host
+            raise ObreconcileError(f"cannot listen on {shown}:{port}: {os.strerror(e.errno) if e.errno else e}") from e
+        started.append(asyncio.create_task(controller.run(stop), name="controller"))
         scheme = "https" if tls else "http"
         shown = f"[{host}]" if ":" in host else host
         log.warning(
