@@ -32,6 +32,7 @@ from reconciler.cli.context import (
 from reconciler.errors import ManifestError, ObreconcileError
 
 if TYPE_CHECKING:
+    from reconciler.cli.status import StoreStatus
     from reconciler.manifest.model import DesiredState
 
 # Commands defined in other modules, imported only when run (or listed by --help): a CLI start
@@ -318,18 +319,31 @@ def hash_password_command(ctx: Context) -> None:
 
 
 @cli.command()
+@click.option(
+    "--detailed-exitcode",
+    is_flag=True,
+    help="Exit 2 when an access node is not converged (failed, behind, never deployed, orphaned).",
+)
 @pass_context
-def status(ctx: Context) -> None:
+def status(ctx: Context, detailed_exitcode: bool) -> None:
     """Show the store's health and revision, the master, and each access node's last deploy.
 
     Per access node: the revision deployed there; converged, behind (converged at an older
     revision than the store's), failed, or orphaned (deployed once, its AccessNode removed since:
-    its nginx keeps its last files); and the last error ("never deployed" until apply has run). Exit 0; 1 when the store cannot be read.
+    its nginx keeps its last files); and the last error ("never deployed" until apply has run).
+    Exit 0; 1 when the store cannot be read; with --detailed-exitcode 2 when any access node is
+    not converged (a CI gate).
     """
     from reconciler.cli.status import read_status
 
     with ctx.open_store() as store:
         report = read_status(store)
+    _print_status(ctx, report)
+    if detailed_exitcode and not report.converged:
+        sys.exit(2)
+
+
+def _print_status(ctx: Context, report: StoreStatus) -> None:
     if ctx.output == "json":
         ctx.emit_json(report.to_dict())
         return

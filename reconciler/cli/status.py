@@ -28,6 +28,11 @@ class StoreStatus:
     master: str | None
     access_nodes: tuple[AccessNodeStatus, ...]
 
+    @property
+    def converged(self) -> bool:
+        """Every access node converged at the store's revision (none failed, behind, orphaned or new)."""
+        return all(n.state is DeployState.CONVERGED for n in self.access_nodes)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "store": {"kind": self.kind, "url": self.url, "healthy": self.healthy, "detail": self.detail},
