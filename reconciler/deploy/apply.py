@@ -27,6 +27,7 @@ from __future__ import annotations
 import getpass
 import gzip
 import io
+import os
 import shlex
 import socket
 import tarfile
@@ -53,6 +54,7 @@ from reconciler.deploy.layout import LOCK_BUSY_EXIT, MARKER, MODEL, NodeLayout
 from reconciler.deploy.plan import NodePlan, Refusal, StoreRef, plan_node, sha256
 from reconciler.deploy.scripts import (
     DEPLOYED_MARKER,
+    HOLDER,
     PROBE_PATH,
     Deploy,
     lock_command,
@@ -164,6 +166,13 @@ def default_deployer() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
+def lock_holder(deployed_by: str = "") -> str:
+    """Who holds a node's lock, as its lock file says: user@host, pid, what, since when (UTC)."""
+    what = f" ({deployed_by})" if deployed_by else ""
+    since = datetime.now(UTC).isoformat(timespec="seconds")
+    return f"{default_deployer()} pid {os.getpid()}{what} since {since}"
+
+
 class NodeLock:
     """``flock`` on the node's lock file, held while this object lives (a context manager).
 
@@ -172,10 +181,16 @@ class NodeLock:
     """
 
     def __init__(
-        self, transport: Transport, layout: NodeLayout, timeout: float, facts: Mapping[str, str] | None = None
+        self,
+        transport: Transport,
+        layout: NodeLayout,
+        timeout: float,
+        facts: Mapping[str, str] | None = None,
+        holder: str = "",
     ) -> None:
         self.transport, self.layout, self.timeout = transport, layout, timeout
         self.facts = dict(facts or {})
+        self.holder = holder or lock_holder()
         self.held: HeldCommand | None = None
         self.results: dict[str, CommandResult] = {}
 
@@ -184,7 +199,7 @@ class NodeLock:
         script, boundary = batch_script(self.facts)
         sentinel = f"{boundary} done"
         then = f"{script}\nprintf '%s\\n' {shlex.quote(sentinel)}; printf '%s\\n' {shlex.quote(sentinel)} >&2"
-        self.held = self.transport.hold(lock_command(self.layout, wait, then))
+        self.held = self.transport.hold(lock_command(self.layout, wait, then, self.holder))
         try:
             answer = self.held.read_until(sentinel.encode(), self.timeout + 15 + (self.transport.command_timeout or 0))
         except BaseException:
@@ -197,7 +212,11 @@ class NodeLock:
                 return self
         self.held.release()
         if answer.exit_code == LOCK_BUSY_EXIT:
-            raise NodeError(self.transport.name, Step.LOCK, f"another apply held {self.layout.lock} for {wait}s")
+            text = answer.stderr.decode("utf-8", "replace")
+            holder = text[text.find(HOLDER) + len(HOLDER) :].strip() if HOLDER in text else ""
+            who = f": held by {holder}" if holder else ""
+            message = f"another apply held {self.layout.lock} for {wait}s (--lock-timeout){who}"
+            raise NodeError(self.transport.name, Step.LOCK, message)
         if answer.stdout.startswith(b"locked\n"):
             raise CommandError(self.transport.target, "(facts under the lock)", answer.exit_code or 1, answer.stderr)
         raise NodeError(
@@ -228,7 +247,8 @@ def apply_node(
         return NodeResult(node.name, NodeStatus.SKIPPED, error=INTERRUPTED)
     try:
         commands = fact_commands(node, tls_references(model))
-        with NodeLock(transport, NodeLayout.of(node), settings.lock_timeout, commands) as lock:
+        holder = lock_holder(settings.deployed_by)
+        with NodeLock(transport, NodeLayout.of(node), settings.lock_timeout, commands, holder) as lock:
             facts = parse_facts(node.name, lock.results)
             if isinstance(rendered, Future):
                 rendered = _rendered(node, rendered)

@@ -37,13 +37,24 @@ LOG_EVERY = 5  # polls between two reads of the error log (and of the clock)
 HANDOVER_POLL, HANDOVER_POLLS = 0.05, 3  # the new revision alone for 150 ms: nginx's 100 ms handover
 
 
-def lock_command(layout: NodeLayout, wait: int, then: str = "") -> str:
-    """``flock`` held by a command whose stdin is ours; ``then`` runs once the lock is held."""
-    inner = f"echo locked; {then}\nexec cat >/dev/null" if then else "echo locked; exec cat >/dev/null"
+HOLDER = "held by "  # the line a busy lock's answer carries on stderr, then the holder's words
+
+
+def lock_command(layout: NodeLayout, wait: int, then: str = "", holder: str = "") -> str:
+    """``flock`` held by a command whose stdin is ours; ``then`` runs once the lock is held.
+
+    ``holder`` (who, which process, since when) is written into the lock file once it is held;
+    when the lock stays busy for ``wait`` seconds, the command exits ``LOCK_BUSY_EXIT`` with
+    ``held by <the holder's line>`` on stderr (flock locks the file, whatever it holds)."""
+    lock = shlex.quote(layout.lock)
+    mark = f"printf '%s\\n' {shlex.quote(holder)} > {lock} 2>/dev/null; " if holder else ""
+    inner = f"echo locked; {mark}{then}\nexec cat >/dev/null" if then else f"echo locked; {mark}exec cat >/dev/null"
     parent = shlex.quote(layout.parent)
     return (
         f"{{ [ -d {parent} ] || mkdir -p -- {parent}; }} && "
-        f"exec flock -w {wait} -E {LOCK_BUSY_EXIT} {shlex.quote(layout.lock)} sh -c {shlex.quote(inner)}"
+        f"{{ flock -w {wait} -E {LOCK_BUSY_EXIT} {lock} sh -c {shlex.quote(inner)}; rc=$?; "
+        f"[ \"$rc\" -ne {LOCK_BUSY_EXIT} ] || {{ printf '%s' {shlex.quote(HOLDER)}; cat -- {lock}; }} >&2 2>/dev/null; "
+        "exit $rc; }"
     )
 
 

@@ -12,10 +12,12 @@ serves agree, and the next apply converges.
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -164,3 +166,25 @@ def test_sigint_finishes_the_node_in_hand_records_it_prints_the_summary_and_exit
     fleet.write_manifests(tmp_path / "m", {"web": [address(backends[1])]}, nodes=nodes)
     document = _apply(fleet, manifests)
     assert {r["access_node"]: r["status"] for r in document["access_nodes"]}[second.name] == "converged"
+
+
+def test_a_busy_lock_names_its_holder(fleet: Fleet, backends: list[HttpBackend], tmp_path: Path) -> None:
+    """Seen: `another apply held ... for 2s`, without who holds it or since when."""
+    node = fleet.nodes[0]
+    manifests = fleet.write_manifests(tmp_path / "m", {"web": [address(backends[0])]}, nodes=[node])
+    _apply(fleet, manifests)
+    flag = tmp_path / "in-test"
+    slow = {node.name: _slow(node, "test", flag, seconds=8)}  # the second apply starts, connects, waits 1 s
+    fleet.write_manifests(tmp_path / "m", {"web": [address(backends[1])]}, nodes=[node], node_settings=slow)
+    first = _start_apply(fleet, manifests)
+    try:
+        _wait_file(flag, first)
+        second = fleet.cli("apply", manifests, "--lock-timeout", "1")
+    finally:
+        stdout, stderr = first.communicate(timeout=60)
+    assert first.returncode == 0, stdout + stderr
+    assert second.returncode == 1
+    error = json.loads(second.stdout)["access_nodes"][0]["error"]
+    user_host = f"{getpass.getuser()}@{socket.gethostname()} pid {first.pid} since 20"
+    assert f"another apply held {node.config_dir}.lock for 1s (--lock-timeout): held by " in error, error
+    assert user_host in error, error
