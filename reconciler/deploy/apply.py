@@ -28,6 +28,7 @@ import getpass
 import gzip
 import io
 import os
+import posixpath
 import shlex
 import socket
 import tarfile
@@ -349,6 +350,8 @@ def _deploy(
         base=previous if kept else None,
         removed=tuple(sorted(_safe(node.name, p) for p in set(facts.files) - set(rendered.files))) if kept else (),
         previous=previous,
+        listeners=tcp_listeners(node, model, rendered.files),
+        probe_tool=facts.probe_tool,
     )
     commands = deploy.steps()
     script, boundary = steps_script(commands, deploy.restore())
@@ -375,7 +378,9 @@ def _deploy(
         stderr = result.stderr.decode("utf-8", "replace").strip()
         problem = f"{node.nginx.reload_command!r} failed (exit {result.exit_code}): {stderr}"
     else:  # verify (prune and size always succeed)
-        problem = verify_outcome(result, rendered.revision, deploy.probe is not None, settings.verify_timeout)
+        problem = verify_outcome(
+            result, rendered.revision, deploy.probe is not None, settings.verify_timeout, stream_include(node)
+        )
     outcome = _roll_back(transport, node, layout, previous, facts, settings)
     raise NodeError(
         node.name,
@@ -453,14 +458,30 @@ def _can_probe(facts: Facts, files: Mapping[str, str]) -> bool:
     return DEFAULT_FILE in files and facts.probe_tool is not None
 
 
-def probe_address(node: AccessNode) -> str:
-    """Where the node's own default server answers the revision (from the node itself)."""
+def probe_address(node: AccessNode, port: int | None = None) -> str:
+    """Where the node's own default server answers the revision (from the node itself), or
+    with ``port`` where a tcp upstream listens."""
     address = node.listen_address
     if address in ("*", "0.0.0.0"):
         address = "127.0.0.1"
     elif address in ("[::]",):
         address = "[::1]"
-    return f"{address}:{node.http_port}"
+    return f"{address}:{node.http_port if port is None else port}"
+
+
+def tcp_listeners(node: AccessNode, model: Mapping[str, Any], files: Mapping[str, str]) -> tuple[str, ...]:
+    """``host:port`` (as seen from the node) of every tcp upstream rendered into ``files``."""
+    ports = {
+        upstream.get("listen", {}).get("port")
+        for name, upstream in model.get("upstreams", {}).items()
+        if upstream.get("listen", {}).get("protocol") == "tcp" and f"stream/{name}.conf" in files
+    }
+    return tuple(probe_address(node, port) for port in sorted(p for p in ports if isinstance(p, int)))
+
+
+def stream_include(node: AccessNode) -> str:
+    """The line nginx.conf's ``stream {}`` needs (docs/render.md)."""
+    return f"include {posixpath.join(node.nginx.config_dir, 'stream')}/*.conf;"
 
 
 def _roll_back(

@@ -40,6 +40,11 @@ HANDOVER_POLL, HANDOVER_POLLS = 0.05, 3  # the new revision alone for 150 ms: ng
 HOLDER = "held by "  # the line a busy lock's answer carries on stderr, then the holder's words
 
 
+# not in POSIX mode: there a failed ``exec 3<>`` (nginx not listening yet) would end the shell
+IN_PLAIN_BASH = '[ -n "${BASH_VERSION:-}" ] && ! shopt -qo posix'
+UNBOUND = "unbound "  # verify's line for a tcp listener that accepts no connection
+
+
 def lock_command(layout: NodeLayout, wait: int, then: str = "", holder: str = "") -> str:
     """``flock`` held by a command whose stdin is ours; ``then`` runs once the lock is held.
 
@@ -125,9 +130,23 @@ def probe_function(address: str, tool: str | None = None) -> str:
         '  IFS= read -r -t 2 line <&3; served=${line%"$cr"}; exec 3<&-\n'
         "}"
     )
-    # not in POSIX mode: there a failed ``exec 3<>`` (nginx not listening yet) would end the shell
-    in_plain_bash = '[ -n "${BASH_VERSION:-}" ] && ! shopt -qo posix'
-    return f"if {in_plain_bash}; then\n{in_bash}\nelse\n{command_probe(probe_command(address, tool))}\nfi"
+    return f"if {IN_PLAIN_BASH}; then\n{in_bash}\nelse\n{command_probe(probe_command(address, tool))}\nfi"
+
+
+def listen_function(tool: str | None = None) -> str:
+    """Shell defining ``obr_listens HOST PORT``: 0 when something accepts a TCP connection there.
+    Under bash its own ``/dev/tcp`` (no process); else python3 when the node has it; else it
+    answers 0 (unchecked: plain sh cannot open a socket)."""
+    python = (
+        "python3 -c 'import socket,sys;socket.create_connection((sys.argv[1],int(sys.argv[2])),2).close()' "
+        '"$1" "$2" 2>/dev/null'
+    )
+    other = python if tool == "python3" else "return 0"
+    return (
+        f"if {IN_PLAIN_BASH}; then\n"
+        '  obr_listens() { { exec 4<>"/dev/tcp/$1/$2"; } 2>/dev/null || return 1; exec 4<&-; }\n'
+        f"else\n  obr_listens() {{ {other}; }}\nfi"
+    )
 
 
 # ``obr_sleep SECONDS``: under bash a read that times out on a pipe nobody writes to (no
@@ -142,7 +161,15 @@ SLEEP_FUNCTION = (
 NOW = "${EPOCHSECONDS:-$(date +%s)}"  # bash 5 has the clock built in
 
 
-def verify_script(revision: str, probe: str | None, error_log: str, log_size: str, timeout: float) -> str:
+def verify_script(
+    revision: str,
+    probe: str | None,
+    error_log: str,
+    log_size: str,
+    timeout: float,
+    listeners: Sequence[str] = (),
+    listens: str = "",
+) -> str:
     """Poll until nginx serves ``revision`` (``probe``: shell defining ``obr_probe``, see
     ``probe_function``; None: no probe) or its error log shows an emergency since byte
     ``log_size`` (a shell word, '' when the log was not found), or ``timeout`` seconds passed.
@@ -158,6 +185,11 @@ def verify_script(revision: str, probe: str | None, error_log: str, log_size: st
     only then tells the old ones to stop accepting. The new revision must answer every probe
     for ``HANDOVER_POLLS`` x ``HANDOVER_POLL`` seconds more, so that a request sent after
     apply returns meets the new configuration.
+
+    ``listeners`` (``host:port``, IPv6 in brackets): the tcp upstreams' addresses, each of which
+    must then accept a connection (``listens``: shell defining ``obr_listens``, see
+    ``listen_function``); one that does not prints ``unbound <address>`` and fails verify: a
+    node whose nginx.conf does not include the stream files serves http alone.
     """
     log = shlex.quote(error_log)
     check_log = (
@@ -183,8 +215,22 @@ def verify_script(revision: str, probe: str | None, error_log: str, log_size: st
         "done\n"
         f"{check_log}\n"
         "printf 'served %s\\n' \"$served\"; printf '%s\\n' \"$bad\"\n"
-        f'[ -z "$bad" ] && [ "$served" = {want} ]'
+        f'[ -z "$bad" ] && [ "$served" = {want} ]{_listeners_check(listeners, listens)}'
     )
+
+
+def _listeners_check(listeners: Sequence[str], listens: str) -> str:
+    """`` && <every listener accepts>`` for verify's last line ('' with no listener)."""
+    if not listeners:
+        return ""
+    checks = []
+    for address in listeners:
+        host, _, port = address.rpartition(":")
+        checks.append(
+            f"obr_listens {shlex.quote(host.strip('[]'))} {port} || {{ printf '%s\\n' {shlex.quote(UNBOUND + address)}; unbound=1; }}"
+        )
+    body = "\n  ".join(checks)
+    return f' && {{\n  {listens}\n  unbound=0\n  {body}\n  [ "$unbound" -eq 0 ]\n}}'
 
 
 @dataclass(frozen=True)
@@ -202,6 +248,8 @@ class Deploy:
     base: str | None = None  # the live release: its files are copied, the tar brings only what differs
     removed: tuple[str, ...] = ()  # paths (relative) of ``base`` the new release does not have
     previous: str | None = None  # the release live before (None: no managed directory before)
+    listeners: tuple[str, ...] = ()  # the tcp upstreams' host:port, each must accept after the reload
+    probe_tool: str | None = None  # curl, wget or python3 (the node's facts), for listen_function
 
     def restore(self) -> str:
         """Shell run when the script loses its controller (a signal, or its output's pipe closed
@@ -244,7 +292,15 @@ class Deploy:
             "test": self.test_command,
             "size": f"stat -c %s -- {log} 2>/dev/null || true",
             "reload": self.reload_command,
-            "verify": verify_script(self.revision, self.probe, self.error_log, "$size", self.verify_timeout),
+            "verify": verify_script(
+                self.revision,
+                self.probe,
+                self.error_log,
+                "$size",
+                self.verify_timeout,
+                self.listeners,
+                listen_function(self.probe_tool),
+            ),
             "marker": f"mv -f -T -- {deployed} {shlex.quote(f'{self.release}/{MARKER}')}",
         }
 
@@ -296,13 +352,23 @@ def parse_steps(result: CommandResult, boundary: str, names: Sequence[str]) -> d
     return ran
 
 
-def verify_outcome(verify: CommandResult, revision: str, probe: bool, timeout: float) -> str:
-    """'' when verify saw nginx serve ``revision``; else what went wrong (in nginx's own words)."""
+def verify_outcome(verify: CommandResult, revision: str, probe: bool, timeout: float, stream_include: str = "") -> str:
+    """'' when verify saw nginx serve ``revision``; else what went wrong (in nginx's own words).
+
+    ``stream_include``: the line nginx.conf needs for tcp upstreams, named when one accepts no
+    connection."""
     lines = verify.text.splitlines()
     served = next((line[len("served ") :].strip() for line in lines if line.startswith("served ")), "")
-    emergencies = [line for line in lines if line and not line.startswith("served ")]
+    unbound = [line[len(UNBOUND) :] for line in lines if line.startswith(UNBOUND)]
+    emergencies = [line for line in lines if line and not line.startswith(("served ", UNBOUND))]
     if emergencies:
         return "nginx did not load the new configuration: " + " | ".join(emergencies[-3:])
+    if unbound:
+        return (
+            f"nginx serves the new revision, but nothing accepts connections on {', '.join(unbound)} "
+            f"(tcp upstreams): nginx.conf must include the stream files, `stream {{ {stream_include} }}` "
+            "(docs/render.md)"
+        )
     if verify.ok:
         return ""
     if not probe:
