@@ -53,14 +53,13 @@ from reconciler.deploy.facts import (
 )
 from reconciler.deploy.layout import LOCK_BUSY_EXIT, MARKER, MODEL, NodeLayout
 from reconciler.deploy.plan import NodePlan, Refusal, StoreRef, plan_node, sha256
+from reconciler.deploy.probe import PROBE_PATH, probe_address, probe_function
 from reconciler.deploy.scripts import (
     DEPLOYED_MARKER,
     HOLDER,
-    PROBE_PATH,
     Deploy,
     lock_command,
     parse_steps,
-    probe_function,
     steps_script,
     switch_script,
     verify_outcome,
@@ -456,17 +455,6 @@ def _can_probe(facts: Facts, files: Mapping[str, str]) -> bool:
     """Whether verify can ask nginx for its revision: the default server is in the release and
     the node has curl, wget or python3 (without them only the error log is read)."""
     return DEFAULT_FILE in files and facts.probe_tool is not None
-
-
-def probe_address(node: AccessNode, port: int | None = None) -> str:
-    """Where the node's own default server answers the revision (from the node itself), or
-    with ``port`` where a tcp upstream listens."""
-    address = node.listen_address
-    if address in ("*", "0.0.0.0"):
-        address = "127.0.0.1"
-    elif address in ("[::]",):
-        address = "[::1]"
-    return f"{address}:{node.http_port if port is None else port}"
 
 
 def tcp_listeners(node: AccessNode, model: Mapping[str, Any], files: Mapping[str, str]) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Any
 
 from reconciler.deploy.layout import NodeLayout
+from reconciler.deploy.probe import served_command
 from reconciler.manifest.model import AccessNode
 from reconciler.transport.base import CommandResult, Transport
 
@@ -130,6 +131,7 @@ class Facts:
     marker_problem: str = ""  # set when a marker exists but cannot be read
     error_log_size: int | None = None
     probe_tool: str | None = None  # curl, wget or python3: how verify asks nginx for its revision
+    served: str | None = None  # the revision nginx answers now (None: unknown, no bash or no answer)
     # The model recorded at the last deploy (.obreconcile/model.json.gz), read only by plan for
     # its object-level view; None when not read ({} when there is nothing deployed).
     model: Mapping[str, Any] | None = None
@@ -166,6 +168,7 @@ def fact_commands(node: AccessNode, tls: Sequence[TlsReference] = ()) -> dict[st
         "marker": f"cat -- {shlex.quote(layout.marker)} 2>/dev/null || true",
         "errlog": f"stat -c %s -- {shlex.quote(node.nginx.error_log)} 2>/dev/null || true",
         "probe": "command -v curl || command -v wget || command -v python3 || true",
+        "served": served_command(node),
     } | ({"tls": tls_command(tls)} if tls else {})
 
 
@@ -272,7 +275,14 @@ def parse_facts(access_node: str, results: Mapping[str, CommandResult]) -> Facts
         error_log_size=parse_size(results["errlog"]),
         probe_tool=parse_probe_tool(results["probe"]) if "probe" in results else None,
         tls=parse_tls(results["tls"]) if "tls" in results else {},
+        served=parse_served(results["served"]) if "served" in results else None,
     )
+
+
+def parse_served(result: CommandResult) -> str | None:
+    """A revision (16 hex digits) nginx answered, or None."""
+    text = result.text.strip()
+    return text if len(text) == 16 and all(c in "0123456789abcdef" for c in text) else None
 
 
 def observe(

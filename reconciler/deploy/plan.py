@@ -192,6 +192,11 @@ def plan_node(
             reload_only = "no marker on the node: record this deploy"
         elif marker is not None and marker.revision != rendered.revision:
             reload_only = "the live files match but the marker names another revision: record this deploy"
+        elif marker is not None and facts.served is not None and facts.served != marker.revision:
+            reload_only = (
+                f"nginx serves revision {facts.served}, not the live release's {marker.revision} "
+                "(the link was switched without a reload): reload and verify"
+            )
     if files or reload_only:
         refusal = _refusal(facts, store, force)
     tls_problems, tls_warnings, certificates = _tls(facts, model, time.time() if now is None else now)

@@ -26,10 +26,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from reconciler.deploy.layout import KEEP_RELEASES, LOCK_BUSY_EXIT, MARKER, NodeLayout
+from reconciler.deploy.probe import IN_PLAIN_BASH
 from reconciler.transport import CommandResult
 from reconciler.transport.batch import parse_batch
 
-PROBE_PATH = "/.well-known/obreconcile/revision"
 DEPLOYED_MARKER = MARKER + ".deployed"  # in the release: renamed over MARKER once verified
 EMERGENCY = r"\[(emerg|alert|crit)\]"
 VERIFY_POLL = 0.02  # seconds between two probes of nginx on the node
@@ -40,8 +40,6 @@ HANDOVER_POLL, HANDOVER_POLLS = 0.05, 3  # the new revision alone for 150 ms: ng
 HOLDER = "held by "  # the line a busy lock's answer carries on stderr, then the holder's words
 
 
-# not in POSIX mode: there a failed ``exec 3<>`` (nginx not listening yet) would end the shell
-IN_PLAIN_BASH = '[ -n "${BASH_VERSION:-}" ] && ! shopt -qo posix'
 UNBOUND = "unbound "  # verify's line for a tcp listener that accepts no connection
 
 
@@ -88,49 +86,6 @@ def prune_script(layout: NodeLayout, staged: str) -> str:
         'for r; do [ "$n" -gt 0 ] || break; n=$((n - 1)); '
         '[ "$r" = "$live" ] || [ "$r" = "$staged" ] || rm -rf -- "$r"; done; exit 0'
     )
-
-
-def probe_command(address: str, tool: str | None = None) -> str:
-    """Ask nginx's default server at ``address`` for its revision: with ``tool`` (curl, wget or
-    python3, as the node's facts found) or, unknown, the first of them that answers."""
-    url = shlex.quote(f"http://{address}{PROBE_PATH}")
-    commands = {
-        "curl": f"curl -fsS --max-time 2 {url} 2>/dev/null",
-        "wget": f"wget -qO- -T 2 {url} 2>/dev/null",
-        "python3": (
-            "python3 -c 'import sys,urllib.request;print(urllib.request.urlopen(sys.argv[1],timeout=2).read().decode())' "
-            f"{url} 2>/dev/null"
-        ),
-    }
-    if tool in commands:
-        return commands[tool]
-    return " || ".join(commands.values())
-
-
-def command_probe(command: str) -> str:
-    """Shell defining ``obr_probe``: sets ``$served`` to the first line ``command`` prints."""
-    return f"obr_probe() {{ served=$({command}); served=${{served%%\n*}}; }}"
-
-
-def probe_function(address: str, tool: str | None = None) -> str:
-    """Shell defining ``obr_probe``, which sets ``$served`` to the revision nginx's default server
-    at ``address`` answers. Under bash it is bash's own ``/dev/tcp`` and ``read``: no process
-    at all, where curl costs ~8 ms of CPU a poll; under another shell ``probe_command``."""
-    host, _, port = address.rpartition(":")
-    host = host.strip("[]")
-    request = f"GET {PROBE_PATH} HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n"
-    tcp = shlex.quote(f"/dev/tcp/{host}/{port}")
-    in_bash = (
-        "obr_probe() {\n"
-        f'  served=""; {{ exec 3<>{tcp}; }} 2>/dev/null || return 0\n'
-        f"  printf '{request}' >&3\n"
-        "  cr=$'\\r'; line=''\n"
-        '  IFS= read -r -t 2 line <&3; case "$line" in "HTTP/1."?" 200"*) ;; *) exec 3<&-; return 0 ;; esac\n'
-        '  while IFS= read -r -t 2 line <&3 && [ -n "${line%"$cr"}" ]; do :; done\n'
-        '  IFS= read -r -t 2 line <&3; served=${line%"$cr"}; exec 3<&-\n'
-        "}"
-    )
-    return f"if {IN_PLAIN_BASH}; then\n{in_bash}\nelse\n{command_probe(probe_command(address, tool))}\nfi"
 
 
 def listen_function(tool: str | None = None) -> str:

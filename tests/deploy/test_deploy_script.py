@@ -17,11 +17,10 @@ import pytest
 
 from reconciler.deploy.apply import NodeLock
 from reconciler.deploy.layout import NodeLayout
+from reconciler.deploy.probe import command_probe, probe_function
 from reconciler.deploy.scripts import (
     Deploy,
-    command_probe,
     parse_steps,
-    probe_function,
     steps_script,
     verify_outcome,
     verify_script,

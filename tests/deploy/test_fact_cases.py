@@ -18,6 +18,7 @@ from reconciler.deploy.facts import (
     parse_marker,
     parse_nginx_version,
     parse_probe_tool,
+    parse_served,
     parse_size,
 )
 from reconciler.manifest.model import AccessNode, Connection
@@ -39,6 +40,7 @@ PARSERS: dict[str, Callable[[CommandResult], Any]] = {
     "marker": _marker,
     "errlog": parse_size,
     "probe": parse_probe_tool,
+    "served": parse_served,
 }
 CASES = sorted(FACTS.glob("*/*.json"))
 

@@ -188,3 +188,37 @@ def test_a_busy_lock_names_its_holder(fleet: Fleet, backends: list[HttpBackend],
     user_host = f"{getpass.getuser()}@{socket.gethostname()} pid {first.pid} since 20"
     assert f"another apply held {node.config_dir}.lock for 1s (--lock-timeout): held by " in error, error
     assert user_host in error, error
+
+
+def test_a_live_link_nginx_does_not_serve_is_drift_that_apply_repairs(
+    fleet: Fleet, backends: list[HttpBackend], tmp_path: Path
+) -> None:
+    """The link switched without a reload (by hand, or a restore whose reload failed): the
+    files and the marker agree with the desired state, nginx serves another revision."""
+    node = fleet.nodes[0]
+    old = fleet.write_manifests(tmp_path / "old", {"web": [address(backends[0])]}, nodes=[node])
+    _apply(fleet, old)
+    old_release = os.readlink(node.config_dir)
+    new = fleet.write_manifests(tmp_path / "new", {"web": [address(backends[1])]}, nodes=[node])
+    _apply(fleet, new)
+    new_release, served = os.readlink(node.config_dir), node.served_revision()
+    for target, reload in ((old_release, True), (new_release, False)):  # nginx back on old, link on new
+        link = Path(f"{node.config_dir}.hand")
+        link.symlink_to(target)
+        link.replace(node.config_dir)
+        if reload:
+            subprocess.run(node.nginx_command("-s", "reload").split(), check=True, capture_output=True, timeout=30)
+            deadline = time.monotonic() + 10
+            while node.served_revision() == served and time.monotonic() < deadline:
+                time.sleep(0.05)
+    stale = node.served_revision()
+    assert stale != served and node.marker()["revision"] == served
+
+    plan = fleet.cli("plan", new)
+    planned = json.loads(plan.stdout)["access_nodes"][0]
+    assert planned["reload_only"].startswith(f"nginx serves revision {stale}, not the live release's {served}"), planned
+    document = _apply(fleet, new)
+    assert document["access_nodes"][0]["status"] == "converged"
+    _wait_agree([node])
+    assert node.served_revision() == served
+    assert {node.get("web.example.com")[1] for _ in range(4)} == {"b1"}

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from reconciler.deploy.layout import NodeLayout
-from reconciler.deploy.scripts import Deploy, lock_command, probe_function
+from reconciler.deploy.probe import probe_function
+from reconciler.deploy.scripts import Deploy, lock_command
 
 CASES = Path(__file__).parent / "script_cases"
 
