@@ -125,14 +125,15 @@ def test_sigkill_of_apply_at_each_step_leaves_every_node_consistent(
         assert {node.get("web.example.com")[1] for _ in range(4)} == {"b1"}
 
 
+@pytest.mark.parametrize("step", ["test", "reload", "verify"])
 def test_sigint_finishes_the_node_in_hand_records_it_prints_the_summary_and_exits_130(
-    fleet: Fleet, backends: list[HttpBackend], tmp_path: Path
+    fleet: Fleet, backends: list[HttpBackend], tmp_path: Path, step: str
 ) -> None:
     nodes = fleet.nodes[:2]
     manifests = fleet.write_manifests(tmp_path / "m", {"web": [address(backends[0])]}, nodes=nodes)
     _apply(fleet, manifests)
-    flag = tmp_path / "in-test"
-    slow = {n.name: _slow(n, "test", flag, seconds=2) for n in nodes}
+    flag = tmp_path / f"in-{step}"
+    slow = {n.name: _slow(n, step, flag, seconds=2) for n in nodes}
     fleet.write_manifests(tmp_path / "m", {"web": [address(backends[1])]}, nodes=nodes, node_settings=slow)
 
     process = _start_apply(fleet, manifests, "--forks", "1")
