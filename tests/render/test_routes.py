@@ -104,3 +104,32 @@ def test_nginx_accepts_routes_on_wildcard_names(nginx: Nginx) -> None:
     config_dir = nginx.install(out)
     nginx.configure(http=include_http(config_dir), stream=include_stream(config_dir))
     nginx.test()
+
+
+def test_a_location_reads_the_same_in_an_upstreams_file_and_in_a_shared_names_file() -> None:
+    """http_upstream.conf.j2 has proxy.conf.j2's text inline (for speed): the two must not drift."""
+    proxy = {
+        "websockets": True,
+        "buffering": False,
+        "client_max_body_size": "5m",
+        "retries": {"conditions": ["error"], "tries": 2, "timeout": "5s"},
+        "headers": [{"name": "X-A", "value": "b"}, {"name": "X-Id", "variable": "$request_id"}],
+        "backend_protocol": "https",
+        "backend_tls": {"server_name": "api.internal", "ca_certificate": "/ca.pem"},
+    }
+    access = {"allow": ["10.0.0.0/8"], "deny": ["10.1.0.0/16"], "rate_limit": {"rps": 5, "burst": 5}}
+    api = {"proxy": proxy, "access": access}
+    own = files(
+        upstream("api", "10.0.0.2", listen={"server_names": ["api.test"], "path": "/api/", "strip_path": True}, **api)
+    )
+    shared = files(
+        upstream("www", "10.0.0.1", listen={"server_names": ["api.test"]}),
+        upstream("api", "10.0.0.2", listen={"server_names": ["api.test"], "path": "/api/", "strip_path": True}, **api),
+    )
+
+    def location(text: str) -> str:
+        start = text.index("    location /api/ {")
+        return text[start : text.index("\n    }\n", start)]
+
+    assert location(own["http/api.conf"]) == location(shared["http/_host.api.test.conf"])
+    assert "limit_req zone=ob_api burst=5 nodelay;" in location(own["http/api.conf"])
