@@ -8,7 +8,10 @@ description full of markup.
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +28,7 @@ from reconciler.api.ui import CSP
 from tests.serve.conftest import FALL, INTERVAL, Backend, Serve, apply, wait_for, write_manifests
 from tests.services.fleet import Fleet
 from tests.services.fleet_fixtures import fleet_under_test
+from tests.services.sshd import free_port
 from tests.ui.conftest import (
     PASSWORDS,
     artefacts,
@@ -130,6 +134,40 @@ def test_login_shows_every_node_converged(world: World, browser: WebDriver) -> N
     assert world.controller.name in summary and "healthy" in summary
     assert text_of(browser, f'tr[data-node="{names[0]}"] td:nth-child(5)').startswith(("obreconcile serve", "apply"))
     screenshot(browser, "fleet")
+
+
+def admin_call(world: World, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """The API as the bootstrap admin (SUPER): what an operator would change with curl."""
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"X-Auth-Token": world.controller.token(), "Content-Type": "application/json"}
+    request = urllib.request.Request(world.url + path, data, headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def test_a_node_that_cannot_be_reached_shows_unreachable_then_converged(world: World, browser: WebDriver) -> None:
+    as_user(browser, world.url, "operator")
+    go(browser, "fleet")
+    node = world.fleet.nodes[0]  # reached over SSH
+    state = f'tr[data-node="{node.name}"] .state'
+    status, body = admin_call(world, "GET", f"/node/{node.name}")
+    assert status == 200, body
+    wrong = {**body, "connection": {**body["connection"], "port": free_port()}}  # nothing listens there
+    assert admin_call(world, "PUT", f"/node/{node.name}", wrong)[0] == 200
+    weight = f"/upstream/shop/node/{world.backends[3].hostname}"
+    try:  # a change to render: the controller pushes, and cannot connect
+        assert admin_call(world, "PATCH", weight, {"weight": 3})[0] == 200
+        wait_until(browser, lambda: text_of(browser, state) == "unreachable", 20, "the node shown unreachable")
+        error = text_of(browser, f'tr[data-node="{node.name}"] .error-text')
+        assert error, "an unreachable node shows why"
+        screenshot(browser, "fleet-unreachable")
+    finally:
+        assert admin_call(world, "PUT", f"/node/{node.name}", body)[0] == 200
+        assert admin_call(world, "PATCH", weight, {"weight": 1})[0] == 200
+    wait_until(browser, lambda: text_of(browser, state) == "converged", 30, "the node converged again")
 
 
 def test_a_killed_backend_turns_down_without_a_reload_and_the_next_tier_takes_over(
