@@ -298,19 +298,35 @@ def _too_deep(text: str, exact: bool = False) -> tuple[int, int] | None:
 
     libyaml since 0.2.5 refuses flow nesting past 1,000 levels in its scanner, which reads a
     whole flow collection ahead before it yields its first event: its refusal comes before
-    the events that would reach depth 65. PyYAML's pure-Python parser then counts instead;
-    it reads at most about 1,024 characters ahead, so it stops early too.
+    the events that would reach depth 65, but after the place where level 65 starts. The text
+    up to that refusal is then counted again with libyaml (fast; a cut flow collection is
+    refused only after its events), and, if that finds nothing, the whole text with PyYAML's
+    pure-Python parser, which reads at most about 1,024 characters ahead (exact, but about
+    0.2 s for a thousand brackets: its scanner walks one possible key per flow level per token).
     """
     if not exact:
         brackets = text.count("[") + text.count("{")
         if brackets < _SUSPECT_BRACKETS and not _DEEP_INDENT.search(text) and not _COMPACT_RUN.search(text):
             return None
-    for loader in dict.fromkeys((_Loader, yaml.SafeLoader)):
+    try:
+        return _first_too_deep(text, _Loader)
+    except yaml.MarkedYAMLError as e:
+        refused_at = e.problem_mark.index if e.problem_mark is not None else None
+    except yaml.YAMLError:
+        refused_at = None
+    if _Loader is yaml.SafeLoader:
+        return None  # a syntax error: the real parse reports it
+    if refused_at:
         try:
-            return _first_too_deep(text, loader)
+            found = _first_too_deep(text[:refused_at], _Loader)
         except yaml.YAMLError:
-            continue  # libyaml's own limit (above), or a syntax error the real parse reports
-    return None
+            found = None
+        if found is not None:
+            return found
+    try:
+        return _first_too_deep(text, yaml.SafeLoader)
+    except yaml.YAMLError:
+        return None  # a syntax error before any level too deep: the real parse reports it
 
 
 def _first_too_deep(text: str, loader: type) -> tuple[int, int] | None:

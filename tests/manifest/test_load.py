@@ -102,7 +102,11 @@ def test_deep_nesting_is_refused_fast_with_bounded_memory(
     elapsed = time.perf_counter() - start
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert len(messages) == 1 and messages[0].endswith(f"nesting deeper than {MAX_DEPTH} levels is not allowed")
-    assert elapsed < 1.0
+    # libyaml counts in milliseconds. A PyYAML without libyaml counts with its pure-Python
+    # scanner, which keeps one possible key per flow level and walks them all per token within
+    # its 1,024-character lookahead: about 0.2 s on a quiet machine for a run of brackets, so
+    # that case gets a bound of its own (the point of the test is no crash and no blow-up).
+    assert elapsed < (1.0 if loader is not yaml.SafeLoader else 5.0)
     assert grown_mib < 100
 
 
