@@ -374,6 +374,26 @@ class Bench:
         else:
             self.ansible(tool, run, case)
 
+    def command(self, tool: Tool, argv: list[str], cwd: Path, record: str | None) -> subprocess.CompletedProcess[str]:
+        """Run one tool's command (measured as case ``record`` unless None); it must exit 0."""
+        done: list[subprocess.CompletedProcess[str]] = []
+
+        def work() -> float:
+            done.append(
+                subprocess.run(
+                    argv, capture_output=True, text=True, cwd=cwd, env=self.tool_env, timeout=TOOL_TIMEOUT, check=False
+                )
+            )
+            return 0.0
+
+        if record is None:
+            work()
+        else:
+            self.measure(record, work)
+        if done[0].returncode != 0:
+            raise RuntimeError(f"{TITLES[tool]} failed ({done[0].returncode}):\n{done[0].stdout}\n{done[0].stderr}")
+        return done[0]
+
     def check_reloads(self, tool: Tool, nodes: Sequence[SimulatedNode], before: Sequence[int], change: bool) -> None:
         reloaded = reloads_since(nodes, before, 1 if change else 0)
         if reloaded != [1 if change else 0] * len(nodes):
@@ -394,23 +414,7 @@ class Bench:
             argv += ["--", *self.fleet.cli_args("--output", "text", "apply", manifests)]
             argv += ["--known-hosts", str(self.fleet.known_hosts), "--forks", str(self.count)]
         reloads = settled_reloads(self.fleet.nodes)
-        done: list[subprocess.CompletedProcess[str]] = []
-
-        def work() -> float:
-            done.append(
-                subprocess.run(
-                    argv, capture_output=True, text=True, cwd=ROOT, env=self.tool_env, timeout=TOOL_TIMEOUT, check=False
-                )
-            )
-            return 0.0
-
-        if record is None:
-            work()
-        else:
-            self.measure(record, work)
-        result = done[0]
-        if result.returncode != 0:
-            raise RuntimeError(f"obreconcile apply failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        result = self.command(Tool.OBRECONCILE, argv, ROOT, record)
         want = "converged" if change else "unchanged"
         if profile is None:
             nodes = json.loads(result.stdout)["access_nodes"]
@@ -496,23 +500,8 @@ class Bench:
         ]
         reloads = settled_reloads(nodes)
         files = self.one_file_stats(nodes)
-        done: list[subprocess.CompletedProcess[str]] = []
-
-        def work() -> float:  # cwd: pyinfra reads config.py from there and puts it on sys.path
-            cwd = self.inventories[Tool.PYINFRA].parent
-            done.append(
-                subprocess.run(
-                    argv, capture_output=True, text=True, cwd=cwd, env=self.tool_env, timeout=TOOL_TIMEOUT, check=False
-                )
-            )
-            return 0.0
-
-        if record is None:
-            work()
-        else:
-            self.measure(record, work)
-        if done[0].returncode != 0:
-            raise RuntimeError(f"pyinfra failed ({done[0].returncode}):\n{done[0].stdout}\n{done[0].stderr}")
+        # cwd: pyinfra reads config.py from there and puts it on sys.path
+        self.command(Tool.PYINFRA, argv, self.inventories[Tool.PYINFRA].parent, record)
         self.check_reloads(Tool.PYINFRA, nodes, reloads, change)
         self.check_one_file(Tool.PYINFRA, files, change)
 
@@ -867,7 +856,9 @@ def main(argv: list[str] | None = None) -> int:
         metavar="PEER",
         help=f"the peers to compare with (default: all of {', '.join(PEERS)}; none: obreconcile and the floor)",
     )
-    parser.add_argument("--without-ansible", action="store_true", help="obreconcile and the floor only (--peers)")
+    parser.add_argument(
+        "--without-ansible", action="store_true", help="obreconcile and the floor only (as --peers with no name)"
+    )
     args = parser.parse_args(argv)
     peers: list[Tool] = [] if args.without_ansible else [p for p in PEERS if p in args.peers]
     if args.quick:
