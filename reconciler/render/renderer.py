@@ -399,7 +399,7 @@ def access_context(upstream: Upstream) -> dict[str, Any]:
         if not all(type(n) is int and n >= 0 for n in numbers) or limit.rps < 1:
             raise _refuse(upstream.name, "upstream.access.rate_limit", limit, "whole numbers")
         rate = {"rps": limit.rps, "burst": limit.burst, "zone_megabytes": limit.zone_megabytes}
-    return {**networks, "rate_limit": rate}
+    return {**networks, "rate_limit": rate, "any": bool(networks["allow"] or networks["deny"] or rate)}
 
 
 def tls_context(upstream: Upstream) -> dict[str, Any] | None:
@@ -479,6 +479,14 @@ def proxy_context(upstream: Upstream) -> dict[str, Any]:
         "keepalive": proxy.keepalive,
         "headers": headers,
         "scheme": proxy.backend_protocol,
+        # any of the directives rendered only when set (one test in the template for the usual case)
+        "extra": bool(
+            proxy.retries.tries
+            or proxy.retries.timeout != "0"
+            or proxy.buffering is False
+            or proxy.client_max_body_size is not None
+            or https
+        ),
         "tls": None
         if not https
         else {
