@@ -10,8 +10,9 @@ nothing: the CLI reports. docs/apply.md.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from reconciler.exports import lazy_exports
 
 if TYPE_CHECKING:
     from reconciler.deploy.apply import apply_node
@@ -20,14 +21,12 @@ if TYPE_CHECKING:
 
 __all__ = ["apply_fleet", "apply_node", "plan_fleet", "plan_node"]
 
-# Imported when first used, so that importing one small module of the package (``reconciler.deploy.layout``)
-# does not import all of it.
-_HOME = {"apply_fleet": "reconciler.deploy.fleet", "apply_node": "reconciler.deploy.apply", "plan_fleet": "reconciler.deploy.fleet", "plan_node": "reconciler.deploy.plan"}
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOME:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_HOME[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "apply_fleet": "reconciler.deploy.fleet",
+        "apply_node": "reconciler.deploy.apply",
+        "plan_fleet": "reconciler.deploy.fleet",
+        "plan_node": "reconciler.deploy.plan",
+    },
+)

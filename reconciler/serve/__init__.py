@@ -8,22 +8,13 @@ backoff and fencing (``push.py``) and the ``/status`` document (``status.py``). 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from reconciler.exports import lazy_exports
 
 if TYPE_CHECKING:
     from reconciler.serve.controller import Controller
 
 __all__ = ["Controller"]
 
-# Imported when first used, so that importing one small module of the package (``reconciler.serve.locks``)
-# does not import all of it.
-_HOME = {"Controller": "reconciler.serve.controller"}
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOME:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_HOME[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, {"Controller": "reconciler.serve.controller"})
