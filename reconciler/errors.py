@@ -71,13 +71,14 @@ class ManifestError(ObreconcileError):
 class RenderError(ObreconcileError):
     """Rendering nginx configuration failed (an unsafe value, a template error).
 
-    ``access_node`` and ``field`` (the refused value's place in the template context, such
-    as ``upstream.server_names[0]``) are set when known.
+    ``access_node``, ``field`` (the refused value's place in the template context, such as
+    ``upstream.server_names[0]``) and ``value`` (the refused value's repr) are set when known.
     """
 
-    def __init__(self, message: str, *, access_node: str = "", field: str = "") -> None:
+    def __init__(self, message: str, *, access_node: str = "", field: str = "", value: str = "") -> None:
         self.access_node = access_node
         self.field = field
+        self.value = value
         super().__init__(message)
 
 

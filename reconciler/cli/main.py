@@ -256,7 +256,9 @@ def render_command(
 
     Backend hostnames are resolved now (a name that does not resolve is a warning, see
     docs/render.md); every backend counts as up. Files the new rendering no longer has are
-    removed; nothing else in DIR is touched. Exit 0, or 1 when the manifests are invalid.
+    removed; nothing else in DIR is touched. An upstream the renderer refuses (a template
+    error, a refused value) is reported and its files in DIR are left as they are, the rest
+    is written. Exit 0, or 1 when the manifests are invalid or an upstream was refused.
     """
     from reconciler.render.directory import write_access_node
     from reconciler.render.renderer import Renderer
@@ -276,22 +278,35 @@ def render_command(
                         "written": list(results[name].written),
                         "removed": list(results[name].removed),
                         "warnings": list(node.warnings),
+                        "refused_upstreams": [r.to_dict() for r in node.refused],
                     }
                     for name, node in rendered.items()
                 ]
             }
         )
-        return
-    for name, node in rendered.items():
-        done = results[name]
-        for warning in node.warnings:
-            ctx.err.print(f"[yellow]warning[/yellow]: {name}: {warning}", highlight=False, soft_wrap=True)
-        ctx.out.print(
-            f"{name}: revision {node.revision}, {len(node.files)} files in {done.directory} "
-            f"({len(done.written)} written, {len(done.removed)} removed, {len(node.warnings)} warnings)",
-            markup=False,
-            soft_wrap=True,
-        )
+    else:
+        from rich.markup import escape  # text only: JSON output never imports rich
+
+        for name, node in rendered.items():
+            done = results[name]
+            for warning in node.warnings:
+                ctx.err.print(f"[yellow]warning[/yellow]: {name}: {escape(warning)}", highlight=False, soft_wrap=True)
+            for refused in node.refused:
+                ctx.err.print(
+                    f"[bold red]refused[/] {escape(name)}: {escape(str(refused))}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+            ctx.out.print(
+                f"{name}: revision {node.revision}, {len(node.files)} files in {done.directory} "
+                f"({len(done.written)} written, {len(done.removed)} removed, {len(node.warnings)} warnings"
+                + (f", {len(node.refused)} upstreams refused" if node.refused else "")
+                + ")",
+                markup=False,
+                soft_wrap=True,
+            )
+    if any(node.refused for node in rendered.values()):
+        sys.exit(1)
 
 
 @cli.command("hash-password")

@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # rich is imported only when text is printed: JSON output nev
     from reconciler.deploy.apply import NodeResult
     from reconciler.deploy.fleet import NodePlanResult
     from reconciler.health.state import UsedHealth
+    from reconciler.render.renderer import RefusedUpstream
 
 _COLOUR = {"+": "green", "~": "yellow", "-": "red", "!": "magenta"}
 _SYNC_SYMBOL = {SyncAction.ADD: "+", SyncAction.CHANGE: "~", SyncAction.REMOVE: "-", SyncAction.TAKEOVER: "!"}
@@ -83,9 +84,11 @@ def print_node_plan(console: Console, result: NodePlanResult) -> None:
     if not plan.changed:
         console.print(f"{head}: no changes (revision {plan.revision})", highlight=False)
         _print_health(console, plan.health)
+        _print_refused(console, plan.refused_upstreams)
         return
     console.print(f"{head}: revision {plan.live_revision or '(none)'} -> {plan.revision}", highlight=False)
     _print_health(console, plan.health)
+    _print_refused(console, plan.refused_upstreams)
     if plan.refused:
         console.print(f"  [red]refused[/]: {escape(plan.refused)}", highlight=False)
     for change in plan.objects:
@@ -120,6 +123,49 @@ def print_node_plan(console: Console, result: NodePlanResult) -> None:
             console.print(f"    [{colour}]{text}[/]" if colour else f"    {text}", highlight=False, soft_wrap=True)
 
 
+def _print_refused(console: Console, refused: Sequence[RefusedUpstream]) -> None:
+    for r in refused:
+        console.print(f"  [bold red]refused[/]: {escape(str(r))}", highlight=False, soft_wrap=True)
+
+
+def refused_upstreams(results: Sequence[NodeResult]) -> list[dict[str, Any]]:
+    """Every upstream refused on an access node of ``results`` (JSON), node by node."""
+    return [{"access_node": r.access_node, **u.to_dict()} for r in results for u in r.refused_upstreams]
+
+
+def refused_summary(results: Sequence[NodeResult]) -> str:
+    """'' or the summary's words for the refused upstreams: 'upstream web refused on 2 access nodes ...'."""
+    where: dict[str, set[str]] = {}
+    for result in results:
+        for refused in result.refused_upstreams:
+            where.setdefault(refused.upstream, set()).add(result.access_node)
+    if not where:
+        return ""
+    nodes = len({n for names in where.values() for n in names})
+    names = ", ".join(sorted(where))
+    return (
+        f"{len(where)} upstream{'s' * (len(where) != 1)} refused ({names}) on {nodes} access "
+        f"node{'s' * (nodes != 1)}: left at {'their' if len(where) != 1 else 'its'} last good rendering, "
+        "the rest converged"
+    )
+
+
+def print_refused_results(console: Console, results: Sequence[NodeResult]) -> None:
+    """apply's and converge's lines for every refused upstream, after the summary (on stderr)."""
+    for result in results:
+        for refused in result.refused_upstreams:
+            console.print(
+                f"[bold red]refused[/] {escape(result.access_node)}: {escape(str(refused))}",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+
+def results_ok(results: Sequence[NodeResult]) -> bool:
+    """apply's and converge's exit 0: every node converged (or was already) and none refused an upstream."""
+    return all(r.ok and not r.refused_upstreams for r in results)
+
+
 def _print_health(console: Console, notes: Sequence[str]) -> None:
     for note in notes:
         console.print(f"  [cyan]health[/]: {escape(note)}", highlight=False, soft_wrap=True)
@@ -148,6 +194,7 @@ def plan_summary(sync: SyncPlan, results: Sequence[NodePlanResult]) -> dict[str,
         "nodes_unchanged": sum(1 for r in results if r.plan is not None and not r.plan.changed),
         "nodes_failed": sum(1 for r in results if r.plan is None),
         "nodes_refused": sum(1 for r in results if r.plan is not None and r.plan.refused),
+        "upstreams_refused": len({u.upstream for r in results if r.plan is not None for u in r.plan.refused_upstreams}),
     }
 
 
@@ -156,7 +203,13 @@ def print_plan_summary(console: Console, summary: dict[str, int]) -> None:
         f"[bold]Plan:[/] store: {summary['store_add']} to add, {summary['store_change']} to change, "
         f"{summary['store_remove']} to remove, {summary['store_takeover']} to take over; access nodes: "
         f"{summary['nodes_to_change']} to change, {summary['nodes_unchanged']} unchanged, "
-        f"{summary['nodes_failed']} could not be planned.",
+        f"{summary['nodes_failed']} could not be planned"
+        + (
+            f"; {summary['upstreams_refused']} upstream(s) refused (kept as they are live)"
+            if summary["upstreams_refused"]
+            else ""
+        )
+        + ".",
         highlight=False,
         soft_wrap=True,
     )
@@ -205,11 +258,16 @@ def plan_document(
 def result_line(result: NodeResult) -> str:
     """One line per access node for people (also printed as each finishes, off a terminal)."""
     name = escape(result.access_node)
+    refused = result.refused_upstreams
+    also = f"; [bold red]refused[/] {escape(', '.join(r.upstream for r in refused))}" if refused else ""
     if result.status == NodeStatus.UNCHANGED:
-        return f"[green]ok[/] {name}: unchanged"
+        return f"[green]ok[/] {name}: unchanged{also}"
     if result.status == NodeStatus.CONVERGED:
         files = len(result.plan.files) if result.plan else 0
-        return f"[green]ok[/] {name}: converged ({files} file{'s' * (files != 1)} changed, reloaded) in {result.seconds:.2f}s"
+        return (
+            f"[green]ok[/] {name}: converged ({files} file{'s' * (files != 1)} changed, reloaded) "
+            f"in {result.seconds:.2f}s{also}"
+        )
     if result.status == NodeStatus.SKIPPED:
         return f"[yellow]skipped[/] {name}: {escape(result.error)}"
     back = " (rolled back to the previous release)" if result.rolled_back else ""
@@ -228,5 +286,6 @@ def apply_document(
             "failed": sum(1 for r in results if r.status == NodeStatus.FAILED),
             "skipped": sum(1 for r in results if r.status == NodeStatus.SKIPPED),
         },
-        "ok": all(r.ok for r in results),
+        "refused_upstreams": refused_upstreams(results),
+        "ok": results_ok(results),
     }

@@ -30,8 +30,11 @@ from reconciler.cli.report import (
     print_health,
     print_node_plan,
     print_plan_summary,
+    print_refused_results,
     print_sync,
+    refused_summary,
     result_line,
+    results_ok,
 )
 from reconciler.deploy.apply import ApplySettings, NodeResult, default_deployer
 from reconciler.deploy.fleet import (
@@ -139,7 +142,7 @@ def plan_command(
             ctx.out.print(
                 f"Saved the plan to {out_file}: `obreconcile apply {out_file}` applies exactly this.", markup=False
             )
-    if any(r.plan is None for r in results):
+    if any(r.plan is None or r.plan.refused_upstreams for r in results):  # apply would exit 1 too
         sys.exit(1)
     if detailed_exitcode and document["changes"]:
         sys.exit(2)
@@ -244,13 +247,16 @@ def apply_command(
             highlight=False,
             soft_wrap=True,
         )
+        if refused := refused_summary(results):
+            ctx.out.print(f"[bold red]{escape(refused)}[/]", highlight=False, soft_wrap=True)
         for result in failed:
             ctx.err.print(result_line(result), highlight=False, soft_wrap=True)
+        print_refused_results(ctx.err, results)
         if interrupted:
             ctx.err.print("[yellow]interrupted[/]: the access nodes above that were skipped were not changed")
     if interrupted:
         sys.exit(EXIT_INTERRUPTED)
-    if not all(r.ok for r in results):
+    if not results_ok(results):  # a node failed, or an upstream was refused (the rest converged)
         sys.exit(1)
 
 

@@ -231,7 +231,14 @@ def converge_command(ctx: Context, /, limit: tuple[str, ...], **options: Any) ->
     access node with that health and pushes what differs. Exit 0 when every access node
     converged, 1 otherwise.
     """
-    from reconciler.cli.report import apply_document, result_line
+    from reconciler.cli.report import (
+        apply_document,
+        escape,
+        print_refused_results,
+        refused_summary,
+        result_line,
+        results_ok,
+    )
     from reconciler.deploy.apply import default_deployer
     from reconciler.deploy.fleet import FleetSettings, apply_fleet
     from reconciler.deploy.plan import StoreRef
@@ -272,7 +279,10 @@ def converge_command(ctx: Context, /, limit: tuple[str, ...], **options: Any) ->
             markup=False,
             soft_wrap=True,
         )
-    if not all(r.ok for r in results):
+        if refused := refused_summary(results):
+            ctx.out.print(f"[bold red]{escape(refused)}[/]", highlight=False, soft_wrap=True)
+        print_refused_results(ctx.err, results)
+    if not results_ok(results):  # a node failed, or an upstream was refused (the rest converged)
         sys.exit(1)
 
 

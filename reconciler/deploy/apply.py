@@ -67,7 +67,7 @@ from reconciler.deploy.scripts import (
 )
 from reconciler.errors import CommandError, NodeError, ObreconcileError, Step
 from reconciler.manifest.model import AccessNode
-from reconciler.render.renderer import DEFAULT_FILE, RenderedAccessNode
+from reconciler.render.renderer import DEFAULT_FILE, RefusedUpstream, RenderedAccessNode
 from reconciler.store import DeployRecord, DeployResult
 from reconciler.transport import CommandResult, Transport
 from reconciler.transport.batch import batch_script, parse_batch
@@ -138,6 +138,11 @@ class NodeResult:
             seconds=self.seconds,
             step=step,
         )
+
+    @property
+    def refused_upstreams(self) -> tuple[RefusedUpstream, ...]:
+        """Upstreams the renderer refused on this node (left at their last good rendering)."""
+        return self.plan.refused_upstreams if self.plan is not None else ()
 
     @property
     def refusal(self) -> Refusal | None:
@@ -263,7 +268,7 @@ def apply_node(
                 return NodeResult(
                     node.name, NodeStatus.SKIPPED, plan, error=INTERRUPTED, seconds=time.monotonic() - started
                 )
-            uploaded = _deploy(node, rendered, model, transport, store, settings, facts)
+            uploaded = _deploy(node, rendered, model, transport, store, settings, facts, plan.kept)
             return NodeResult(
                 node.name,
                 NodeStatus.CONVERGED,
@@ -302,22 +307,26 @@ def _deploy(
     store: StoreRef,
     settings: ApplySettings,
     facts: Facts,
+    kept: Mapping[str, str],
 ) -> int:
     """Stage, switch, test, reload, verify and mark the new release in one round trip (scripts.py);
     on a failure switch back or roll back, and raise ``NodeError``. The number of files uploaded.
 
     The new release starts as a copy of the live one (on the node) and the tar brings only the
     files that differ from the live files (and the marker and model): one upstream changed,
-    two files travel (its own and ``http/_default.conf``, which holds the revision)."""
+    two files travel (its own and ``http/_default.conf``, which holds the revision). The files
+    of refused upstreams (``rendered.kept``) come along from the live release as they are, and
+    ``kept`` (path -> digest, ``NodePlan.kept``) is what the marker records of them."""
     layout = NodeLayout.of(node)
     now = datetime.now(UTC)
     release_id = f"{now.strftime('%Y%m%dT%H%M%S.%fZ')}-{rendered.revision}"
     release = layout.release(release_id)
+    digests = {path: sha256(text) for path, text in rendered.files.items()}
     marker = Marker(
         revision=rendered.revision,
         store_id=store.store_id,
         store_revision=store.revision,
-        digests={path: sha256(text) for path, text in rendered.files.items()},
+        digests={**digests, **kept},
         state=MarkerState.STAGED,
         deployed_by=settings.deployed_by or default_deployer(),
         deployed_at=now.isoformat(timespec="seconds"),
@@ -325,9 +334,14 @@ def _deploy(
     )
     previous = _adopt(transport, layout, facts)
     # only what differs from the live files travels; the rest is copied from the live release
-    upload = {p for p, digest in marker.digests.items() if facts.files.get(p) != digest}
-    kept = previous is not None and len(upload) < len(rendered.files) and IRREGULAR not in facts.files.values()
-    if not kept:
+    upload = {p for p, digest in digests.items() if facts.files.get(p) != digest}
+    carried = tuple(sorted(p for p in rendered.kept if facts.files.get(p, IRREGULAR) != IRREGULAR))
+    copied = (
+        previous is not None
+        and (len(upload) < len(rendered.files) or bool(carried))
+        and IRREGULAR not in facts.files.values()
+    )
+    if not copied:
         upload = set(rendered.files)
     contents: dict[str, bytes] = {path: rendered.files[path].encode() for path in upload}
     contents.update(
@@ -346,8 +360,11 @@ def _deploy(
         rendered.revision,
         probe_function(probe_address(node), facts.probe_tool) if _can_probe(facts, rendered.files) else None,
         settings.verify_timeout,
-        base=previous if kept else None,
-        removed=tuple(sorted(_safe(node.name, p) for p in set(facts.files) - set(rendered.files))) if kept else (),
+        base=previous if copied else None,
+        removed=tuple(sorted(_safe(node.name, p) for p in set(facts.files) - set(rendered.files) - rendered.kept))
+        if copied
+        else (),
+        carried=tuple(_safe(node.name, p) for p in carried) if previous is not None and not copied else (),
         previous=previous,
         listeners=tcp_listeners(node, model, rendered.files),
         probe_tool=facts.probe_tool,

@@ -18,13 +18,13 @@ import hashlib
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from reconciler.deploy.facts import Facts, MarkerState, TlsFileState, tls_references
 from reconciler.manifest.model import AccessNode, DesiredState, to_manifest
-from reconciler.render.renderer import RenderedAccessNode
+from reconciler.render.renderer import RefusedUpstream, RenderedAccessNode
 
 
 class Op(StrEnum):
@@ -111,6 +111,10 @@ class NodePlan:
     facts_digest: str = ""
     health: tuple[str, ...] = ()  # what the backends' health changes in the rendering (RenderedAccessNode.health)
     certificates: tuple[CertificateExpiry, ...] = ()
+    # upstreams the renderer refused (RenderedAccessNode.refused): their files stay as they are live
+    refused_upstreams: tuple[RefusedUpstream, ...] = ()
+    # path -> digest the marker records for each kept file live now (the last deploy's record)
+    kept: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def changed(self) -> bool:
@@ -130,6 +134,7 @@ class NodePlan:
             "warnings": list(self.warnings),
             "facts_digest": self.facts_digest,
             "health": list(self.health),
+            "refused_upstreams": [r.to_dict() for r in self.refused_upstreams],
         }
 
 
@@ -172,8 +177,9 @@ def plan_node(
     desired = {path: sha256(text) for path, text in rendered.files.items()}
     marker = facts.marker
     recorded = marker.digests if marker else {}
+    kept = rendered.kept  # a refused upstream's files: left as they are live, never a change
     files = []
-    for path in sorted(set(desired) | set(facts.files)):
+    for path in sorted((set(desired) | set(facts.files)) - kept):
         new, old = desired.get(path), facts.files.get(path)
         if new == old:
             continue
@@ -216,7 +222,16 @@ def plan_node(
         facts_digest=facts_digest(facts),
         health=rendered.health,
         certificates=certificates,
+        refused_upstreams=rendered.refused,
+        kept=kept_digests(rendered, facts),
     )
+
+
+def kept_digests(rendered: RenderedAccessNode, facts: Facts) -> dict[str, str]:
+    """What the next marker records for the kept files live now: what the last deploy recorded
+    (so that a hand edit of one is still drift); a file it never recorded stays unrecorded."""
+    recorded = facts.marker.digests if facts.marker else {}
+    return {path: recorded[path] for path in sorted(rendered.kept) if path in facts.files and path in recorded}
 
 
 def _tls(

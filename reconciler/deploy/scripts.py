@@ -20,6 +20,7 @@ last. What happens on a failure (switch back, roll back) is decided by apply.py.
 from __future__ import annotations
 
 import math
+import posixpath
 import secrets
 import shlex
 from collections.abc import Mapping, Sequence
@@ -202,6 +203,7 @@ class Deploy:
     verify_timeout: float
     base: str | None = None  # the live release: its files are copied, the tar brings only what differs
     removed: tuple[str, ...] = ()  # paths (relative) of ``base`` the new release does not have
+    carried: tuple[str, ...] = ()  # without ``base``: paths (relative) copied from ``previous`` as they are
     previous: str | None = None  # the release live before (None: no managed directory before)
     listeners: tuple[str, ...] = ()  # the tcp upstreams' host:port, each must accept after the reload
     probe_tool: str | None = None  # curl, wget or python3 (the node's facts), for listen_function
@@ -236,6 +238,11 @@ class Deploy:
             copy = f"cp -a -- {shlex.quote(self.base)}/. {q}/ && "
             if self.removed:
                 copy += f"rm -f -- {' '.join(shlex.quote(f'{self.release}/{p}') for p in self.removed)} && "
+        elif self.carried and self.previous is not None:  # a refused upstream's files, kept as they are
+            for path in self.carried:
+                target = shlex.quote(f"{self.release}/{path}")
+                parent = shlex.quote(posixpath.dirname(f"{self.release}/{path}"))
+                copy += f"mkdir -p -- {parent} && cp -p -- {shlex.quote(f'{self.previous}/{path}')} {target} && "
         return {
             # umask 022 with --no-same-permissions: files 0644, directories 0755 (a+rX), no chmod -R
             "stage": (

@@ -3,8 +3,9 @@
 Used by ``obreconcile render --out DIR``. A file is written only when its text differs
 (through a temporary file and a rename, so a reader never sees half a file); a file that
 obreconcile generated earlier (its first line is the generated header) and that the new
-rendering no longer has is removed, so the directory always mirrors the rendering. Nothing
-else in DIR is touched.
+rendering no longer has is removed, so the directory always mirrors the rendering; the
+files of a refused upstream (``RenderedAccessNode.kept``) stay as they are, as they do on an
+access node. Nothing else in DIR is touched.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def write_access_node(out: Path, node: RenderedAccessNode) -> Written:
     removed = []
     for path in sorted(directory.glob("*/*.conf")):
         relative = path.relative_to(directory).as_posix()
-        if relative not in node.files and _generated(path):
+        if relative not in node.files and relative not in node.kept and _generated(path):
             path.unlink()
             removed.append(relative)
     return Written(directory, tuple(written), tuple(unchanged), tuple(removed))

@@ -38,6 +38,7 @@ def refuse_unsafe(context: Context, value: Any) -> Any:
         f"template {context.name}: refusing {where}value {value!r}: "
         "only letters, digits and . _ : / [ ] * @ + = , ~ % - may be printed into nginx configuration",
         field=field,
+        value=repr(value),
     )
 
 

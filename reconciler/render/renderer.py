@@ -69,6 +69,37 @@ IPV4_HOSTPORT = re.compile(rf"{CANONICAL_IPV4.pattern}(:[1-9][0-9]{{0,4}})?")
 
 
 @dataclass(frozen=True)
+class RefusedUpstream:
+    """An upstream the renderer refused on one access node: the node converges without it.
+
+    The files in ``paths`` (its own file, and the file of every server name it shares by
+    path) are kept as they are live: neither rewritten nor removed, and where the node has
+    none (a first deploy) it gets none. ``message`` says why (the ``RenderError``'s words,
+    without the access node and upstream names), ``field`` and ``value`` where in the
+    template context and which value, when known.
+    """
+
+    upstream: str
+    message: str
+    field: str = ""
+    value: str = ""
+    paths: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        """For people: why, and which files stay as they are live."""
+        return f"upstream {self.upstream}: {self.message}; kept as it is live: {', '.join(self.paths)}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "upstream": self.upstream,
+            "message": self.message,
+            "field": self.field,
+            "value": self.value,
+            "paths": list(self.paths),
+        }
+
+
+@dataclass(frozen=True)
 class RenderedAccessNode:
     """The files of one access node's managed directory, and what rendering reported."""
 
@@ -77,29 +108,43 @@ class RenderedAccessNode:
     files: Mapping[str, str]
     warnings: tuple[str, ...] = ()
     health: tuple[str, ...] = ()  # what health changed: 'upstream web: app1:8080 down (health); tier 1 in use'
+    refused: tuple[RefusedUpstream, ...] = ()  # upstreams left at their last good rendering, by name
+
+    @property
+    def kept(self) -> frozenset[str]:
+        """The paths of the refused upstreams: the live file stays as it is (or absent)."""
+        return frozenset(path for r in self.refused for path in r.paths)
 
 
 @dataclass(frozen=True)
 class _PreparedUpstream:
-    """An upstream's template context (None when it is not rendered), warnings, and what health changed."""
+    """An upstream's template context (None when it is not rendered), warnings, and what health
+    changed; ``error`` when the renderer refused it (its context is None then)."""
 
     upstream: Upstream
     context: dict[str, Any] | None
     warnings: tuple[str, ...]
     health: str = ""
+    error: RenderError | None = None
 
 
-def revision_of(node_context: Mapping[str, Any], bodies: Mapping[str, str], templates: str) -> str:
+def revision_of(
+    node_context: Mapping[str, Any], bodies: Mapping[str, str], templates: str, kept: Iterable[str] = ()
+) -> str:
     """The revision of an access node: 16 hex digits of a sha256 over what its files are made of.
 
     ``node_context`` is the access node's template context, ``bodies`` the rendered upstream
-    files without their header (relative path → text), ``templates`` the template set's digest.
+    files without their header (relative path → text), ``templates`` the template set's digest,
+    ``kept`` the paths of refused upstreams (their live text, unknown here, stays as it is:
+    the path alone stands for it, so that the revision does not depend on an error's wording).
     """
     digest = hashlib.sha256()
     document = {"version": __version__, "templates": templates, "access_node": node_context}
     digest.update(json.dumps(document, sort_keys=True, separators=(",", ":")).encode())
     for path in sorted(bodies):
         digest.update(f"\0{path}\0{bodies[path]}".encode())
+    for path in sorted(kept):
+        digest.update(f"\0kept\0{path}".encode())
     return digest.hexdigest()[:16]
 
 
@@ -164,17 +209,23 @@ class Renderer:
     def _render_access_node(
         self, state: DesiredState, node: AccessNode, health: Health | None, prepared: dict[str, _PreparedUpstream]
     ) -> RenderedAccessNode:
-        upstreams = []
+        upstreams: list[_PreparedUpstream] = []
+        failed: dict[str, tuple[Upstream | None, RenderError]] = {}  # refused: name -> (model or None, why)
         for name in sorted(set(node.upstreams)):
+            upstream = state.upstreams.get(name)
+            if upstream is None:
+                failed[name] = None, RenderError("unknown upstream: the desired state has no such Upstream")
+                continue
             if name not in prepared:
-                upstream = state.upstreams.get(name)
-                if upstream is None:
-                    raise RenderError(f"access node {node.name}: unknown upstream {name!r}", access_node=node.name)
                 try:
                     prepared[name] = self._prepare(upstream, (health or {}).get(name, {}))
-                except RenderError as e:
-                    raise RenderError(f"access node {node.name}: {e}", access_node=node.name, field=e.field) from e
-            upstreams.append(prepared[name])
+                except RenderError as e:  # refused on every access node serving it (cached as such)
+                    prepared[name] = _PreparedUpstream(upstream, None, (), error=e)
+            p = prepared[name]
+            if p.error is not None:
+                failed[name] = upstream, p.error
+            else:
+                upstreams.append(p)
         http_listen = listen_value(node.listen_address, node.http_port)
         node_context = {
             "name": node.name,
@@ -183,14 +234,16 @@ class Renderer:
             "config_dir": node.nginx.config_dir,
             "http_listen": http_listen,
         }
-        if any(p.context is not None and p.context.get("tls") for p in upstreams):
+        refused_http = [u for u, _ in failed.values() if u is not None and u.listen.protocol == "http"]
+        if any(p.context is not None and p.context.get("tls") for p in upstreams) or any(u.tls for u in refused_http):
             node_context.update(  # only then, so that nodes without tls keep their revision
                 https_port=node.https_port,
                 https_listen=listen_value(node.listen_address, node.https_port),
                 http2=node.http2 is True,
             )
         base = {"version": __version__, "access_node": node_context}
-        routes = host_routes(upstreams)
+        # a refused upstream keeps its place among the names it shares: their files are kept too
+        routes = host_routes(upstreams, refused_http)
         bodies = {}
         for p in upstreams:
             if p.context is None:
@@ -203,27 +256,34 @@ class Renderer:
             context: dict[str, Any] = {**base, "listen": listen, "upstream": p.context}
             if protocol == "http":
                 context["server_names"] = [n for n in p.context["server_names"] if len(routes[n]) == 1]
-            bodies[path] = self._render(protocol, node.name, context)
+            try:
+                bodies[path] = self._template(protocol, context)
+            except RenderError as e:  # a user's template or the finaliser refusing this upstream
+                failed[p.upstream.name] = p.upstream, e
+        refusals = {name: _refusal(name, upstream, error) for name, (upstream, error) in failed.items()}
         for host, shared in sorted(routes.items()):
             if len(shared) > 1:
-                if any(u["tls"] != shared[0]["tls"] for u in shared):
-                    raise RenderError(
-                        f"access node {node.name}: the upstreams sharing server name {host} differ in tls",
-                        access_node=node.name,
-                    )
-                context = {
-                    **base,
-                    "listen": http_listen,
-                    "server_name": host,
-                    "routes": [{"upstream": u} for u in shared],
-                    "has_root": any(u["path"] == "/" for u in shared),
-                    "tls": shared[0]["tls"],
-                }
-                bodies[host_file(host)] = self._render("host", node.name, context)
-        revision = revision_of(node_context, bodies, self.templates_digest)
+                path = host_file(host)
+                if any(u["name"] in refusals for u in shared):  # kept as it is live, with its upstreams
+                    for u in shared:
+                        if u["name"] in refusals:
+                            refusals[u["name"]] = _kept_too(refusals[u["name"]], path)
+                    continue
+                try:
+                    bodies[path] = self._host(host, shared, base, http_listen)
+                except RenderError as e:  # kept as it is live; its upstreams' own files are rendered
+                    for u in shared:
+                        refusals[f"{u['name']}\0{path}"] = _refusal(u["name"], None, e, (path,))
+        refused = tuple(refusals[key] for key in sorted(refusals))
+        kept = {path for r in refused for path in r.paths}
+        revision = revision_of(node_context, bodies, self.templates_digest, kept)
         with_revision = {**base, "revision": revision}
         names = [n for p in upstreams if p.context is not None for n in p.context["server_names"]]
-        websockets = any(p.context is not None and p.context["proxy"].get("websockets") for p in upstreams)
+        names += [n for u in refused_http for n in u.listen.server_names]
+        # a kept file may use the websockets map: it is rendered while anything is refused
+        websockets = bool(refused) or any(
+            p.context is not None and p.context["proxy"].get("websockets") for p in upstreams
+        )
         default_context = {
             **with_revision,
             "listen": http_listen,
@@ -235,15 +295,36 @@ class Renderer:
         files.update((path, header + body) for path, body in bodies.items())
         warnings = tuple(w for p in upstreams for w in p.warnings)
         notes = tuple(p.health for p in upstreams if p.health)
-        return RenderedAccessNode(node.name, revision, dict(sorted(files.items())), warnings, notes)
+        return RenderedAccessNode(node.name, revision, dict(sorted(files.items())), warnings, notes, refused)
+
+    def _host(self, host: str, shared: list[dict[str, Any]], base: dict[str, Any], http_listen: str) -> str:
+        """The file of a server name several upstreams share by path."""
+        if any(u["tls"] != shared[0]["tls"] for u in shared):
+            raise RenderError(f"the upstreams sharing server name {host} differ in tls")
+        context = {
+            **base,
+            "listen": http_listen,
+            "server_name": host,
+            "routes": [{"upstream": u} for u in shared],
+            "has_root": any(u["path"] == "/" for u in shared),
+            "tls": shared[0]["tls"],
+        }
+        return self._template("host", context)
 
     def _render(self, key: str, node: str, context: dict[str, Any]) -> str:
+        """A file of the access node itself (its failure fails the access node's render)."""
+        try:
+            return self._template(key, context)
+        except RenderError as e:
+            raise RenderError(f"access node {node}: {e}", access_node=node, field=e.field, value=e.value) from e
+
+    def _template(self, key: str, context: dict[str, Any]) -> str:
         try:
             return self._templates[key].render(context)
-        except RenderError as e:
-            raise RenderError(f"access node {node}: {e}", access_node=node, field=e.field) from e
+        except RenderError:
+            raise
         except Exception as e:  # a user's template may raise anything: name it, never a traceback
-            raise RenderError(f"access node {node}: template {TEMPLATES[key]}: {e}", access_node=node) from e
+            raise RenderError(f"template {TEMPLATES[key]}: {e}") from e
 
     def _prepare(self, upstream: Upstream, health: Mapping[str, bool]) -> _PreparedUpstream:
         """Resolve, select and build the template context of one upstream (access-node independent)."""
@@ -325,6 +406,7 @@ def balancing_context(upstream: str, balancing: Balancing) -> dict[str, Any]:
         raise RenderError(
             f"upstream {upstream}: refusing upstream.balancing.method value {balancing.method!r}",
             field="upstream.balancing.method",
+            value=repr(balancing.method),
         ) from None
     key = None
     if method is Method.HASH:
@@ -334,6 +416,7 @@ def balancing_context(upstream: str, balancing: Balancing) -> dict[str, Any]:
                 f"upstream {upstream}: refusing upstream.balancing.key value {balancing.key!r}: "
                 "only $remote_addr, $request_uri, $host and $cookie_NAME may be hashed on",
                 field="upstream.balancing.key",
+                value=repr(balancing.key),
             )
         key = match[1]
     return {"method": method.value, "key": key, "consistent": balancing.consistent is True}
@@ -360,17 +443,23 @@ def health_note(upstream: Upstream, selection: Selection, health: Mapping[str, b
     return f"upstream {upstream.name}: " + "; ".join(parts)
 
 
-def host_routes(upstreams: Iterable[_PreparedUpstream]) -> dict[str, list[dict[str, Any]]]:
+def host_routes(
+    upstreams: Iterable[_PreparedUpstream], refused: Iterable[Upstream] = ()
+) -> dict[str, list[dict[str, Any]]]:
     """Every server name of the rendered http upstreams → their contexts, longest path first.
 
     A name with one upstream is served by that upstream's own file; a name several upstreams
     share by path gets a file of its own (:func:`host_file`) with one location per upstream.
+    ``refused`` upstreams (not rendered) take their place by their names and path alone.
     """
     routes: dict[str, list[dict[str, Any]]] = {}
     for p in upstreams:
         if p.context is not None and p.context["protocol"] == "http":
             for name in p.context["server_names"]:
                 routes.setdefault(name, []).append(p.context)
+    for upstream in refused:
+        for name in upstream.listen.server_names:
+            routes.setdefault(name, []).append({"name": upstream.name, "path": upstream.listen.path})
     for shared in routes.values():
         shared.sort(key=lambda u: (-len(u["path"]), u["path"]))
     return routes
@@ -425,7 +514,23 @@ def tls_context(upstream: Upstream) -> dict[str, Any] | None:
 
 
 def _refuse(upstream: str, field: str, value: Any, allowed: str) -> RenderError:
-    return RenderError(f"upstream {upstream}: refusing {field} value {value!r}: {allowed}", field=field)
+    return RenderError(
+        f"upstream {upstream}: refusing {field} value {value!r}: {allowed}", field=field, value=repr(value)
+    )
+
+
+def _refusal(name: str, upstream: Upstream | None, error: RenderError, paths: tuple[str, ...] = ()) -> RefusedUpstream:
+    """What is reported of a refused upstream, and the files it keeps (its own by default: both
+    candidates when its protocol is unknown)."""
+    if not paths:
+        protocols = [upstream.listen.protocol] if upstream is not None else list(DIRECTORIES)
+        paths = tuple(sorted(f"{DIRECTORIES[p]}/{name}.conf" for p in protocols))
+    message = str(error).removeprefix(f"upstream {name}: ")
+    return RefusedUpstream(name, message, error.field, error.value, paths)
+
+
+def _kept_too(refusal: RefusedUpstream, path: str) -> RefusedUpstream:
+    return replace(refusal, paths=tuple(sorted({*refusal.paths, path})))
 
 
 def proxy_context(upstream: Upstream) -> dict[str, Any]:

@@ -99,3 +99,26 @@ def test_invalid_manifests_exit_1_with_every_problem(tmp_path: Path) -> None:
     code, out, _ = run("render", str(bad), "--out", str(tmp_path / "out"))
     assert code == 1 and "unknown group 'nobody'" in out
     assert not (tmp_path / "out").exists()
+
+
+def test_a_refused_upstream_is_reported_its_file_in_dir_left_as_it_is_and_exit_1(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert run("render", QUICKSTART, "--out", str(out))[0] == 0
+    api = out / NODE / "http" / "api.conf"
+    before = api.read_bytes()
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "http_upstream.conf.j2").write_text(
+        '{% extends "obreconcile/http_upstream.conf.j2" %}'
+        '{% block server_extra %}{% if upstream.name == "api" %}{{ upstream.nope }}{% endif %}{% endblock %}'
+    )
+    code, stdout, stderr = run("render", QUICKSTART, "--out", str(out), "--templates", str(templates))
+    assert code == 1
+    assert (
+        f"refused {NODE}: upstream api: template http_upstream.conf.j2: 'dict object' has no attribute 'nope'" in stderr
+    )
+    assert "1 upstreams refused" in stdout and api.read_bytes() == before  # not removed, not rewritten
+    code, stdout, _ = run("--output", "json", "render", QUICKSTART, "--out", str(out), "--templates", str(templates))
+    (node,) = json.loads(stdout)["access_nodes"]
+    assert code == 1 and node["files"] == ["http/_default.conf", "http/web.conf"]
+    assert [(r["upstream"], r["paths"]) for r in node["refused_upstreams"]] == [("api", ["http/api.conf"])]

@@ -14,7 +14,7 @@ from reconciler.deploy.layout import NodeLayout
 from reconciler.deploy.plan import Change, NodePlan, Op, Refusal, StoreRef, diff_models, plan_node, sha256
 from reconciler.errors import Step
 from reconciler.manifest.model import AccessNode, Connection
-from reconciler.render.renderer import RenderedAccessNode
+from reconciler.render.renderer import RefusedUpstream, RenderedAccessNode
 from reconciler.transport import CommandResult
 
 CASES = sorted((Path(__file__).parent / "plan_cases").glob("*.json"))
@@ -42,7 +42,8 @@ def _facts(data: dict[str, Any]) -> Facts:
 
 
 def _plan(data: dict[str, Any]) -> NodePlan:
-    rendered = RenderedAccessNode("lb1", data["desired_revision"], data["desired"])
+    refused = tuple(RefusedUpstream(r["upstream"], "refused", paths=tuple(r["paths"])) for r in data.get("refused", []))
+    rendered = RenderedAccessNode("lb1", data["desired_revision"], data["desired"], refused=refused)
     return plan_node(
         rendered,
         _facts(data["facts"]),
@@ -64,6 +65,8 @@ def test_plan_cases(case: Path) -> None:
     )
     assert plan.refused.startswith(expect.get("refused", "")) and bool(plan.refused) == bool(expect.get("refused"))
     assert plan.changed == expect["changed"]
+    assert dict(plan.kept) == {p: sha256(t) for p, t in expect.get("kept", {}).items()}
+    assert [r.upstream for r in plan.refused_upstreams] == [r["upstream"] for r in data.get("refused", [])]
 
 
 def test_there_are_enough_plan_cases() -> None:

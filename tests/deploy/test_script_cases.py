@@ -37,6 +37,8 @@ def scripts_of(given: dict[str, Any]) -> dict[str, Any]:
         given["verify_timeout"],
         layout.release(given["base_id"]) if given["base_id"] else None,
         tuple(given["removed"]),
+        carried=tuple(given.get("carried", ())),
+        previous=layout.release(given["previous_id"]) if given.get("previous_id") else None,
     )
     return {"lock": lock_command(layout, given["lock_wait"], "echo facts"), "steps": deploy.steps()}
 

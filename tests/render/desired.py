@@ -11,6 +11,7 @@ from reconciler.errors import ManifestError
 from reconciler.manifest.load import load_bytes
 from reconciler.manifest.model import DesiredState
 from reconciler.manifest.validate import validate
+from reconciler.render.renderer import RefusedUpstream, RenderedAccessNode
 
 GROUP = {"apiVersion": "openbalancer/v1", "kind": "Group", "name": "ops"}
 
@@ -69,3 +70,13 @@ def large_fleet(upstreams: int = 300, nodes: int = 10, access_nodes: int = 5) ->
         served = [f"svc-{u:04d}" for u in range(upstreams) if u % access_nodes != a]
         docs.append(access_node(f"lb{a}.example.com:{8080 + a}", *served))
     return state_of(docs, validated=False)
+
+
+def refusal(out: Mapping[str, RenderedAccessNode], node: str = "lb") -> RefusedUpstream:
+    """The one upstream the renderer refused on access node ``node`` of a render's ``out``:
+    none of the paths it keeps is rendered (so nothing of it reaches nginx)."""
+    rendered = out[node]
+    assert len(rendered.refused) == 1, rendered.refused
+    refused = rendered.refused[0]
+    assert refused.paths and not set(refused.paths) & set(rendered.files), (refused, list(rendered.files))
+    return refused

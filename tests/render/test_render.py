@@ -12,7 +12,7 @@ from reconciler.errors import RenderError
 from reconciler.render.directory import directory_name
 from reconciler.render.renderer import DEFAULT_FILE, Renderer, listen_value, render
 from reconciler.resolve import Resolution, StaticResolver, SystemResolver
-from tests.render.desired import access_node, state_of, upstream
+from tests.render.desired import access_node, refusal, state_of, upstream
 
 NO_DNS = StaticResolver({})
 
@@ -225,11 +225,14 @@ def test_access_node_without_upstreams_still_has_its_default_server() -> None:
     assert list(out["lb"].files) == [DEFAULT_FILE] and "listen 80 default_server;" in out["lb"].files[DEFAULT_FILE]
 
 
-def test_an_unknown_upstream_is_a_render_error_naming_the_access_node() -> None:
+def test_an_unknown_upstream_is_refused_on_the_access_node_naming_it() -> None:
     state = dataclasses.replace(fleet(), upstreams={})
-    with pytest.raises(RenderError, match=r"access node lb1\.example\.com:8080: unknown upstream 'api'") as caught:
-        render(state, resolver=NO_DNS)
-    assert caught.value.access_node == "lb1.example.com:8080"
+    out = render(state, resolver=NO_DNS)
+    assert [r.upstream for r in out["lb1.example.com:8080"].refused] == ["api", "empty", "pg"]
+    api = refusal(out, "lb2.example.com")
+    assert (api.upstream, api.message) == ("api", "unknown upstream: the desired state has no such Upstream")
+    assert api.paths == ("http/api.conf", "stream/api.conf")  # its protocol is unknown: either is kept
+    assert list(out["lb2.example.com"].files) == [DEFAULT_FILE]
 
 
 @pytest.mark.parametrize(
