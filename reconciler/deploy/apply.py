@@ -52,6 +52,8 @@ from reconciler.deploy.facts import (
     tls_references,
 )
 from reconciler.deploy.layout import LOCK_BUSY_EXIT, MARKER, MODEL, NodeLayout
+from reconciler.deploy.operator import RECORD, RECORD_PATHS, OperatorConfig
+from reconciler.deploy.operator_read import record_now, settled
 from reconciler.deploy.plan import NodePlan, Refusal, StoreRef, plan_node, sha256
 from reconciler.deploy.probe import PROBE_PATH, probe_address, probe_function
 from reconciler.deploy.scripts import (
@@ -257,18 +259,21 @@ def apply_node(
             facts = parse_facts(node.name, lock.results)
             if isinstance(rendered, Future):
                 rendered = _rendered(node, rendered)
+            rendered, operator, read_now = settled(node, rendered, facts.operator, transport)
             plan = plan_node(rendered, facts, model, store, settings.force)
             if expected_facts is not None and plan.facts_digest != expected_facts:
                 raise NodeError(node.name, Step.PLAN, "the node changed since the saved plan was made: plan again")
             if plan.refused:
                 raise NodeError(node.name, Step.PLAN, plan.refused)
             if not plan.changed:
+                if read_now and operator is not None and facts.link:  # so that the next apply need not read it
+                    record_now(transport, NodeLayout.of(node), operator)
                 return NodeResult(node.name, NodeStatus.UNCHANGED, plan, seconds=time.monotonic() - started)
             if settings.interrupted:  # the last moment nothing has changed on the node yet
                 return NodeResult(
                     node.name, NodeStatus.SKIPPED, plan, error=INTERRUPTED, seconds=time.monotonic() - started
                 )
-            uploaded = _deploy(node, rendered, model, transport, store, settings, facts, plan.kept)
+            uploaded = _deploy(node, rendered, model, transport, store, settings, facts, plan.kept, operator)
             return NodeResult(
                 node.name,
                 NodeStatus.CONVERGED,
@@ -308,6 +313,7 @@ def _deploy(
     settings: ApplySettings,
     facts: Facts,
     kept: Mapping[str, str],
+    operator: OperatorConfig | None = None,
 ) -> int:
     """Stage, switch, test, reload, verify and mark the new release in one round trip (scripts.py);
     on a failure switch back or roll back, and raise ``NodeError``. The number of files uploaded.
@@ -316,7 +322,11 @@ def _deploy(
     files that differ from the live files (and the marker and model): one upstream changed,
     two files travel (its own and ``http/_default.conf``, which holds the revision). The files
     of refused upstreams (``rendered.kept``) come along from the live release as they are, and
-    ``kept`` (path -> digest, ``NodePlan.kept``) is what the marker records of them."""
+    ``kept`` (path -> digest, ``NodePlan.kept``) is what the marker records of them.
+
+    ``operator``: the operator's configuration the render was settled against, recorded in the
+    release (``operator.RECORD``) so that later applies need not read it again; none: a record
+    the live release has is not carried over."""
     layout = NodeLayout.of(node)
     now = datetime.now(UTC)
     release_id = f"{now.strftime('%Y%m%dT%H%M%S.%fZ')}-{rendered.revision}"
@@ -349,6 +359,7 @@ def _deploy(
             MARKER: marker.to_json(),
             DEPLOYED_MARKER: replace(marker, state=MarkerState.DEPLOYED).to_json(),
             MODEL: encode_model(model),
+            **(operator.record() if operator is not None else {}),
         }
     )
     deploy = Deploy(
@@ -361,9 +372,7 @@ def _deploy(
         probe_function(probe_address(node), facts.probe_tool) if _can_probe(facts, rendered.files) else None,
         settings.verify_timeout,
         base=previous if copied else None,
-        removed=tuple(sorted(_safe(node.name, p) for p in set(facts.files) - set(rendered.files) - rendered.kept))
-        if copied
-        else (),
+        removed=_removed(node, facts, rendered, operator is None) if copied else (),
         carried=tuple(_safe(node.name, p) for p in carried) if previous is not None and not copied else (),
         previous=previous,
         listeners=tcp_listeners(node, model, rendered.files),
@@ -405,6 +414,14 @@ def _deploy(
         reloaded=True,
         rolled_back=True,
     )
+
+
+def _removed(node: AccessNode, facts: Facts, rendered: RenderedAccessNode, unrecorded: bool) -> tuple[str, ...]:
+    """The paths of the live release the new one does not have (the refused upstreams' files
+    stay; ``unrecorded``: nor the record of the operator's configuration, which the copy would
+    carry over)."""
+    removed = {_safe(node.name, p) for p in set(facts.files) - set(rendered.files) - rendered.kept}
+    return tuple(sorted(removed | ({RECORD, RECORD_PATHS} if unrecorded else set())))
 
 
 def _broke_off(last: str, answer: CommandResult) -> tuple[str, CommandResult]:

@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Any
 
 from reconciler.deploy.layout import NodeLayout
+from reconciler.deploy.operator import OperatorConfig, parse_record, record_command
 from reconciler.deploy.probe import served_command
 from reconciler.manifest.model import AccessNode
 from reconciler.transport.base import CommandResult, Transport
@@ -136,6 +137,8 @@ class Facts:
     # its object-level view; None when not read ({} when there is nothing deployed).
     model: Mapping[str, Any] | None = None
     tls: Mapping[str, TlsFile] = field(default_factory=dict)  # path -> what the node says of it
+    # the operator's nginx.conf as the live release recorded it, when none of its files changed
+    operator: OperatorConfig | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -169,6 +172,7 @@ def fact_commands(node: AccessNode, tls: Sequence[TlsReference] = ()) -> dict[st
         "errlog": f"stat -c %s -- {shlex.quote(node.nginx.error_log)} 2>/dev/null || true",
         "probe": "command -v curl || command -v wget || command -v python3 || true",
         "served": served_command(node),
+        "operator": record_command(layout),
     } | ({"tls": tls_command(tls)} if tls else {})
 
 
@@ -276,6 +280,7 @@ def parse_facts(access_node: str, results: Mapping[str, CommandResult]) -> Facts
         probe_tool=parse_probe_tool(results["probe"]) if "probe" in results else None,
         tls=parse_tls(results["tls"]) if "tls" in results else {},
         served=parse_served(results["served"]) if "served" in results else None,
+        operator=parse_record(results["operator"].text) if "operator" in results else None,
     )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from reconciler.deploy.apply import INTERRUPTED, ApplySettings, NodeResult, NodeStatus, apply_node
 from reconciler.deploy.facts import observe, tls_references
+from reconciler.deploy.operator_read import settled
 from reconciler.deploy.plan import NodePlan, StoreRef, node_model, plan_node
 from reconciler.errors import ObreconcileError, Step
 from reconciler.health.state import MASTER_LOCK, UsedHealth, used_health
@@ -113,6 +114,7 @@ def plan_fleet(
                 with _open(node, settings, pool) as transport:
                     model = node_model(state, node, manifests)
                     facts = observe(node, transport, with_model=True, tls=tls_references(model))
+                    rendered, _, _ = settled(node, rendered, facts.operator, transport)
                     plan = plan_node(rendered, facts, model, store, settings.apply.force)
                     changed = [f.path for f in plan.files]
                     live = _live_texts(transport, node, [f.path for f in plan.files if f.old_digest])

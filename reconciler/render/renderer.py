@@ -25,7 +25,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import jinja2
@@ -55,6 +55,8 @@ from reconciler.resolve import CANONICAL_IPV4, Resolver, SystemResolver, ip_lite
 
 BLOCK_PREFIX = "ob_"
 DEFAULT_FILE = "http/_default.conf"
+# the http-level directives _default.conf may set (docs/render.md), by their template key
+HASH_DIRECTIVES = {"server_names_hash_bucket_size": "bucket_size", "server_names_hash_max_size": "max_size"}
 TEMPLATES = {
     "header": "header.conf.j2",
     "default": "http_default.conf.j2",
@@ -109,11 +111,28 @@ class RenderedAccessNode:
     warnings: tuple[str, ...] = ()
     health: tuple[str, ...] = ()  # what health changed: 'upstream web: app1:8080 down (health); tier 1 in use'
     refused: tuple[RefusedUpstream, ...] = ()  # upstreams left at their last good rendering, by name
+    # the http-level directives http/_default.conf sets (HASH_DIRECTIVES): name -> value
+    names_hash: Mapping[str, int] = field(default_factory=dict)
+    server_names: tuple[int, int] = (0, 0)  # how many server names, and the longest one's length
+    # http/_default.conf leaving out each non-empty subset of ``names_hash`` (see ``leaving_out``)
+    defaults: Mapping[frozenset[str], str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def kept(self) -> frozenset[str]:
         """The paths of the refused upstreams: the live file stays as it is (or absent)."""
         return frozenset(path for r in self.refused for path in r.paths)
+
+    def leaving_out(self, directives: frozenset[str]) -> RenderedAccessNode:
+        """The same files with ``http/_default.conf`` not setting ``directives`` (the access node's
+        own nginx.conf sets them: nginx refuses a duplicate). The revision stays: it is a digest of
+        what the upstream files are made of."""
+        omitted = frozenset(directives) & frozenset(self.names_hash)
+        if not omitted:
+            return self
+        left_out = frozenset(d for subset in self.defaults for d in subset) - frozenset(self.names_hash)
+        files = {**self.files, DEFAULT_FILE: self.defaults[omitted | left_out]}
+        kept = {k: v for k, v in self.names_hash.items() if k not in omitted}
+        return replace(self, files=files, names_hash=kept)
 
 
 @dataclass(frozen=True)
@@ -295,7 +314,8 @@ class Renderer:
         files.update((path, header + body) for path, body in bodies.items())
         warnings = tuple(w for p in upstreams for w in p.warnings)
         notes = tuple(p.health for p in upstreams if p.health)
-        return RenderedAccessNode(node.name, revision, dict(sorted(files.items())), warnings, notes, refused)
+        rendered = RenderedAccessNode(node.name, revision, dict(sorted(files.items())), warnings, notes, refused)
+        return self._names_hash(rendered, header, default_context, names)
 
     def _host(self, host: str, shared: list[dict[str, Any]], base: dict[str, Any], http_listen: str) -> str:
         """The file of a server name several upstreams share by path."""
@@ -310,6 +330,22 @@ class Renderer:
             "tls": shared[0]["tls"],
         }
         return self._template("host", context)
+
+    def _names_hash(
+        self, rendered: RenderedAccessNode, header: str, context: dict[str, Any], names: Sequence[str]
+    ) -> RenderedAccessNode:
+        """``rendered`` with the hash directives its default server sets, and that file leaving
+        out each subset of them (for an access node whose nginx.conf sets them: deploy/operator.py)."""
+        names_hash = context["names_hash"]
+        setting = {d: v for d, key in HASH_DIRECTIVES.items() if (v := names_hash[key]) is not None}
+        if not setting:
+            return rendered
+        defaults = {}
+        for omitted in subsets(setting):
+            without = {**names_hash, **{HASH_DIRECTIVES[d]: None for d in omitted}}
+            defaults[omitted] = header + self._render("default", rendered.name, {**context, "names_hash": without})
+        sizes = (len(names), max(map(len, names), default=0))
+        return replace(rendered, names_hash=setting, server_names=sizes, defaults=defaults)
 
     def _render(self, key: str, node: str, context: dict[str, Any]) -> str:
         """A file of the access node itself (its failure fails the access node's render)."""
@@ -619,6 +655,14 @@ def server_names_hash(names: Sequence[str]) -> dict[str, int | None]:
         bucket = max(bucket, 128)
         max_size = 1 << (len(names) - 1).bit_length()
     return {"bucket_size": bucket if bucket > 64 else None, "max_size": max_size}
+
+
+def subsets(items: Iterable[str]) -> list[frozenset[str]]:
+    """Every non-empty subset of ``items``."""
+    out: list[frozenset[str]] = []
+    for item in items:
+        out += [s | {item} for s in out] + [frozenset({item})]
+    return out
 
 
 def fail_timeout(duration: str) -> str:

@@ -21,6 +21,7 @@ from reconciler.deploy.facts import (
     parse_served,
     parse_size,
 )
+from reconciler.deploy.operator import parse_record
 from reconciler.manifest.model import AccessNode, Connection
 from reconciler.transport.base import CommandResult
 
@@ -33,6 +34,11 @@ def _marker(result: CommandResult) -> dict[str, Any]:
     return {"marker": asdict(marker) if marker else None, "problem": problem}
 
 
+def _operator(result: CommandResult) -> dict[str, Any] | None:
+    record = parse_record(result.text)
+    return json.loads(record.to_json()) if record else None
+
+
 PARSERS: dict[str, Callable[[CommandResult], Any]] = {
     "nginx": parse_nginx_version,
     "link": parse_link,
@@ -41,6 +47,7 @@ PARSERS: dict[str, Callable[[CommandResult], Any]] = {
     "errlog": parse_size,
     "probe": parse_probe_tool,
     "served": parse_served,
+    "operator": _operator,
 }
 CASES = sorted(FACTS.glob("*/*.json"))
 

@@ -175,7 +175,7 @@ def test_fact_parsers_handle_missing_and_broken_facts(
 def test_fact_commands_quote_paths_and_read_everything_in_one_batch() -> None:
     node = AccessNode("lb1", "ops", Connection("local"))
     commands = fact_commands(node)
-    assert set(commands) == {"nginx", "link", "files", "marker", "errlog", "probe", "served"}
+    assert set(commands) == {"nginx", "link", "files", "marker", "errlog", "probe", "served", "operator"}
     layout = NodeLayout.of(node)
     assert f"cat -- {layout.marker}" in commands["marker"]
     assert layout.releases == "/etc/nginx/openbalancer.releases" and layout.lock == "/etc/nginx/openbalancer.lock"
