@@ -7,7 +7,9 @@ Names (all prefixed ``obreconcile_``): ``backend_up{upstream,backend}``,
 ``drift_detected_total{access_node}``, ``convergence_lag_seconds`` (histogram: from the change
 that triggered a push to the node answering the new revision), ``master``, ``store_healthy``,
 ``store_revision``, ``fenced_pushes_total{access_node}``,
-``access_node_converged{access_node}``, ``certificate_expiry_seconds{access_node,upstream,path}``
+``access_node_converged{access_node}``, ``upstream_refused{access_node,upstream}`` (1 while the
+renderer refuses the upstream there and its files are kept at their last good rendering; the
+series goes when it renders again), ``certificate_expiry_seconds{access_node,upstream,path}``
 (seconds until a certificate an upstream names expires, as the node's last push read it;
 negative once expired; computed at each scrape).
 """
@@ -80,6 +82,12 @@ class Metrics:
             "obreconcile_access_node_converged",
             "1 when the access node runs what the controller last rendered for it",
             ["access_node"],
+            registry=r,
+        )
+        self.refused = Gauge(
+            "obreconcile_upstream_refused",
+            "1 while the renderer refuses the upstream on the access node (its files kept as they are live)",
+            ["access_node", "upstream"],
             registry=r,
         )
         self.master = Gauge("obreconcile_master", "1 while this controller is the master", registry=r)

@@ -12,7 +12,7 @@ user may read, whatever the filter.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -43,7 +43,7 @@ class Filter(StrEnum):
     """``GET /health?state=``: which upstreams to list."""
 
     ALL = "all"
-    PROBLEMS = "problems"  # a backend not up, or panic
+    PROBLEMS = "problems"  # a backend not up, panic, or refused by the renderer on an access node
     DOWN = "down"
     DRAINED = "drained"  # a backend drained or forced
     PANIC = "panic"
@@ -80,8 +80,8 @@ def _summary(upstream: Upstream, results: Mapping[CheckKey, CheckResult]) -> tup
     return seen, bool(upstream.nodes) and not eligible
 
 
-def _matches(upstream: Upstream, words: set[Health], panic: bool, wanted: Filter, q: str) -> bool:
-    if wanted == Filter.PROBLEMS and words <= {Health.UP} and not panic:
+def _matches(upstream: Upstream, words: set[Health], panic: bool, wanted: Filter, q: str, refused: bool) -> bool:
+    if wanted == Filter.PROBLEMS and words <= {Health.UP} and not panic and not refused:
         return False
     if wanted == Filter.DOWN and Health.DOWN not in words:
         return False
@@ -109,9 +109,14 @@ def _check(name: str, result: CheckResult | None) -> dict[str, Any]:
 
 
 def upstream_health(
-    upstream: Upstream, results: Mapping[CheckKey, CheckResult], access: Access, panic: bool
+    upstream: Upstream,
+    results: Mapping[CheckKey, CheckResult],
+    access: Access,
+    panic: bool,
+    refused: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """One upstream as ``GET /health`` lists it."""
+    """One upstream as ``GET /health`` lists it; ``refused``: where the renderer refuses it
+    (``ControllerView.refused_upstreams``)."""
     down = {b.hostname: _is_down(upstream, b.hostname, results) for b in upstream.nodes}
     selection = select(upstream, {h: not d for h, d in down.items()} if upstream.checks else None)
     backends = []
@@ -148,6 +153,8 @@ def upstream_health(
         "tiers_in_use": tiers,
         "access": "write" if access >= Access.WRITE else "read",
         "backends": backends,
+        # the access nodes on which the renderer refuses it (its files kept at their last good rendering)
+        "refused": [dict(r) for r in refused],
     }
 
 
@@ -170,18 +177,20 @@ async def list_health(request: web.Request) -> web.Response:
     offset = query_int(request, "offset", 0, 0, 10**9)
     limit = query_int(request, "limit", PAGE, 1, MAX_PAGE)
     results = await from_view(request, lambda v: v.check_results())
-    counts = {"upstreams": 0, "panic": 0, "backends": 0, **{h.value: 0 for h in Health}}
+    refused = await from_view(request, lambda v: v.refused_upstreams())
+    counts = {"upstreams": 0, "panic": 0, "backends": 0, "refused": 0, **{h.value: 0 for h in Health}}
     matching: list[tuple[Upstream, Access, bool]] = []
     for upstream, access in _visible(actor(request), desired(request).state.upstreams):
         words, panic = _summary(upstream, results)
         counts["upstreams"] += 1
         counts["panic"] += panic
+        counts["refused"] += upstream.name in refused
         for backend in upstream.nodes:
             counts["backends"] += 1
             counts[_backend_health(backend, _is_down(upstream, backend.hostname, results)).value] += 1
-        if _matches(upstream, words, panic, wanted, q):
+        if _matches(upstream, words, panic, wanted, q, upstream.name in refused):
             matching.append((upstream, access, panic))
-    page = [upstream_health(u, results, a, p) for u, a, p in matching[offset : offset + limit]]
+    page = [upstream_health(u, results, a, p, refused.get(u.name, ())) for u, a, p in matching[offset : offset + limit]]
     return json_answer(
         {
             "revision": desired(request).revision,
@@ -197,8 +206,10 @@ async def list_health(request: web.Request) -> web.Response:
 async def get_upstream_health(request: web.Request) -> web.Response:
     upstream, _ = upstream_of(request, Access.READ)
     results = await from_view(request, lambda v: v.check_results())
+    refused = await from_view(request, lambda v: v.refused_upstreams())
     access = authz.upstream_access(actor(request), upstream)
-    return json_answer(upstream_health(upstream, results, access, _summary(upstream, results)[1]))
+    panic = _summary(upstream, results)[1]
+    return json_answer(upstream_health(upstream, results, access, panic, refused.get(upstream.name, ())))
 
 
 ROUTES = (

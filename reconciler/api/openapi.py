@@ -125,6 +125,7 @@ def _api_schemas(manifest: dict[str, Any]) -> dict[str, Any]:
                 "access_nodes": {"type": "object", "required": ["total", "converged", "failed"]},
                 "backends": {"type": "object", "required": ["total", "up", "down"]},
                 "panic": {"type": "array"},
+                "refused_upstreams": {"type": "array", "items": {"type": "string"}},
             },
         },
     }
@@ -207,6 +208,21 @@ def _reading_schemas() -> dict[str, Any]:
                 "tiers_in_use": {"type": "array", "items": {"type": "integer"}},
                 "access": {"enum": ["read", "write"]},
                 "backends": {"type": "array", "items": backend},
+                "refused": {
+                    "type": "array",
+                    "description": "access nodes on which the renderer refuses the upstream (its files kept as they are live)",
+                    "items": {
+                        "type": "object",
+                        "required": ["access_node", "message"],
+                        "properties": {
+                            "access_node": {"type": "string"},
+                            "message": {"type": "string"},
+                            "field": {"type": "string"},
+                            "value": {"type": "string"},
+                            "paths": {"type": "array", "items": {"type": "string"}},
+                        },
+                    },
+                },
             },
         },
         "HealthPage": {

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry, generate_latest
 
 from reconciler.health.state import MASTER_LOCK
-from reconciler.store import DeployState, Store, deploy_state
+from reconciler.store import DeployState, Store, deploy_state, refused_by_upstream
 
 
 class CheckResult(Protocol):
@@ -53,6 +53,12 @@ class ControllerView(Protocol):
         """``GET /management/node``: every registered controller: ``{host_name, master, since}``."""
         ...
 
+    def refused_upstreams(self) -> Mapping[str, list[dict[str, Any]]]:
+        """Upstreams the renderer refuses on access nodes (left at their last good rendering):
+        upstream -> ``[{access_node, message, field, value, paths}]``, as the nodes' last pushes
+        left them (``GET /health``, ``GET /upstream/{name}/health``)."""
+        ...
+
     def check_results(self) -> Mapping[CheckKey, CheckResult]:
         """``GET /health``: the last result of every check known (a check without one is up).
 
@@ -87,6 +93,7 @@ class StoreView:
                     "converged": converged,
                     "revision": record.revision if record else None,
                     "error": record.error if record else "",
+                    "refused": sorted(str(r.get("upstream", "")) for r in record.refused) if record else [],
                 }
             )
         backends = sum(len(u.nodes) for u in state.upstreams.values())
@@ -101,6 +108,7 @@ class StoreView:
             },
             "backends": {"total": backends, "up": backends, "down": 0},
             "panic": [],
+            "refused_upstreams": sorted({u for n in nodes for u in n["refused"]}),
             "nodes": nodes,
         }
 
@@ -110,6 +118,10 @@ class StoreView:
     def management_nodes(self) -> list[dict[str, Any]]:
         master = self.store.lock_holder(MASTER_LOCK)
         return [{"host_name": master, "master": True, "since": None}] if master else []
+
+    def refused_upstreams(self) -> Mapping[str, list[dict[str, Any]]]:
+        pairs = [(name, r) for name, record in self.store.deploy_records().items() for r in record.refused]
+        return refused_by_upstream(pairs)
 
     def check_results(self) -> Mapping[CheckKey, CheckResult]:
         return self.store.health_records()

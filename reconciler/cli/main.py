@@ -337,7 +337,8 @@ def hash_password_command(ctx: Context) -> None:
 @click.option(
     "--detailed-exitcode",
     is_flag=True,
-    help="Exit 2 when an access node is not converged (failed, behind, never deployed, orphaned).",
+    help="Exit 2 when an access node is not converged (failed, behind, never deployed, orphaned) "
+    "or left an upstream refused.",
 )
 @pass_context
 def status(ctx: Context, detailed_exitcode: bool) -> None:
@@ -346,8 +347,9 @@ def status(ctx: Context, detailed_exitcode: bool) -> None:
     Per access node: the revision deployed there; converged, behind (converged at an older
     revision than the store's), failed, or orphaned (deployed once, its AccessNode removed since:
     its nginx keeps its last files); and the last error ("never deployed" until apply has run).
-    Exit 0; 1 when the store cannot be read; with --detailed-exitcode 2 when any access node is
-    not converged (a CI gate).
+    An upstream the renderer refused on a node (left at its last good rendering) is listed
+    under the node. Exit 0; 1 when the store cannot be read; with --detailed-exitcode 2 when
+    any access node is not converged or has a refused upstream (a CI gate).
     """
     from reconciler.cli.status import read_status
 
@@ -375,6 +377,13 @@ def _print_status(ctx: Context, report: StoreStatus) -> None:
         if node.error:
             line += f": {node.error}"
         ctx.out.print(line, markup=False, soft_wrap=True)
+        for refused in node.refused:  # RefusedUpstream.to_dict()'s words
+            ctx.out.print(
+                f"    refused upstream {refused.get('upstream')}: {refused.get('message')}; kept as it is live: "
+                f"{', '.join(refused.get('paths', ()))}",
+                markup=False,
+                soft_wrap=True,
+            )
 
 
 def main() -> None:

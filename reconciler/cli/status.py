@@ -16,6 +16,7 @@ class AccessNodeStatus:
     deployed_revision: int | None = None
     error: str = ""
     when: float | None = None
+    refused: tuple[dict[str, Any], ...] = ()  # upstreams left at their last good rendering (DeployRecord.refused)
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,9 @@ class StoreStatus:
 
     @property
     def converged(self) -> bool:
-        """Every access node converged at the store's revision (none failed, behind, orphaned or new)."""
-        return all(n.state is DeployState.CONVERGED for n in self.access_nodes)
+        """Every access node converged at the store's revision (none failed, behind, orphaned or
+        new) and none left an upstream at its last good rendering (refused)."""
+        return all(n.state is DeployState.CONVERGED and not n.refused for n in self.access_nodes)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -55,7 +57,8 @@ def read_status(store: Store) -> StoreStatus:
         if record is None:
             nodes.append(AccessNodeStatus(name, state))
         else:
-            nodes.append(AccessNodeStatus(name, state, record.revision, record.error, record.when))
+            refused = tuple(dict(r) for r in record.refused)
+            nodes.append(AccessNodeStatus(name, state, record.revision, record.error, record.when, refused))
     return StoreStatus(
         store.kind,
         store.url,

@@ -139,6 +139,7 @@ class NodeResult:
             by=by or default_deployer(),
             seconds=self.seconds,
             step=step,
+            refused=tuple(r.to_dict() for r in self.refused_upstreams),
         )
 
     @property

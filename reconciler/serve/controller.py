@@ -41,7 +41,7 @@ from reconciler.render.renderer import Renderer
 from reconciler.serve.locks import MANAGEMENT_PREFIX, MASTER_LOCK
 from reconciler.serve.push import Job, NodeWorker, Pusher, PushSettings
 from reconciler.serve.status import StatusCache, StatusInput, build_status
-from reconciler.store import DeployRecord, HealthRecord, Lock, Store
+from reconciler.store import DeployRecord, HealthRecord, Lock, Store, refused_by_upstream
 from reconciler.transport import SSHSettings
 
 log = logging.getLogger("obreconcile.controller")
@@ -121,6 +121,13 @@ class Controller:
         }
         nodes[self.host_name] = {"host_name": self.host_name, "master": self.is_master(), "since": self.master_since}
         return [nodes[n] for n in sorted(nodes)]
+
+    def refused_upstreams(self) -> dict[str, list[dict[str, Any]]]:
+        if self.is_master():  # what the last push of each node left refused
+            pairs = [(name, r.to_dict()) for name, w in self.workers.items() for r in w.state.refused]
+        else:
+            pairs = [(name, dict(r)) for name, record in self.cache.deploys.items() for r in record.refused]
+        return refused_by_upstream(pairs)
 
     def check_results(self) -> Mapping[tuple[str, str, str], CheckState | HealthRecord]:
         if self.is_master() and self.monitor is not None:
@@ -330,6 +337,7 @@ class Controller:
             await self.workers.pop(name).stop()
             with contextlib.suppress(KeyError):
                 self.telemetry.converged.remove(name)
+            self.pusher.forget(name)
         for name, job in jobs.items():
             worker = self.workers.get(name)
             if worker is None:

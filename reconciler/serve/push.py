@@ -30,7 +30,7 @@ from reconciler.deploy.plan import Refusal, StoreRef
 from reconciler.errors import ObreconcileError, Step
 from reconciler.manifest.model import AccessNode
 from reconciler.metrics import Metrics
-from reconciler.render.renderer import RenderedAccessNode
+from reconciler.render.renderer import RefusedUpstream, RenderedAccessNode
 from reconciler.store import DeployRecord
 from reconciler.transport import ConnectionPool, SSHSettings, open_transport
 
@@ -66,6 +66,7 @@ class NodeState:
     last_push: float = 0.0  # monotonic
     retry_at: float = 0.0  # monotonic
     when: float = field(default_factory=time.time)
+    refused: tuple[RefusedUpstream, ...] = ()  # upstreams the last push left at their last good rendering
 
     def converged_to(self, job: Job) -> bool:
         return (
@@ -145,6 +146,7 @@ class NodeWorker:
                 self.state.failures, self.state.retry_at = 0, 0.0
                 self.state.revision, self.state.store_revision = job.rendered.revision, job.store.revision
                 self.state.result, self.state.error = result.status, ""
+                self.state.refused = result.refused_upstreams
                 self.state.reloads += result.reloaded
                 self.pending_since = None
                 if self.job is not None and self.needed(self.job):
@@ -192,6 +194,7 @@ class Pusher:
         self._executor = ThreadPoolExecutor(max_workers=settings.forks + 2, thread_name_prefix="push")
         self._inflight: set[asyncio.Future[NodeResult]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._refused: dict[str, dict[str, str]] = {}  # access node -> upstream -> message, as last reported
 
     async def push(self, job: Job) -> NodeResult:
         loop = asyncio.get_running_loop()
@@ -241,6 +244,8 @@ class Pusher:
             self.telemetry.drift.labels(name).inc()
             log.warning("drift: %s: %s (corrected)", name, "; ".join(result.plan.drift))
         self.telemetry.converged.labels(name).set(1 if result.ok else 0)
+        if result.plan is not None:  # a push that got as far as a plan knows what was refused
+            self.report_refused(name, result.refused_upstreams)
         if result.plan is not None:
             self.telemetry.certificates.set_node(
                 name, [(c.upstream, c.path, c.not_after) for c in result.plan.certificates]
@@ -260,6 +265,24 @@ class Pusher:
         task = asyncio.get_running_loop().create_task(self.record_deploy(record))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def report_refused(self, access_node: str, refused: tuple[RefusedUpstream, ...]) -> None:
+        """Set the refused-upstream gauges of ``access_node`` to ``refused``; log what changed."""
+        now = {r.upstream: r.message for r in refused}
+        before = self._refused.get(access_node, {})
+        for upstream in set(before) - set(now):
+            self.telemetry.refused.remove(access_node, upstream)
+            log.warning("render: %s: upstream %s renders again", access_node, upstream)
+        for r in refused:
+            self.telemetry.refused.labels(access_node, r.upstream).set(1)
+            if before.get(r.upstream) != r.message:
+                log.error("render: %s: %s", access_node, r)
+        self._refused[access_node] = now
+
+    def forget(self, access_node: str) -> None:
+        """An access node no longer declared: its refused-upstream series go."""
+        self.report_refused(access_node, ())
+        self._refused.pop(access_node, None)
 
     async def finish(self, timeout: float) -> None:
         """Wait (up to ``timeout``) for the pushes in hand: a node is never left halfway."""

@@ -102,6 +102,7 @@ def build_status(source: StatusInput) -> dict[str, Any]:
                     "result": s.result or "pending",
                     "error": s.error,
                     "reloads": s.reloads,
+                    "refused": sorted(r.upstream for r in s.refused),
                 }
             )
             continue
@@ -113,6 +114,7 @@ def build_status(source: StatusInput) -> dict[str, Any]:
                 "revision": record.revision if record else None,
                 "result": record.result if record else DeployState.NEVER_DEPLOYED,
                 "error": record.error if record else "",
+                "refused": sorted(str(r.get("upstream", "")) for r in record.refused) if record else [],
             }
         )
     total = up = 0
@@ -138,5 +140,6 @@ def build_status(source: StatusInput) -> dict[str, Any]:
         },
         "backends": {"total": total, "up": up, "down": total - up},
         "panic": sorted(panic),
+        "refused_upstreams": sorted({u for n in nodes for u in n["refused"]}),
         "nodes": nodes,
     }

@@ -32,6 +32,7 @@ from reconciler.store.base import (
     TemplateSet,
     deploy_state,
     fingerprint,
+    refused_by_upstream,
 )
 from reconciler.store.sync import SyncAction, SyncChange, SyncPlan, SyncResult, plan_sync, sync_manifests
 
@@ -62,6 +63,7 @@ __all__ = [
     "fingerprint",
     "open_store",
     "plan_sync",
+    "refused_by_upstream",
     "sync_manifests",
 ]
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from types import TracebackType
@@ -195,9 +195,12 @@ class DeployRecord:
     by: str = ""  # who pushed: "serve HOST" (a controller), "apply USER@HOST", "converge USER@HOST"
     seconds: float = 0.0  # how long the push took
     step: str = ""  # the step that failed ("connect": the node was not reached)
+    # upstreams the renderer refused there, left at their last good rendering: each as
+    # RefusedUpstream.to_dict() says it (upstream, message, field, value, paths)
+    refused: tuple[Mapping[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "access_node": self.access_node,
             "revision": self.revision,
             "digests": dict(self.digests),
@@ -208,6 +211,9 @@ class DeployRecord:
             "seconds": self.seconds,
             "step": self.step,
         }
+        if self.refused:  # only then: the records of nodes without refusals stay as they were
+            out["refused"] = [dict(r) for r in self.refused]
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DeployRecord:
@@ -221,17 +227,36 @@ class DeployRecord:
             str(data.get("by", "")),
             float(data.get("seconds", 0.0)),
             str(data.get("step", "")),
+            tuple(dict(r) for r in data.get("refused", ())),
         )
 
     def same_outcome(self, other: DeployRecord | None) -> bool:
         """Does ``other`` (the node's previous record) say the same? Then no history entry."""
-        return other is not None and (self.revision, self.result, self.error, self.step, dict(self.digests)) == (
+        return other is not None and (
+            self.revision,
+            self.result,
+            self.error,
+            self.step,
+            dict(self.digests),
+            self.refused,
+        ) == (
             other.revision,
             other.result,
             other.error,
             other.step,
             dict(other.digests),
+            other.refused,
         )
+
+
+def refused_by_upstream(refusals: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """(access node, refusal) pairs (``DeployRecord.refused``'s items) by upstream, for the API:
+    upstream -> ``[{access_node, message, field, value, paths}, ...]`` sorted by access node."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for access_node, refused in sorted(refusals, key=lambda pair: pair[0]):
+        item = {"access_node": access_node, **{k: v for k, v in refused.items() if k != "upstream"}}
+        out.setdefault(str(refused.get("upstream", "")), []).append(item)
+    return out
 
 
 class DeployEntry(NamedTuple):

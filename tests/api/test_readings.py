@@ -65,6 +65,7 @@ def test_health_shows_down_since_latency_and_tiers_and_filters(api: Api) -> None
         assert page["counts"] == {
             "upstreams": 3,
             "panic": 0,
+            "refused": 0,
             "backends": 3,
             "up": 2,
             "down": 1,
@@ -76,6 +77,26 @@ def test_health_shows_down_since_latency_and_tiers_and_filters(api: Api) -> None
     for bad in ("?state=sideways", "?limit=0", "?limit=abc", "?offset=-1", "?limit=" + "9" * 30):
         r = api.server.call("GET", "/health" + bad, api.tokens["root"])
         assert r.status_code == 400 and r.json()["error"] == "invalid query", bad
+
+
+def test_an_upstream_refused_on_an_access_node_shows_in_its_health_for_who_may_read_it(fresh_api: Api) -> None:
+    api = fresh_api
+    revision = api.store.revision()
+    refused = {"upstream": "app-a", "message": "template t: refusing value 'a b'", "field": "", "value": "'a b'"}
+    record = DeployRecord(LB_A, revision, {}, DeployResult.CONVERGED, when=3000.0, refused=({**refused, "paths": ["http/app-a.conf"]},))
+    api.store.record_deploy(record)
+    for user in ("owner", "reader"):
+        body = api.server.call("GET", "/upstream/app-a/health", api.tokens[user]).json()
+        assert body["refused"] == [
+            {"access_node": LB_A, "message": refused["message"], "field": "", "value": "'a b'", "paths": ["http/app-a.conf"]}
+        ]
+    assert api.server.call("GET", "/upstream/app-c/health", api.tokens["owner"]).json()["refused"] == []
+    assert names(api, "root", "?state=problems") == ["app-a"]  # every backend is up: refused is the problem
+    page = api.server.call("GET", "/health", api.tokens["owner"]).json()
+    assert page["counts"]["refused"] == 1 and page["upstreams"][0]["refused"][0]["access_node"] == LB_A
+    assert api.server.call("GET", "/upstream/app-a/health", api.tokens["denied"]).status_code == 404
+    api.store.record_deploy(DeployRecord(LB_A, revision, {}, DeployResult.CONVERGED, when=3001.0))  # renders again
+    assert names(api, "root", "?state=problems") == []
 
 
 def test_deploy_history_is_newest_first_paged_and_per_readable_node(api: Api) -> None:

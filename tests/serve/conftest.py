@@ -171,6 +171,20 @@ class Serve:
                 self._token = json.loads(response.read())["token"]
         return self._token
 
+    def put(self, path: str, body: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
+        """PUT ``body`` as JSON (as the bootstrap admin): (status, the JSON answer)."""
+        request = urllib.request.Request(
+            self.url + path,
+            json.dumps(body).encode(),
+            {"Content-Type": "application/json", "X-Auth-Token": self.token()},
+            method="PUT",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
+
     def status(self) -> dict[str, Any]:
         """GET /status (as the bootstrap admin when the API needs a token)."""
         try:

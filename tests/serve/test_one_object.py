@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from tests.serve.conftest import (
     FALL,
@@ -31,20 +29,6 @@ from tests.serve.conftest import (
 from tests.services.fleet import Fleet
 
 
-def _put(controller: Serve, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(
-        controller.url + path,
-        json.dumps(body).encode(),
-        {"Content-Type": "application/json", "X-Auth-Token": controller.token()},
-        method="PUT",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read() or b"{}")
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"{}")
-
-
 def test_a_float_weight_on_one_upstream_never_stops_health_changes_of_another(
     fleet: Fleet,
     backends: list[Backend],
@@ -59,7 +43,7 @@ def test_a_float_weight_on_one_upstream_never_stops_health_changes_of_another(
 
     body = {**upstreams["other"], "owner": "ops", "listen": {"server_names": ["other.example.com"]}}
     body["nodes"] = [{"hostname": other[0].hostname, "weight": 2.0, "max_fails": 3.0}, {"hostname": other[1].hostname}]
-    code, answer = _put(controller, "/upstream/other", body)
+    code, answer = controller.put("/upstream/other", body)
     assert code == 200, answer
     code, raw = controller.get("/upstream/other", {"X-Auth-Token": controller.token()})
     assert code == 200, raw
@@ -68,7 +52,7 @@ def test_a_float_weight_on_one_upstream_never_stops_health_changes_of_another(
     assert type(first["weight"]) is int and type(first["max_fails"]) is int  # stored as the integers
 
     fraction = {**body, "nodes": [{"hostname": other[0].hostname, "weight": 2.5}]}
-    code, answer = _put(controller, "/upstream/other", fraction)
+    code, answer = controller.put("/upstream/other", fraction)
     assert code == 400, answer
     assert answer["detail"][0]["field"] == "nodes[0].weight", answer
     assert answer["detail"][0]["message"].startswith("expected integer, got a number"), answer

@@ -77,6 +77,19 @@ def test_records_do_not_move_the_revision(store: Store) -> None:
     }
 
 
+def test_a_deploy_record_keeps_the_upstreams_refused_there_and_a_new_refusal_is_history(store: Store) -> None:
+    revision = store.commit([put("a")])
+    refused = {"upstream": "api", "message": "template x: refusing value 'a b'", "field": "", "value": "'a b'"}
+    record = DeployRecord(
+        "lb1:80", revision, {}, DeployResult.CONVERGED, when=1.0, refused=({**refused, "paths": ["http/api.conf"]},)
+    )
+    store.record_deploy(DeployRecord("lb1:80", revision, {}, DeployResult.CONVERGED, when=1.0))
+    store.record_deploy(record)
+    store.record_deploy(record)  # the same outcome again: no new entry
+    assert store.deploy_records() == {"lb1:80": record}
+    assert [e.record.refused for e in store.deploy_history()] == [record.refused, ()]
+
+
 def test_commit_applies_whole_or_not_at_all(store: Store) -> None:
     base = store.commit([put("a")])
     with pytest.raises(ConflictError):
