@@ -150,6 +150,8 @@ class Facts:
             "marker_state": self.marker.state if self.marker else None,
             "marker_store_revision": self.marker.store_revision if self.marker else None,
             **({"tls": {p: [f.state.value, f.not_after] for p, f in sorted(self.tls.items())}} if self.tls else {}),
+            # a saved plan is refused when the operator's nginx.conf (as recorded) changed since
+            **({"operator": dict(sorted(self.operator.files.items()))} if self.operator else {}),
         }
 
 

@@ -213,3 +213,15 @@ def test_the_record_is_valid_until_a_file_changes_appears_or_goes(tmp_path: Path
     (tmp_path / "snippets" / "hash.conf").unlink()
     assert parse_record(run_record_command(layout)) is None  # a file went away
     assert parse_record("not json\n") is None
+
+
+def test_a_saved_plan_sees_the_recorded_operator_configuration_in_the_facts_digest() -> None:
+    from reconciler.deploy.facts import Facts
+    from reconciler.deploy.plan import facts_digest
+
+    bare = Facts("edge1", "1.22.1", "/r", {}, None)
+    recorded = OperatorConfig("/etc/nginx/nginx.conf", {}, {"/etc/nginx/nginx.conf": "a" * 64})
+    edited = OperatorConfig("/etc/nginx/nginx.conf", {}, {"/etc/nginx/nginx.conf": "b" * 64})
+    digests = {facts_digest(Facts(**{**bare.__dict__, "operator": o})) for o in (None, recorded, edited)}
+    assert len(digests) == 3
+    assert facts_digest(bare) == facts_digest(Facts(**{**bare.__dict__, "operator": None}))
