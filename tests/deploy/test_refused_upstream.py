@@ -97,6 +97,12 @@ def test_a_refused_upstream_is_kept_as_it_is_live_and_the_others_converge(
     assert "kept as it is live: http/api.conf" in again.stderr and "FAILED" not in again.stderr
     assert {n.name: n.reloads() for n in fleet.nodes} == {n: r + 1 for n, r in reloads.items()}
 
+    converge = fleet.cli("converge")  # cron's pass from the store (its templates): the same report
+    assert converge.returncode == 1, converge.stdout + converge.stderr
+    converged = json.loads(converge.stdout)
+    assert [r["status"] for r in converged["access_nodes"]] == ["unchanged"] * 3
+    assert [r["upstream"] for r in converged["refused_upstreams"]] == ["api"] * 3
+
     plan = fleet.cli("plan", manifests, "--templates", templates)
     assert plan.returncode == 1, plan.stdout + plan.stderr  # plan says what apply would: exit 1
     planned = json.loads(plan.stdout)
