@@ -246,6 +246,11 @@ def process_cpu(pid: int, children: bool = True) -> float:
     return ticks / CLOCK_TICKS
 
 
+def nginx_floor_command(node: SimulatedNode) -> str:
+    """The node's own ``nginx -t`` and reload of the configuration it runs (what a push ends with)."""
+    return f"{node.nginx_command('-t')} && {node.nginx_command('-s', 'reload')}"
+
+
 class Bench:
     """One fleet, every tool, the floor; ``round()`` measures every case once."""
 
@@ -571,9 +576,6 @@ class Bench:
 
         self.measure(case, work)
 
-    def nginx_floor_command(self, node: SimulatedNode) -> str:
-        return f"{node.nginx_command('-t')} && {node.nginx_command('-s', 'reload')}"
-
     # -- rounds -------------------------------------------------------------------------------
 
     def first_deploy(self) -> None:
@@ -631,8 +633,8 @@ class Bench:
                 self.run(tool, run)
         self.floor("ssh", lambda n: "true", ())
         self.floor("ssh-x25519", lambda n: "true", X25519)
-        self.floor("nginx", self.nginx_floor_command, ())
-        self.floor("nginx-x25519", self.nginx_floor_command, X25519)
+        self.floor("nginx", nginx_floor_command, ())
+        self.floor("nginx-x25519", nginx_floor_command, X25519)
         ran = [f"{tool}-{run}" for tool in tools for run in Run] + ["ssh", "ssh-x25519", "nginx", "nginx-x25519"]
         line = "  ".join(f"{c} {self.results.samples[c][-1].wall:.2f}s" for c in CASES if c in ran)
         print(f"  round {index + 1}: {line}", flush=True)
