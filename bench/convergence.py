@@ -310,8 +310,16 @@ def main() -> None:
     parser.add_argument(
         "--profile", type=Path, default=None, help="record serve with py-spy during the trials (raw stacks to FILE)"
     )
+    parser.add_argument(
+        "--verify-timeout",
+        type=float,
+        default=None,
+        help="apply's and serve's --verify-timeout (default 10, theirs; 300 with --upstreams: 5 nginx parsing "
+        "10,000 upstreams at once on 2 cores take longer than 10 s to reload)",
+    )
     args = parser.parse_args()
     timeout = args.timeout or (600.0 if args.upstreams else 60.0)
+    verify = ["--verify-timeout", str(args.verify_timeout or (300.0 if args.upstreams else 10.0))]
     if args.profile is not None and not PY_SPY.exists():
         parser.error(f"{PY_SPY} is missing: make setup (the bench extra is in requirements.lock)")
     print(f"{os.cpu_count()} CPUs; load average before: {load_average()}", flush=True)
@@ -327,7 +335,9 @@ def main() -> None:
         serve: subprocess.Popen[bytes] | None = None
         try:
             started = time.monotonic()
-            applied = fleet.cli("apply", manifests(Path(tmp) / "m", fleet.nodes, backends, args), timeout=1800)
+            applied = fleet.cli(
+                "apply", manifests(Path(tmp) / "m", fleet.nodes, backends, args), extra=verify, timeout=1800
+            )
             if applied.returncode != 0:
                 raise SystemExit(applied.stdout + applied.stderr)
             print(f"first apply ({args.upstreams + 1} upstreams): {time.monotonic() - started:.1f}s", file=sys.stderr)
@@ -335,7 +345,10 @@ def main() -> None:
             log = Path(tmp) / "serve.log"
             with log.open("wb") as out:
                 serve = subprocess.Popen(
-                    [*fleet.cli_args("serve", "--listen", f"127.0.0.1:{port}", "--known-hosts", fleet.known_hosts)],
+                    [
+                        *fleet.cli_args("serve", "--listen", f"127.0.0.1:{port}", "--known-hosts", fleet.known_hosts),
+                        *verify,
+                    ],
                     cwd=ROOT,
                     stdout=out,
                     stderr=subprocess.STDOUT,

@@ -79,6 +79,16 @@ max_file_size = click.option(
 )
 
 
+verify_timeout_option = click.option(
+    "--verify-timeout",
+    type=click.FloatRange(0.5),
+    default=10.0,
+    show_default=True,
+    help="Seconds for nginx to serve the new revision after a reload.",
+)
+"""apply's and serve's: a node whose nginx takes longer (a large configuration) is rolled back."""
+
+
 def connection_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """How commands that reach access nodes connect (plan, apply, serve, converge)."""
     options = [

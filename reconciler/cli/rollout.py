@@ -20,6 +20,7 @@ from reconciler.cli.context import (
     pass_context,
     ssh_settings,
     templates_option,
+    verify_timeout_option,
 )
 from reconciler.cli.interrupt import EXIT_INTERRUPTED, interruptible
 from reconciler.cli.report import (
@@ -164,13 +165,7 @@ def plan_command(
     show_default=True,
     help="Seconds to wait for another apply's lock on a node.",
 )
-@click.option(
-    "--verify-timeout",
-    type=click.FloatRange(0.5),
-    default=10.0,
-    show_default=True,
-    help="Seconds for nginx to serve the new revision after a reload.",
-)
+@verify_timeout_option
 @click.option(
     "--allow-destroy",
     is_flag=True,

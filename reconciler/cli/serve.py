@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from reconciler.cli.context import Context, connection_options, pass_context, ssh_settings
+from reconciler.cli.context import Context, connection_options, pass_context, ssh_settings, verify_timeout_option
 from reconciler.errors import ObreconcileError
 from reconciler.store import Store
 
@@ -112,6 +112,7 @@ def _logging(level: str) -> None:
 @click.option(
     "--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO", show_default=True
 )
+@verify_timeout_option
 @connection_options
 @pass_context
 def serve_command(
@@ -122,6 +123,7 @@ def serve_command(
     tls_key: str | None,
     bootstrap_admin: str | None,
     log_level: str,
+    verify_timeout: float,
     **options: Any,
 ) -> None:
     """Run the controller: REST API, health checks, convergence on every change, drift correction.
@@ -146,7 +148,10 @@ def serve_command(
         forks=options["forks"],
         ssh=ssh_settings(options),
         check_concurrency=options["check_concurrency"],
-        apply=ApplySettings(deployed_by=f"obreconcile serve {options['host_name'] or socket.gethostname()}"),
+        apply=ApplySettings(
+            deployed_by=f"obreconcile serve {options['host_name'] or socket.gethostname()}",
+            verify_timeout=verify_timeout,
+        ),
     )
     tls = _tls(tls_cert, tls_key)
     with ctx.open_store() as store:

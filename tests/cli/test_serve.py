@@ -51,3 +51,29 @@ def test_serve_mounts_the_api_and_answers_status_and_metrics(tmp_path: object) -
     denied, allowed, text = asyncio.run(scenario())
     assert denied == 401 and allowed == 200
     assert "obreconcile_master 0.0" in text
+
+
+@pytest.mark.parametrize(("argv", "expected"), [([], 10.0), (["--verify-timeout", "90"], 90.0)])
+def test_serve_passes_verify_timeout_to_its_pushes(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch, argv: list[str], expected: float
+) -> None:
+    """A large configuration takes nginx longer than 10 s to load on a busy node: serve, like
+    apply, takes --verify-timeout (its pushes rolled back every such reload before)."""
+    import importlib
+    from pathlib import Path
+    from typing import Any
+
+    from click.testing import CliRunner
+
+    from reconciler.cli.main import cli
+
+    started: list[Any] = []
+
+    async def not_serving(controller: Any, *args: Any) -> None:
+        started.append(controller)
+
+    monkeypatch.setattr(importlib.import_module("reconciler.cli.serve"), "_serve", not_serving)
+    store = f"sqlite:///{Path(str(tmp_path)) / 'state.db'}"
+    result = CliRunner().invoke(cli, ["--store", store, "serve", "--listen", "127.0.0.1:18700", *argv])
+    assert result.exit_code == 0, result.output
+    assert [c.settings.apply.verify_timeout for c in started] == [expected]
