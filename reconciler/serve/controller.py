@@ -35,9 +35,10 @@ from reconciler.errors import ObreconcileError
 from reconciler.health.monitor import CheckState, Monitor
 from reconciler.health.probe import Prober
 from reconciler.health.select import select
-from reconciler.manifest.model import DesiredState
+from reconciler.manifest.model import DesiredState, Upstream
 from reconciler.metrics import Metrics
 from reconciler.render.renderer import Renderer
+from reconciler.resolve import ip_literal
 from reconciler.serve.locks import MANAGEMENT_PREFIX, MASTER_LOCK
 from reconciler.serve.push import Job, NodeWorker, Pusher, PushSettings
 from reconciler.serve.status import StatusCache, StatusInput, build_status
@@ -61,6 +62,61 @@ class ServeSettings:
     shutdown_timeout: float = 30.0
     token_purge_interval: float = 600.0  # seconds between the master's purges of expired tokens
     apply: ApplySettings = field(default_factory=ApplySettings)
+
+
+class PassCache:
+    """What one convergence pass prepared that the next may reuse (at 10,000 upstreams, building
+    every upstream's context and every node's model anew each pass cost seconds of CPU).
+
+    - The renderer's prepared upstreams (``Renderer.render_access_node``'s ``prepared``: an
+      upstream's selected backends, addresses and template context): one is reused when its
+      upstream is unchanged (the same object, or an equal one after the desired state was read
+      again), its health is the same, and every backend is an IP literal. An upstream with a
+      DNS-named backend is prepared every pass: its names resolve each time (docs/render.md).
+    - Each access node's model (``node_model``): health is not part of it, so it is reused while
+      the desired state is the same object (the controller reads it again only when the store's
+      revision moved, or for a drift check).
+    """
+
+    def __init__(self) -> None:
+        self._prepared: dict[str, Any] = {}
+        self._inputs: dict[str, tuple[Upstream, dict[str, bool], bool]] = {}  # upstream, health, literal
+        self._state: DesiredState | None = None
+        self._models: dict[str, dict[str, Any]] = {}
+
+    def prepared(self, state: DesiredState, health: Mapping[str, Mapping[str, bool]]) -> dict[str, Any]:
+        """The last pass's prepared upstreams that still hold for ``state`` and ``health``."""
+        kept = {}
+        for name, (upstream, up, literal) in self._inputs.items():
+            now = state.upstreams.get(name)
+            if literal and now is not None and health.get(name, {}) == up and (now is upstream or now == upstream):
+                kept[name] = self._prepared[name]
+        return kept
+
+    def prepared_with(
+        self, state: DesiredState, health: Mapping[str, Mapping[str, bool]], prepared: dict[str, Any]
+    ) -> None:
+        """Keep what this pass prepared (``prepared``, as the renderer left it), with its inputs."""
+        inputs = {}
+        for name in prepared:
+            upstream = state.upstreams.get(name)
+            if upstream is None:
+                continue
+            known = self._inputs.get(name)
+            literal = known[2] if known is not None and known[0] is upstream else literal_backends(upstream)
+            inputs[name] = (upstream, dict(health.get(name, {})), literal)
+        self._prepared, self._inputs = prepared, inputs
+
+    def models(self, state: DesiredState) -> dict[str, dict[str, Any]]:
+        """Access node name -> its model, for ``state`` (the caller fills in what is missing)."""
+        if state is not self._state:
+            self._state, self._models = state, {}
+        return self._models
+
+
+def literal_backends(upstream: Upstream) -> bool:
+    """Every backend of ``upstream`` is an IP literal (nothing to resolve)."""
+    return all(ip_literal(backend.address[0]) is not None for backend in upstream.nodes)
 
 
 class Controller:
@@ -92,6 +148,7 @@ class Controller:
         )
         self._registration: Lock | None = None
         self._templates = ""  # the digest of the store's templates the renderer uses ("" shipped)
+        self._passes = PassCache()
 
     # ControllerView ---------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -361,21 +418,27 @@ class Controller:
         if digest != self._templates:
             await asyncio.to_thread(self.renderer.use_templates, stored.sources if stored is not None else None)
             self._templates = digest
+            self._passes = PassCache()
             log.warning("templates: rendering with %s", f"{stored.origin or 'custom'} ({digest})" if stored else "the shipped ones")
 
     def _jobs(
         self, state: DesiredState, health: dict[str, dict[str, bool]], since: float, drift: bool
     ) -> dict[str, Job]:
         ref = StoreRef(self.store_id, self.revision)
-        prepared: dict[str, Any] = {}
+        prepared = self._passes.prepared(state, health)
+        models = self._passes.models(state)
+        manifests: dict[str, dict[str, Any]] = {}  # each upstream's manifest form, once for every node
         jobs = {}
         for name in sorted(state.access_nodes):
             node = state.access_nodes[name]
             try:
                 rendered = self.renderer.render_access_node(state, node, health, prepared)
-                jobs[name] = Job(node, rendered, node_model(state, node), ref, since, drift)
+                if name not in models:
+                    models[name] = node_model(state, node, manifests)
+                jobs[name] = Job(node, rendered, models[name], ref, since, drift)
             except ObreconcileError as e:
                 jobs[name] = Job(node, None, {}, ref, since, drift, f"render: {e}")
+        self._passes.prepared_with(state, health, prepared)
         return jobs
 
     def _panic_metrics(self, state: DesiredState, health: dict[str, dict[str, bool]]) -> None:
