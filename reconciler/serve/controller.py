@@ -64,6 +64,22 @@ class ServeSettings:
     apply: ApplySettings = field(default_factory=ApplySettings)
 
 
+class Seen:
+    """Each upstream's inputs when last used (its model object and its health): which changed."""
+
+    def __init__(self) -> None:
+        self._inputs: dict[str, tuple[Upstream, dict[str, bool]]] = {}
+
+    def same(self, name: str, upstream: Upstream, health: Mapping[str, bool]) -> bool:
+        """``upstream`` is the one last remembered under ``name`` (or an equal one: the desired
+        state read again) and its health is the same."""
+        seen = self._inputs.get(name)
+        return seen is not None and seen[1] == health and (seen[0] is upstream or seen[0] == upstream)
+
+    def remember(self, name: str, upstream: Upstream, health: Mapping[str, bool]) -> None:
+        self._inputs[name] = (upstream, dict(health))
+
+
 class PassCache:
     """What one convergence pass prepared that the next may reuse (at 10,000 upstreams, building
     every upstream's context and every node's model anew each pass cost seconds of CPU).
@@ -80,32 +96,33 @@ class PassCache:
 
     def __init__(self) -> None:
         self._prepared: dict[str, Any] = {}
-        self._inputs: dict[str, tuple[Upstream, dict[str, bool], bool]] = {}  # upstream, health, literal
+        self._seen = Seen()
+        self._literal: dict[str, bool] = {}  # upstream name -> every backend an IP literal
+        self._kept: set[str] = set()
         self._state: DesiredState | None = None
         self._models: dict[str, dict[str, Any]] = {}
 
     def prepared(self, state: DesiredState, health: Mapping[str, Mapping[str, bool]]) -> dict[str, Any]:
         """The last pass's prepared upstreams that still hold for ``state`` and ``health``."""
         kept = {}
-        for name, (upstream, up, literal) in self._inputs.items():
-            now = state.upstreams.get(name)
-            if literal and now is not None and health.get(name, {}) == up and (now is upstream or now == upstream):
-                kept[name] = self._prepared[name]
+        for name, prepared in self._prepared.items():
+            upstream = state.upstreams.get(name)
+            if upstream is not None and self._literal[name] and self._seen.same(name, upstream, health.get(name, {})):
+                kept[name] = prepared
+        self._kept = set(kept)
         return kept
 
     def prepared_with(
         self, state: DesiredState, health: Mapping[str, Mapping[str, bool]], prepared: dict[str, Any]
     ) -> None:
         """Keep what this pass prepared (``prepared``, as the renderer left it), with its inputs."""
-        inputs = {}
+        seen, literal = Seen(), {}
         for name in prepared:
             upstream = state.upstreams.get(name)
-            if upstream is None:
-                continue
-            known = self._inputs.get(name)
-            literal = known[2] if known is not None and known[0] is upstream else literal_backends(upstream)
-            inputs[name] = (upstream, dict(health.get(name, {})), literal)
-        self._prepared, self._inputs = prepared, inputs
+            if upstream is not None:
+                seen.remember(name, upstream, health.get(name, {}))
+                literal[name] = self._literal[name] if name in self._kept else literal_backends(upstream)
+        self._prepared, self._seen, self._literal = prepared, seen, literal
 
     def models(self, state: DesiredState) -> dict[str, dict[str, Any]]:
         """Access node name -> its model, for ``state`` (the caller fills in what is missing)."""
@@ -149,6 +166,7 @@ class Controller:
         self._registration: Lock | None = None
         self._templates = ""  # the digest of the store's templates the renderer uses ("" shipped)
         self._passes = PassCache()
+        self._metered = Seen()  # the upstreams' inputs when their gauges were last set
 
     # ControllerView ---------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -442,15 +460,23 @@ class Controller:
         return jobs
 
     def _panic_metrics(self, state: DesiredState, health: dict[str, dict[str, bool]]) -> None:
+        """Panic and backend gauges; an upstream whose model and health did not change since the
+        last pass keeps its gauges (at 10,000 upstreams, setting them all took 0.4 s of the loop)."""
         panic = []
+        was = set(self.panic)
         for name, upstream in state.upstreams.items():
             up = health.get(name, {})
+            if self._metered.same(name, upstream, up):
+                if name in was:
+                    panic.append(name)
+                continue
             selection = select(upstream, up)
             if selection.panic:
                 panic.append(name)
             self.telemetry.upstream_panic.labels(name).set(1 if selection.panic else 0)
             for backend in upstream.nodes:
                 self.telemetry.backend_up.labels(name, backend.hostname).set(1 if up.get(backend.hostname, True) else 0)
+            self._metered.remember(name, upstream, up)
         if sorted(panic) != self.panic:
             for name in set(panic) - set(self.panic):
                 log.error("upstream %s: panic: no backend is eligible, every backend not forced down is enabled", name)

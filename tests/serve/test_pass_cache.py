@@ -39,7 +39,9 @@ def desired() -> DesiredState:
 @pytest.fixture
 def controller(tmp_path: Path) -> Iterator[Controller]:
     with open_store(f"sqlite:///{tmp_path / 'state.db'}") as store:
-        yield Controller(store, ServeSettings("ctl-test:1"), Renderer(resolver=StaticResolver({"app1.internal": ["10.9.9.1"]})))
+        yield Controller(
+            store, ServeSettings("ctl-test:1"), Renderer(resolver=StaticResolver({"app1.internal": ["10.9.9.1"]}))
+        )
 
 
 @pytest.fixture
@@ -122,3 +124,49 @@ def test_the_node_models_are_kept_while_the_desired_state_is_the_same(controller
     read_again = controller._jobs(desired(), {}, 0.0, False)
     assert all(read_again[name].model == first[name].model for name in first)
     assert read_again["lb1:80"].model is not first["lb1:80"].model
+
+
+def test_the_panic_and_backend_gauges_follow_health_and_only_changed_upstreams_are_selected_again(
+    controller: Controller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import reconciler.serve.controller as module
+    from reconciler.health.select import select
+
+    selected: list[str] = []
+
+    def counting(upstream: Upstream, health: Mapping[str, bool]) -> Any:
+        selected.append(upstream.name)
+        return select(upstream, health)
+
+    monkeypatch.setattr(module, "select", counting)
+
+    def gauges() -> set[str]:
+        text = controller.metrics().decode()
+        return {
+            line
+            for line in text.splitlines()
+            if line.startswith(
+                ('obreconcile_upstream_panic{upstream="api"', 'obreconcile_backend_up{backend="10.0.0.1')
+            )
+        }
+
+    state = desired()
+    controller._panic_metrics(state, {})
+    assert sorted(selected) == ["api", "ipv6", "named", "web"] and controller.panic == []
+    selected.clear()
+    dead = {"api": {"10.0.0.1:8080": False, "10.0.0.2:8080": False}}
+    controller._panic_metrics(state, dead)
+    assert selected == ["api"] and controller.panic == ["api"]
+    assert gauges() == {
+        'obreconcile_upstream_panic{upstream="api"} 1.0',
+        'obreconcile_backend_up{backend="10.0.0.1:8080",upstream="api"} 0.0',
+    }
+    selected.clear()
+    controller._panic_metrics(desired(), dead)  # read again: equal upstreams, same health
+    assert selected == [] and controller.panic == ["api"]
+    controller._panic_metrics(state, {})
+    assert selected == ["api"] and controller.panic == []
+    assert gauges() == {
+        'obreconcile_upstream_panic{upstream="api"} 0.0',
+        'obreconcile_backend_up{backend="10.0.0.1:8080",upstream="api"} 1.0',
+    }
