@@ -291,7 +291,15 @@ def print_profile(path: Path, seconds: float) -> None:
 # -- the run ----------------------------------------------------------------------------------
 
 
+def interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main() -> None:
+    # SIGTERM, and SIGINT even when started in the background (which ignores it), stop the run
+    # through its cleanup: serve, every sshd and nginx, by PID
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nodes", type=int, default=5)
     parser.add_argument("--trials", type=int, default=50)
@@ -392,7 +400,11 @@ def main() -> None:
                 floor.close()
             if serve is not None and serve.poll() is None:
                 serve.terminate()
-                serve.wait(60)
+                try:
+                    serve.wait(60)
+                except subprocess.TimeoutExpired:
+                    serve.kill()
+                    serve.wait()
             fleet.stop()
             for backend in backends:
                 backend.stop()
