@@ -107,7 +107,11 @@ class PassCache:
         kept = {}
         for name, prepared in self._prepared.items():
             upstream = state.upstreams.get(name)
-            if upstream is not None and self._literal[name] and self._seen.same(name, upstream, health.get(name, {})):
+            if (
+                upstream is not None
+                and self._literal.get(name, False)
+                and self._seen.same(name, upstream, health.get(name, {}))
+            ):
                 kept[name] = prepared
         self._kept = set(kept)
         return kept
