@@ -260,7 +260,7 @@ def apply_node(
             facts = parse_facts(node.name, lock.results)
             if isinstance(rendered, Future):
                 rendered = _rendered(node, rendered)
-            rendered, operator, read_now = settled(node, rendered, facts.operator, transport)
+            rendered, operator, read_now = settled(node, rendered, facts, transport)
             plan = plan_node(rendered, facts, model, store, settings.force)
             if expected_facts is not None and plan.facts_digest != expected_facts:
                 raise NodeError(node.name, Step.PLAN, "the node changed since the saved plan was made: plan again")

@@ -114,7 +114,7 @@ def plan_fleet(
                 with _open(node, settings, pool) as transport:
                     model = node_model(state, node, manifests)
                     facts = observe(node, transport, with_model=True, tls=tls_references(model))
-                    rendered, _, _ = settled(node, rendered, facts.operator, transport)
+                    rendered, _, _ = settled(node, rendered, facts, transport)
                     plan = plan_node(rendered, facts, model, store, settings.apply.force)
                     changed = [f.path for f in plan.files]
                     live = _live_texts(transport, node, [f.path for f in plan.files if f.old_digest])

@@ -13,6 +13,7 @@ import posixpath
 import secrets
 import shlex
 
+from reconciler.deploy.facts import Facts
 from reconciler.deploy.layout import NodeLayout
 from reconciler.deploy.operator import (
     MAX_ROUNDS,
@@ -100,14 +101,15 @@ def read_operator(node: AccessNode, transport: Transport) -> OperatorConfig:
 
 
 def settled(
-    node: AccessNode, rendered: RenderedAccessNode, recorded: OperatorConfig | None, transport: Transport
+    node: AccessNode, rendered: RenderedAccessNode, facts: Facts, transport: Transport
 ) -> tuple[RenderedAccessNode, OperatorConfig | None, bool]:
     """``rendered`` settled against the operator's configuration (only when it sets a hash
-    directive), that configuration, and whether it was read now (the record was missing or stale)."""
-    if not rendered.names_hash:
+    directive, and nginx is installed: the plan refuses a node without it), that configuration,
+    and whether it was read now (the live release's record was missing or stale)."""
+    if not rendered.names_hash or facts.nginx_version is None:
         return rendered, None, False
-    operator = recorded if recorded is not None else read_operator(node, transport)
-    return settle(rendered, operator), operator, recorded is None
+    operator = facts.operator if facts.operator is not None else read_operator(node, transport)
+    return settle(rendered, operator), operator, facts.operator is None
 
 
 def record_now(transport: Transport, layout: NodeLayout, operator: OperatorConfig) -> None:

@@ -27,6 +27,7 @@ from reconciler.errors import NodeError
 from reconciler.manifest.model import AccessNode, Connection, NginxSettings
 from reconciler.render.renderer import DEFAULT_FILE, RenderedAccessNode, render
 from reconciler.resolve import StaticResolver
+from reconciler.transport.base import CommandResult
 from tests.render.desired import access_node, state_of, upstream
 
 RESOLVER = StaticResolver({}, default=["192.0.2.10"])
@@ -225,3 +226,22 @@ def test_a_saved_plan_sees_the_recorded_operator_configuration_in_the_facts_dige
     digests = {facts_digest(Facts(**{**bare.__dict__, "operator": o})) for o in (None, recorded, edited)}
     assert len(digests) == 3
     assert facts_digest(bare) == facts_digest(Facts(**{**bare.__dict__, "operator": None}))
+
+
+def test_a_node_without_nginx_is_not_read_its_plan_refuses_it() -> None:
+    from reconciler.deploy.facts import Facts
+    from reconciler.deploy.operator_read import settled
+    from reconciler.transport.local import LocalTransport
+
+    class Untouchable(LocalTransport):
+        def _execute(self, line: str, input: bytes | None, timeout: float | None) -> CommandResult:
+            raise AssertionError(f"ran {line!r}")
+
+    rendered = rendered_with(1000)
+    node = AccessNode("edge1", "ops", Connection("local"))
+    without_nginx = Facts("edge1", None, None, {}, None)
+    assert settled(node, rendered, without_nginx, Untouchable("edge1")) == (rendered, None, False)
+    recorded = OperatorConfig("/etc/nginx/nginx.conf", {MAX: Setting(MAX, "2048", "/etc/nginx/nginx.conf", 3)})
+    with_record = Facts("edge1", "1.22.1", "/r", {}, None, operator=recorded)
+    out, operator, read_now = settled(node, rendered, with_record, Untouchable("edge1"))  # the record: no read
+    assert (operator, read_now) == (recorded, False) and "server_names_hash_max_size" not in out.files[DEFAULT_FILE]
