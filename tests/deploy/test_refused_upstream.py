@@ -20,13 +20,7 @@ from typing import Any
 from tests.deploy.conftest import address
 from tests.services.backends import HttpBackend
 from tests.services.fleet import Fleet
-
-JOINED_NAMES = (
-    '{% extends "obreconcile/http_upstream.conf.j2" %}\n'
-    "{% block server_extra %}\n"
-    '    # serves {{ server_names | join(" ") }}\n'
-    "{% endblock %}\n"
-)
+from tests.services.templates import joined_names_templates
 
 
 def _upstreams(backends: list[HttpBackend], weight: int = 1, api_names: tuple[str, ...] = ("api.example.com",)) -> Any:
@@ -46,9 +40,7 @@ def _upstreams(backends: list[HttpBackend], weight: int = 1, api_names: tuple[st
 def test_a_refused_upstream_is_kept_as_it_is_live_and_the_others_converge(
     fleet: Fleet, backends: list[HttpBackend], tmp_path: Path
 ) -> None:
-    templates = tmp_path / "templates"
-    templates.mkdir()
-    (templates / "http_upstream.conf.j2").write_text(JOINED_NAMES)
+    templates = joined_names_templates(tmp_path / "templates")
     manifests = tmp_path / "m"
     first, second, fresh = fleet.nodes
     fleet.write_manifests(manifests, _upstreams(backends), nodes=[first, second])

@@ -15,17 +15,12 @@ from reconciler.manifest.model import DesiredState, HttpProxy
 from reconciler.render.renderer import DEFAULT_FILE, RenderedAccessNode, Renderer, render
 from reconciler.resolve import StaticResolver
 from tests.render.desired import access_node, refusal, state_of, upstream
+from tests.services.templates import JOINED_NAMES
 
 NO_DNS = StaticResolver({})
 
 # A user's template a real user could write: the upstream's server names in one comment. The
 # finaliser refuses the joined value ('a b' holds a space) of an upstream with two names.
-JOINED_NAMES = (
-    '{% extends "obreconcile/http_upstream.conf.j2" %}\n'
-    "{% block server_extra %}\n"
-    '    # serves {{ server_names | join(" ") }}\n'
-    "{% endblock %}\n"
-)
 
 
 def templates(tmp_path: Path, **files: str) -> Path:

@@ -28,13 +28,7 @@ from tests.serve.conftest import (
     write_manifests,
 )
 from tests.services.fleet import Fleet
-
-JOINED_NAMES = (
-    '{% extends "obreconcile/http_upstream.conf.j2" %}\n'
-    "{% block server_extra %}\n"
-    '    # serves {{ server_names | join(" ") }}\n'
-    "{% endblock %}\n"
-)
+from tests.services.templates import joined_names_templates
 
 
 def _status(fleet: Fleet, *args: str) -> subprocess.CompletedProcess[str]:
@@ -47,9 +41,7 @@ def test_a_refused_upstream_never_stops_health_changes_and_is_reported_on_it(
     web, api = backends[:2], backends[2:]
     upstreams = {"web": web_upstream(web), "api": web_upstream(api)}
     manifests = write_manifests(fleet, tmp_path / "m", upstreams)
-    templates = tmp_path / "templates"
-    templates.mkdir()
-    (templates / "http_upstream.conf.j2").write_text(JOINED_NAMES)
+    templates = joined_names_templates(tmp_path / "templates")
     applied = fleet.cli("apply", manifests, extra=["--templates", str(templates)])
     assert applied.returncode == 0, applied.stdout + applied.stderr
     kept = {n.name: (n.config_dir / "http" / "api.conf").read_bytes() for n in fleet.nodes}

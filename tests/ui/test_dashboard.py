@@ -3,7 +3,8 @@ nodes, one over SSH) and backends. The tests share one browser, fleet and contro
 each leaves the backends as it found them. Checks run every 200 ms, rise 2, fall 2.
 
 Upstream ``web``: b0 (tier 0) and b1 (tier 1, min_servers 1); ``shop``: b2 and b3, with a
-description full of markup.
+description full of markup. Applied with a template of the user's own that refuses an upstream
+with two server names (tests/services/templates.py).
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from reconciler.api.ui import CSP
-from tests.serve.conftest import FALL, INTERVAL, Backend, Serve, apply, wait_for, write_manifests
+from tests.serve.conftest import FALL, INTERVAL, Backend, Serve, wait_for, write_manifests
 from tests.services.fleet import Fleet
 from tests.services.fleet_fixtures import fleet_under_test
 from tests.services.sshd import free_port
+from tests.services.templates import joined_names_templates
 from tests.ui.conftest import (
     PASSWORDS,
     artefacts,
@@ -74,7 +76,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             }
             manifests = write_manifests(fleet, tmp / "m", upstreams)
             users_manifest(manifests)
-            apply(fleet, manifests)
+            applied = fleet.cli("apply", manifests, extra=["--templates", str(joined_names_templates(tmp / "t"))])
+            assert applied.returncode == 0, applied.stdout + applied.stderr
             controller = Serve(fleet, tmp / "serve.log")
             controller.wait_converged()
             yield World(fleet, backends, controller)
@@ -294,6 +297,33 @@ def test_a_read_only_user_sees_no_button_and_a_forged_drain_is_refused(world: Wo
     assert browser_fetch(browser, "PATCH", path, None, {"force_status": "down"}) == 401
     time.sleep(1.2)
     assert backend_cell(browser, "shop", b2.hostname, "health") == "up"
+
+
+def test_an_upstream_the_renderer_refuses_is_shown_on_it_and_in_the_fleet(world: World, browser: WebDriver) -> None:
+    as_user(browser, world.url, "viewer")
+    go(browser, "upstreams")
+    badge = 'tbody[data-upstream="shop"] .upstream-head .badge.refused'
+    code, body = admin_call(world, "GET", "/upstream/shop")
+    assert code == 200, body
+    two_names = {**body, "listen": {"server_names": ["shop.example.com", "shop.example.org"]}}
+    code, answer = admin_call(world, "PUT", "/upstream/shop", two_names)  # the template cannot render two
+    assert code == 200, answer
+    try:
+        names = sorted(n.name for n in world.fleet.nodes)
+        wait_until(browser, lambda: text_of(browser, badge).startswith(f"REFUSED on {', '.join(names)}: "), 15, "the badge")
+        assert "refusing value 'shop.example.com shop.example.org'" in text_of(browser, badge)
+        assert "1 refused by the renderer" in text_of(browser, "#upstreams-counts")
+        assert not browser.find_element(By.CSS_SELECTOR, 'tbody[data-upstream="web"] .badge.refused').is_displayed()
+        go(browser, "fleet")
+        summary = 'dd[data-term="Upstreams refused by the renderer"]'
+        wait_until(browser, lambda: text_of(browser, summary) == "shop", 5, "the fleet's line")
+        assert browser.find_element(By.CSS_SELECTOR, summary).get_attribute("class") == "bad"
+        screenshot(browser, "refused")
+    finally:
+        code, answer = admin_call(world, "PUT", "/upstream/shop", body)
+        assert code == 200, answer
+    go(browser, "upstreams")
+    wait_until(browser, lambda: not browser.find_element(By.CSS_SELECTOR, badge).is_displayed(), 15, "the badge gone")
 
 
 def test_markup_in_a_description_is_shown_as_text_and_runs_nothing(world: World, browser: WebDriver) -> None:

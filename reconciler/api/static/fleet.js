@@ -44,6 +44,7 @@ export class FleetPage {
       ["Access nodes converged", `${s.access_nodes.converged} of ${s.access_nodes.total}` + (s.access_nodes.failed ? `, ${s.access_nodes.failed} failed` : "")],
       ["Backends up", `${s.backends.up} of ${s.backends.total}` + (s.backends.down ? `, ${s.backends.down} down` : "")],
       ["Upstreams in panic", s.panic.length ? s.panic.join(", ") : "none"],
+      ["Upstreams refused by the renderer", (s.refused_upstreams || []).join(", ") || "none"],
     ];
     if (this.summary.children.length !== items.length * 2) {
       this.summary.replaceChildren(...items.flatMap(([term]) => [el("dt", {}, term), el("dd", { dataset: { term } })]));
@@ -51,7 +52,8 @@ export class FleetPage {
     items.forEach(([term, value], i) => {
       const dd = this.summary.children[i * 2 + 1];
       setText(dd, value);
-      const bad = (term === "Store" && !store.healthy) || (term === "Upstreams in panic" && s.panic.length > 0);
+      const bad = (term === "Store" && !store.healthy) || (term === "Upstreams in panic" && s.panic.length > 0) ||
+        (term === "Upstreams refused by the renderer" && (s.refused_upstreams || []).length > 0);
       setClass(dd, bad ? "bad" : "");
     });
   }

@@ -81,7 +81,8 @@ export class UpstreamsPage {
     setText(
       this.counts,
       `${number(c.upstreams)} upstreams, ${number(c.backends)} backends: ${number(c.up)} up, ${number(c.down)} down, ` +
-        `${number(c.drained)} drained, ${number(c.forced)} forced up; ${number(c.panic)} in panic`,
+        `${number(c.drained)} drained, ${number(c.forced)} forced up; ${number(c.panic)} in panic` +
+        (c.refused ? `; ${number(c.refused)} refused by the renderer` : ""),
     );
     const first = page.total ? page.offset + 1 : 0;
     const last = page.offset + page.upstreams.length;
@@ -104,9 +105,10 @@ export class UpstreamsPage {
         description: el("span", { className: "description" }),
         facts: el("span", { className: "facts" }),
         panic: el("span", { className: "badge panic", hidden: true }, "PANIC: every backend not drained is enabled"),
+        refused: el("span", { className: "badge refused", hidden: true }),
       };
       const body = el("tbody", { dataset: { upstream: u.name } },
-        el("tr", { className: "upstream-head" }, el("th", { scope: "rowgroup", colspan: 8 }, head.name, head.description, head.facts, head.panic)));
+        el("tr", { className: "upstream-head" }, el("th", { scope: "rowgroup", colspan: 8 }, head.name, head.description, head.facts, head.panic, head.refused)));
       const rows = new Map();
       for (const b of u.backends) {
         const cells = {
@@ -141,6 +143,11 @@ export class UpstreamsPage {
     setText(block.head.description, u.description ? ` ${u.description}` : "");
     setText(block.head.facts, ` · ${tiers(u.tiers_in_use)} · min_servers ${u.min_servers} · checks: ${u.checks.length ? u.checks.join(", ") : "none (always up)"}`);
     block.head.panic.hidden = !u.panic;
+    const refused = u.refused || [];
+    block.head.refused.hidden = refused.length === 0;
+    setText(block.head.refused, refused.length
+      ? `REFUSED on ${refused.map((r) => r.access_node).join(", ")}: ${refused[0].message} (its files kept as they are live)`
+      : "");
     for (const b of u.backends) {
       const cells = block.rows.get(b.hostname);
       setText(cells.health, b.health);
