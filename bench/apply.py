@@ -39,7 +39,9 @@ each tool's three runs, the tools' order rotating from round to round (the machi
 - the floor, N nodes in parallel: OpenSSH ``ssh host true`` with OpenSSH's default key
   exchange (sntrup761x25519; the floor the targets use) and with
   ``KexAlgorithms=curve25519-sha256`` (what paramiko negotiates; information), and ``ssh host
-  'nginx -t && nginx -s reload'`` on obreconcile's nginx, both key exchanges.
+  'nginx -t && nginx -s reload'`` on obreconcile's nginx, both key exchanges;
+- ``obreconcile validate MANIFESTS`` (a whole process: start-up, load, schemas, model): the
+  no-op target is within 1.5x of that plus the ssh floor of the same round.
 
 Figures: wall time; the controller's CPU (RUSAGE_CHILDREN deltas around each run: the CLI,
 pyinfra, or ansible-playbook with its forks and ssh clients; for Ansible also its
@@ -149,6 +151,8 @@ CASES = {f"{tool}-{run}": f"{TITLES[tool]}, {RUN_TITLES[run]}" for tool in Tool 
     "ssh-x25519": "floor: ssh true (curve25519)",
     "nginx": "floor: ssh nginx -t+reload (default kex)",
     "nginx-x25519": "floor: ssh nginx -t+reload (curve25519)",
+    "validate": "obreconcile validate (load + validate)",
+    "ssh+validate": "floor: ssh true + validate",
 }
 
 
@@ -278,7 +282,7 @@ class Bench:
             undefined=jinja2.StrictUndefined,
         )
         self.results = Results()
-        self.count = len(fleet.nodes)
+        self.count, self.upstreams = len(fleet.nodes), upstreams
         ports = [free_port() for _ in range(BACKENDS_PER_UPSTREAM)]
         self.workloads: dict[tuple[int, bool], list[dict[str, Any]]] = {}
         for variant in (0, 1):
@@ -430,6 +434,10 @@ class Bench:
                 raise RuntimeError(
                     f"one upstream changed: (files planned, uploaded) {[(len(n['plan']['files']), n['uploaded']) for n in nodes]}"
                 )
+            # work proportional to the change: the files rendered (the default file always)
+            rendered = {Run.CHANGE: self.upstreams + 1, Run.NOOP: 1, Run.ONE: 2}[run]
+            if {n["rendered"] for n in nodes} != {rendered}:
+                raise RuntimeError(f"{run}: files rendered per node {[n['rendered'] for n in nodes]}, not {rendered}")
         self.check_reloads(Tool.OBRECONCILE, self.fleet.nodes, reloads, change)
 
     # -- the peers ----------------------------------------------------------------------------
@@ -576,6 +584,18 @@ class Bench:
 
         self.measure(case, work)
 
+    def validate(self) -> None:
+        """``obreconcile validate`` of the manifests a no-op apply reads (a whole process: start-up,
+        load, schemas, model), and the no-op floor of the issue: that plus this round's ssh floor."""
+        manifests = self.manifests[self.state[Tool.OBRECONCILE].key]
+        validated = self.command(Tool.OBRECONCILE, self.fleet.cli_args("validate", manifests), ROOT, "validate")
+        if "valid" not in validated.stdout + validated.stderr:
+            raise RuntimeError(f"obreconcile validate: {validated.stdout}{validated.stderr}")
+        ssh, loaded = self.results.samples["ssh"][-1], self.results.samples["validate"][-1]
+        self.results.add(
+            "ssh+validate", Sample(ssh.wall + loaded.wall, ssh.cpu + loaded.cpu, ssh.nodes_cpu + loaded.nodes_cpu)
+        )
+
     # -- rounds -------------------------------------------------------------------------------
 
     def first_deploy(self) -> None:
@@ -635,7 +655,9 @@ class Bench:
         self.floor("ssh-x25519", lambda n: "true", X25519)
         self.floor("nginx", nginx_floor_command, ())
         self.floor("nginx-x25519", nginx_floor_command, X25519)
-        ran = [f"{tool}-{run}" for tool in tools for run in Run] + ["ssh", "ssh-x25519", "nginx", "nginx-x25519"]
+        self.validate()
+        ran = [f"{tool}-{run}" for tool in tools for run in Run]
+        ran += ["ssh", "ssh-x25519", "nginx", "nginx-x25519", "validate", "ssh+validate"]
         line = "  ".join(f"{c} {self.results.samples[c][-1].wall:.2f}s" for c in CASES if c in ran)
         print(f"  round {index + 1}: {line}", flush=True)
 
@@ -720,7 +742,8 @@ def report(
         ("no-op: Ansible per file / obreconcile", "ansible-noop", "obr-noop", "wall", ">=", 3.0),
         ("no-op: Ansible one file / obreconcile", "ansible-1f-noop", "obr-noop", "wall", ">=", None),
         ("no-op: pyinfra / obreconcile", "pyinfra-noop", "obr-noop", "wall", ">=", 2.0 if large else None),
-        ("no-op: obreconcile / floor ssh true", "obr-noop", "ssh", "wall", "<=", 1.5),
+        ("no-op: obreconcile / floor ssh true", "obr-noop", "ssh", "wall", "<=", None),
+        ("no-op: obreconcile / (ssh true + validate)", "obr-noop", "ssh+validate", "wall", "<=", 1.5),
         ("  (same, floor with curve25519)", "obr-noop", "ssh-x25519", "wall", "<=", None),
         ("one upstream: pyinfra / obreconcile", "pyinfra-one", "obr-one", "wall", ">=", 3.0 if large else None),
         ("one upstream: Ansible one file / obr", "ansible-1f-one", "obr-one", "wall", ">=", None),

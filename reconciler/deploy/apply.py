@@ -54,7 +54,7 @@ from reconciler.deploy.facts import (
 from reconciler.deploy.layout import LOCK_BUSY_EXIT, MARKER, MODEL, NodeLayout
 from reconciler.deploy.operator import RECORD, RECORD_PATHS, OperatorConfig
 from reconciler.deploy.operator_read import record_now, settled
-from reconciler.deploy.plan import NodePlan, Refusal, StoreRef, plan_node, sha256
+from reconciler.deploy.plan import NodePlan, Refusal, StoreRef, plan_node, settle
 from reconciler.deploy.probe import PROBE_PATH, probe_address, probe_function
 from reconciler.deploy.scripts import (
     DEPLOYED_MARKER,
@@ -67,9 +67,9 @@ from reconciler.deploy.scripts import (
     verify_outcome,
     verify_script,
 )
-from reconciler.errors import CommandError, NodeError, ObreconcileError, Step
+from reconciler.errors import CommandError, NodeError, ObreconcileError, RenderError, Step
 from reconciler.manifest.model import AccessNode
-from reconciler.render.renderer import DEFAULT_FILE, RefusedUpstream, RenderedAccessNode
+from reconciler.render.renderer import DEFAULT_FILE, RefusedUpstream, RenderedAccessNode, RenderedFiles
 from reconciler.store import DeployRecord, DeployResult
 from reconciler.transport import CommandResult, Transport
 from reconciler.transport.batch import batch_script, parse_batch
@@ -117,6 +117,7 @@ class NodeResult:
     rolled_back: bool = False
     seconds: float = 0.0
     uploaded: int = 0  # managed files sent to the node (the others were copied there from the live release)
+    rendered: int = 0  # managed files rendered (the others' inputs were those the live release was rendered from)
 
     @property
     def ok(self) -> bool:
@@ -162,6 +163,7 @@ class NodeResult:
             "rolled_back": self.rolled_back,
             "seconds": round(self.seconds, 3),
             "uploaded": self.uploaded,
+            "rendered": self.rendered,
             "plan": self.plan.to_dict() if self.plan else None,
         }
 
@@ -260,6 +262,10 @@ def apply_node(
             facts = parse_facts(node.name, lock.results)
             if isinstance(rendered, Future):
                 rendered = _rendered(node, rendered)
+            try:  # only the files whose inputs changed since the live release are rendered
+                rendered = settle(rendered, facts)
+            except RenderError as e:  # the access node's own files (its default server, the header)
+                raise NodeError(node.name, Step.RENDER, str(e)) from e
             rendered, operator, read_now = settled(node, rendered, facts, transport)
             plan = plan_node(rendered, facts, model, store, settings.force)
             if expected_facts is not None and plan.facts_digest != expected_facts:
@@ -269,12 +275,17 @@ def apply_node(
             if not plan.changed:
                 if read_now and operator is not None and facts.link:  # so that the next apply need not read it
                     record_now(transport, NodeLayout.of(node), operator)
-                return NodeResult(node.name, NodeStatus.UNCHANGED, plan, seconds=time.monotonic() - started)
+                return NodeResult(
+                    node.name, NodeStatus.UNCHANGED, plan, seconds=time.monotonic() - started, rendered=_count(rendered)
+                )
             if settings.interrupted:  # the last moment nothing has changed on the node yet
                 return NodeResult(
                     node.name, NodeStatus.SKIPPED, plan, error=INTERRUPTED, seconds=time.monotonic() - started
                 )
-            uploaded = _deploy(node, rendered, model, transport, store, settings, facts, plan.kept, operator)
+            try:
+                uploaded = _deploy(node, rendered, model, transport, store, settings, facts, plan.kept, operator)
+            except RenderError as e:  # a file that travels without a plan of its own (a first deploy)
+                raise NodeError(node.name, Step.RENDER, str(e)) from e
             return NodeResult(
                 node.name,
                 NodeStatus.CONVERGED,
@@ -282,6 +293,7 @@ def apply_node(
                 reloaded=True,
                 seconds=time.monotonic() - started,
                 uploaded=uploaded,
+                rendered=_count(rendered),
             )
     except NodeError as e:
         return NodeResult(
@@ -296,6 +308,11 @@ def apply_node(
         )
     except ObreconcileError as e:  # transport: unreachable, host key, authentication, lost link
         return NodeResult(node.name, NodeStatus.FAILED, plan, Step.CONNECT, str(e), seconds=time.monotonic() - started)
+
+
+def _count(rendered: RenderedAccessNode) -> int:
+    files = rendered.files
+    return sum(map(files.rendered, files)) if isinstance(files, RenderedFiles) else len(files)
 
 
 def _rendered(node: AccessNode, future: Future[RenderedAccessNode]) -> RenderedAccessNode:
@@ -332,7 +349,8 @@ def _deploy(
     now = datetime.now(UTC)
     release_id = f"{now.strftime('%Y%m%dT%H%M%S.%fZ')}-{rendered.revision}"
     release = layout.release(release_id)
-    digests = {path: sha256(text) for path, text in rendered.files.items()}
+    digests = dict(rendered.digests or {})
+    recorded = facts.marker.inputs if facts.marker else {}
     marker = Marker(
         revision=rendered.revision,
         store_id=store.store_id,
@@ -342,6 +360,7 @@ def _deploy(
         deployed_by=settings.deployed_by or default_deployer(),
         deployed_at=now.isoformat(timespec="seconds"),
         release=release_id,
+        inputs={**rendered.inputs, **{p: recorded[p] for p in kept if p in recorded}},
     )
     previous = _adopt(transport, layout, facts)
     # only what differs from the live files travels; the rest is copied from the live release
@@ -441,13 +460,56 @@ def _tar(node: str, contents: Mapping[str, bytes]) -> bytes:
     rendering and the other nodes' workers (a 32 KiB packet at a time): 100 upstreams' files
     are ~290 KB as a tar, ~25 KB compressed. zlib releases the GIL while it works.
     """
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for path, data in sorted((_safe(node, p), d) for p, d in contents.items()):
-            info = tarfile.TarInfo(path)
-            info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
-            tar.addfile(info, io.BytesIO(data))
-    return gzip.compress(buffer.getvalue(), compresslevel=1, mtime=0)
+    members = sorted((_safe(node, p).encode(), d) for p, d in contents.items())
+    mtime = int(time.time())
+    if all(len(name) <= USTAR_NAME for name, _ in members):
+        archive = _ustar(members, mtime)
+    else:  # a long name: tarfile's PAX headers
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for name, data in members:
+                info = tarfile.TarInfo(name.decode())
+                info.size, info.mode, info.mtime = len(data), 0o644, mtime
+                tar.addfile(info, io.BytesIO(data))
+        archive = buffer.getvalue()
+    return gzip.compress(archive, compresslevel=1, mtime=0)
+
+
+USTAR_NAME = 100  # bytes of a member's name in a ustar header (longer: a PAX header)
+
+
+def _ustar(members: list[tuple[bytes, bytes]], mtime: int) -> bytes:
+    """A POSIX ustar archive of regular files (mode 0644, owner 0), names of at most 100 bytes.
+
+    What ``tarfile`` writes for these members, in a fifth of its time: tarfile builds every
+    header field by field (about 40 us a member: 40 ms of the controller's CPU per access node
+    at 1,000 files, on the main thread's GIL); here a header is one template, the name, the size
+    and the checksum. tests/deploy reads these archives back with tarfile and GNU tar unpacks
+    them on every node."""
+    parts: list[bytes | bytearray] = []
+    stamp = b"%011o\0" % mtime
+    for name, data in members:
+        header = bytearray(_USTAR_TEMPLATE)
+        header[0 : len(name)] = name
+        header[124:136] = b"%011o\0" % len(data)
+        header[136:148] = stamp
+        header[148:156] = b"%06o\0 " % sum(header)  # the checksum counts its own field as spaces
+        parts += (header, data, bytes(-len(data) % 512))
+    parts.append(bytes(1024))  # the end of the archive: two zero blocks
+    return b"".join(parts)
+
+
+def _ustar_template() -> bytes:
+    header = bytearray(512)
+    header[100:108] = b"0000644\0"  # mode
+    header[108:124] = b"0000000\0" * 2  # uid, gid
+    header[148:156] = b" " * 8  # the checksum, while it is summed
+    header[156:157] = b"0"  # a regular file
+    header[257:265] = b"ustar\x0000"  # magic and version
+    return bytes(header)
+
+
+_USTAR_TEMPLATE = _ustar_template()
 
 
 def _safe(node: str, path: str) -> str:

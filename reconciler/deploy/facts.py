@@ -43,6 +43,7 @@ class Marker:
     deployed_by: str = ""
     deployed_at: str = ""
     release: str = ""
+    inputs: Mapping[str, str] = field(default_factory=dict)  # relative path -> what it was rendered from
 
     def to_json(self) -> bytes:
         document = {
@@ -55,6 +56,7 @@ class Marker:
             "deployed_by": self.deployed_by,
             "deployed_at": self.deployed_at,
             "release": self.release,
+            "inputs": dict(sorted(self.inputs.items())),
         }
         return (json.dumps(document, indent=1, sort_keys=True) + "\n").encode()
 
@@ -70,6 +72,7 @@ class Marker:
             str(data.get("deployed_by", "")),
             str(data.get("deployed_at", "")),
             str(data.get("release", "")),
+            {str(k): str(v) for k, v in data.get("inputs", {}).items()},
         )
 
 
@@ -304,8 +307,33 @@ def observe(
     return replace(facts, model=decode_model(raw) if raw else {})
 
 
+class NodeModel(dict[str, Any]):
+    """A node's model (``{"access_node": ..., "upstreams": {name: manifest}}``) that keeps the JSON
+    of each upstream's manifest form in ``encoded``, a dict shared by the nodes of one run."""
+
+    def __init__(self, access_node: dict[str, Any], upstreams: dict[str, Any], encoded: dict[str, str]) -> None:
+        super().__init__(access_node=access_node, upstreams=upstreams)
+        self.encoded = encoded
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
 def encode_model(model: Mapping[str, Any]) -> bytes:
-    return gzip.compress(json.dumps(model, sort_keys=True, separators=(",", ":")).encode(), compresslevel=6, mtime=0)
+    """The model as the node keeps it: compact JSON with sorted keys, gzip-compressed.
+
+    A ``NodeModel`` is encoded from its upstreams' shared JSON (the same bytes: its two keys
+    are in sorted order, and so are the upstreams)."""
+    if isinstance(model, NodeModel) and set(model) == {"access_node", "upstreams"}:
+        encoded, upstreams = model.encoded, model["upstreams"]
+        for name in upstreams.keys() - encoded.keys():
+            encoded[name] = _compact(upstreams[name])
+        parts = ",".join(f"{_compact(name)}:{encoded[name]}" for name in sorted(upstreams))
+        text = f'{{"access_node":{_compact(model["access_node"])},"upstreams":{{{parts}}}}}'
+    else:
+        text = _compact(model)
+    return gzip.compress(text.encode(), compresslevel=6, mtime=0)
 
 
 def decode_model(raw: bytes) -> dict[str, Any]:

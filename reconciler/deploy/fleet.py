@@ -18,11 +18,11 @@ from typing import Any
 from reconciler.deploy.apply import INTERRUPTED, ApplySettings, NodeResult, NodeStatus, apply_node
 from reconciler.deploy.facts import observe, tls_references
 from reconciler.deploy.operator_read import settled
-from reconciler.deploy.plan import NodePlan, StoreRef, node_model, plan_node
+from reconciler.deploy.plan import ModelCache, NodePlan, StoreRef, node_model, plan_node, settle
 from reconciler.errors import ObreconcileError, Step
 from reconciler.health.state import MASTER_LOCK, UsedHealth, used_health
 from reconciler.manifest.model import KINDS, AccessNode, DesiredState, build_object
-from reconciler.render.renderer import Health, RenderedAccessNode, Renderer
+from reconciler.render.renderer import Health, Prepared, RenderedAccessNode, Renderer
 from reconciler.store import Store
 from reconciler.store.base import ObjectKey
 from reconciler.transport import ConnectionPool, SSHSettings, Transport, open_transport, prefetch
@@ -105,15 +105,17 @@ def plan_fleet(
 ) -> list[NodePlanResult]:
     """Observe and plan every targeted access node (read only); ``health`` as for ``apply_fleet``."""
     nodes = targets(state, settings.limit)
-    manifests: dict[str, dict[str, Any]] = {}  # each upstream's manifest form, once per run
+    manifests = ModelCache()  # each upstream's manifest form, once per run
+    prepared: Prepared = {}  # each upstream's template context, once per run
     with _pool(pool) as pool:
 
         def one(node: AccessNode) -> NodePlanResult:
             try:
-                rendered = renderer.render_access_node(state, node, health)
+                rendered = renderer.render_access_node(state, node, health, prepared)
                 with _open(node, settings, pool) as transport:
                     model = node_model(state, node, manifests)
                     facts = observe(node, transport, with_model=True, tls=tls_references(model))
+                    rendered = settle(rendered, facts)
                     rendered, _, _ = settled(node, rendered, facts, transport)
                     plan = plan_node(rendered, facts, model, store, settings.apply.force)
                     changed = [f.path for f in plan.files]
@@ -161,7 +163,7 @@ def apply_fleet(
     )
     rendered: dict[str, Future[RenderedAccessNode]] = {node.name: Future() for node in nodes}
     results: dict[str, NodeResult] = {}
-    manifests: dict[str, dict[str, Any]] = {}  # each upstream's manifest form, once per run
+    manifests = ModelCache()  # each upstream's manifest form, once per run
     with _pool(pool) as pool, ThreadPoolExecutor(max_workers=max(1, settings.forks)) as executor:
 
         def one(node: AccessNode) -> NodeResult:
@@ -196,10 +198,11 @@ def _render(
     health: Health | None,
     into: Mapping[str, Future[RenderedAccessNode]],
 ) -> None:
+    prepared: Prepared = {}  # each upstream's template context, once for every node
     try:
         for node in nodes:
             try:
-                into[node.name].set_result(renderer.render_access_node(state, node, health))
+                into[node.name].set_result(renderer.render_access_node(state, node, health, prepared))
             except ObreconcileError as e:
                 into[node.name].set_exception(e)
     except BaseException as e:  # a bug (or ^C): no worker may wait for its files forever
@@ -217,7 +220,7 @@ def _apply_one(
     settings: FleetSettings,
     pool: ConnectionPool,
     expected_facts: dict[str, str] | None,
-    manifests: dict[str, dict[str, Any]],
+    manifests: ModelCache,
 ) -> NodeResult:
     try:
         transport = _open(node, settings, pool)

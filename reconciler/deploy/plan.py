@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from reconciler.deploy.facts import Facts, MarkerState, TlsFileState, tls_references
+from reconciler.deploy.facts import Facts, MarkerState, NodeModel, TlsFileState, tls_references
 from reconciler.manifest.model import AccessNode, DesiredState, to_manifest
 from reconciler.render.renderer import RefusedUpstream, RenderedAccessNode
 
@@ -147,21 +147,24 @@ def facts_digest(facts: Facts) -> str:
     return sha256(json.dumps(facts.to_dict(), sort_keys=True))[:16]
 
 
-def node_model(
-    state: DesiredState, node: AccessNode, manifests: dict[str, dict[str, Any]] | None = None
-) -> dict[str, Any]:
-    """What the access node's files are made of, in manifest form, recorded beside its marker.
+@dataclass
+class ModelCache:
+    """Each upstream's manifest form, and its JSON, made once per run for all access nodes."""
 
-    ``manifests`` caches each upstream's manifest form across the access nodes of one run.
-    """
-    cache = manifests if manifests is not None else {}
+    manifests: dict[str, dict[str, Any]] = field(default_factory=dict)
+    encoded: dict[str, str] = field(default_factory=dict)
+
+
+def node_model(state: DesiredState, node: AccessNode, cache: ModelCache | None = None) -> NodeModel:
+    """What the access node's files are made of, in manifest form, recorded beside its marker."""
+    cache = cache if cache is not None else ModelCache()
     upstreams = {}
     for name in node.upstreams:
         if name in state.upstreams:
-            if name not in cache:
-                cache[name] = to_manifest("Upstream", state.upstreams[name])
-            upstreams[name] = cache[name]
-    return {"access_node": to_manifest("AccessNode", node), "upstreams": upstreams}
+            if name not in cache.manifests:
+                cache.manifests[name] = to_manifest("Upstream", state.upstreams[name])
+            upstreams[name] = cache.manifests[name]
+    return NodeModel(to_manifest("AccessNode", node), upstreams, cache.encoded)
 
 
 def plan_node(
@@ -174,8 +177,9 @@ def plan_node(
 ) -> NodePlan:
     """The plan of one access node: desired files and model against its facts (pure but for
     reading the clock, ``now``, to say how soon a certificate expires)."""
-    desired = {path: sha256(text) for path, text in rendered.files.items()}
     marker = facts.marker
+    rendered = settle(rendered, facts)
+    desired = dict(rendered.digests or {})
     recorded = marker.digests if marker else {}
     kept = rendered.kept  # a refused upstream's files: left as they are live, never a change
     files = []
@@ -225,6 +229,12 @@ def plan_node(
         refused_upstreams=rendered.refused,
         kept=kept_digests(rendered, facts),
     )
+
+
+def settle(rendered: RenderedAccessNode, facts: Facts) -> RenderedAccessNode:
+    """``rendered`` settled against the live release: only files whose inputs changed rendered."""
+    marker = facts.marker
+    return rendered.settle(marker.inputs, marker.digests) if marker else rendered.settle()
 
 
 def kept_digests(rendered: RenderedAccessNode, facts: Facts) -> dict[str, str]:

@@ -24,8 +24,10 @@ import ipaddress
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cache, partial
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -101,9 +103,67 @@ class RefusedUpstream:
         }
 
 
+class RenderedFiles(Mapping[str, str]):
+    """An access node's files, relative path → text; each file is rendered when it is first read.
+
+    A run reads only the files it needs: plan those whose inputs changed since the live release
+    (:meth:`RenderedAccessNode.settle`), deploy those that travel.
+    """
+
+    def __init__(self, header: str, texts: Mapping[str, str], pending: Mapping[str, Callable[[], str]]) -> None:
+        self._header = header
+        self._texts = dict(texts)  # rendered: header included
+        self._pending = {p: r for p, r in pending.items() if p not in self._texts}  # path → its body's rendering
+        self._paths = sorted(self._texts.keys() | self._pending.keys())
+        self._digests: dict[str, str] = {}
+
+    def __getitem__(self, path: str) -> str:
+        text = self._texts.get(path)
+        if text is None:
+            text = self._texts[path] = self._header + self._pending[path]()
+        return text
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._paths)
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._texts or path in self._pending
+
+    def __repr__(self) -> str:
+        return f"RenderedFiles({self._paths!r})"
+
+    def replacing(self, path: str, text: str) -> RenderedFiles:
+        """The same files with ``path``'s text replaced (the others rendered when read, as here)."""
+        files = RenderedFiles(self._header, {**self._texts, path: text}, self._pending)
+        return files
+
+    def rendered(self, path: str) -> bool:
+        """Whether ``path`` was rendered already (what a run rendered: apply's ``rendered``)."""
+        return path in self._texts
+
+    def digest(self, path: str) -> str:
+        """The sha256 (hex) of the file's text."""
+        digest = self._digests.get(path)
+        if digest is None:
+            digest = self._digests[path] = hashlib.sha256(self[path].encode()).hexdigest()
+        return digest
+
+
 @dataclass(frozen=True)
 class RenderedAccessNode:
-    """The files of one access node's managed directory, and what rendering reported."""
+    """The files of one access node's managed directory, and what rendering reported.
+
+    ``inputs``: relative path → the digest of everything an upstream's (or a shared name's)
+    file is rendered from (:func:`input_digest`); a deploy records them in the node's marker
+    beside the files' digests. ``render_access_node`` answers an access node that is not
+    *settled* yet: its upstream files are rendered by :meth:`settle`, which knows what the live
+    release was rendered from and renders only the others. ``digests`` (every file's sha256) is
+    set once settled; ``refused`` is final then (a user's template or the finaliser refusing an
+    upstream shows only when its file is rendered).
+    """
 
     name: str
     revision: str
@@ -111,6 +171,9 @@ class RenderedAccessNode:
     warnings: tuple[str, ...] = ()
     health: tuple[str, ...] = ()  # what health changed: 'upstream web: app1:8080 down (health); tier 1 in use'
     refused: tuple[RefusedUpstream, ...] = ()  # upstreams left at their last good rendering, by name
+    inputs: Mapping[str, str] = field(default_factory=dict)
+    digests: Mapping[str, str] | None = None  # relative path → sha256, once settled
+    pending: _Pending | None = field(default=None, compare=False, repr=False)
     # the http-level directives http/_default.conf sets (HASH_DIRECTIVES): name -> value
     names_hash: Mapping[str, int] = field(default_factory=dict)
     server_names: tuple[int, int] = (0, 0)  # how many server names, and the longest one's length
@@ -122,17 +185,36 @@ class RenderedAccessNode:
         """The paths of the refused upstreams: the live file stays as it is (or absent)."""
         return frozenset(path for r in self.refused for path in r.paths)
 
+    def settle(
+        self, inputs: Mapping[str, str] | None = None, digests: Mapping[str, str] | None = None
+    ) -> RenderedAccessNode:
+        """This access node with every file known: ``inputs`` and ``digests`` are what the live
+        release's marker recorded. A file whose input digest is the recorded one is not rendered
+        (its recorded sha256 stands for it); every other file is rendered now, and an upstream
+        whose file a template refuses is refused here. A settled node answers itself."""
+        if self.digests is not None:
+            return self
+        if self.pending is None:  # built from texts (tests, a caller's own files)
+            return replace(self, digests={p: hashlib.sha256(t.encode()).hexdigest() for p, t in self.files.items()})
+        return self.pending.settle(self, inputs or {}, digests or {})
+
     def leaving_out(self, directives: frozenset[str]) -> RenderedAccessNode:
         """The same files with ``http/_default.conf`` not setting ``directives`` (the access node's
-        own nginx.conf sets them: nginx refuses a duplicate). The revision stays: it is a digest of
-        what the upstream files are made of."""
+        own nginx.conf sets them: nginx refuses a duplicate); a settled node only. The revision
+        stays: it is a digest of what the upstream files are made of."""
         omitted = frozenset(directives) & frozenset(self.names_hash)
         if not omitted:
             return self
         left_out = frozenset(d for subset in self.defaults for d in subset) - frozenset(self.names_hash)
-        files = {**self.files, DEFAULT_FILE: self.defaults[omitted | left_out]}
+        default = self.defaults[omitted | left_out]
+        files = (
+            self.files.replacing(DEFAULT_FILE, default)
+            if isinstance(self.files, RenderedFiles)
+            else {**self.files, DEFAULT_FILE: default}
+        )
+        digests = {**(self.digests or {}), DEFAULT_FILE: hashlib.sha256(default.encode()).hexdigest()}
         kept = {k: v for k, v in self.names_hash.items() if k not in omitted}
-        return replace(self, files=files, names_hash=kept)
+        return replace(self, files=files, names_hash=kept, digests=digests if self.digests is not None else None)
 
 
 @dataclass(frozen=True)
@@ -145,26 +227,120 @@ class _PreparedUpstream:
     warnings: tuple[str, ...]
     health: str = ""
     error: RenderError | None = None
+    digest: str = ""  # of the context: the part of its files' inputs that no access node changes
+
+
+Prepared = dict[str, _PreparedUpstream]  # upstream name → its prepared context, shared by access nodes
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """What :meth:`RenderedAccessNode.settle` needs to render an access node's upstream files."""
+
+    header: str
+    bodies: Mapping[str, Callable[[], str]]  # path → its body's rendering (upstream and shared-name files)
+    owners: Mapping[str, Upstream]  # an upstream file's path → its upstream
+    shared: Mapping[str, tuple[str, ...]]  # a shared name's file → the upstreams sharing it
+    # the default file, and its variants without hash directives (``defaults``), given the revision
+    # and whether the websockets map is needed
+    default: Callable[[str, bool], tuple[str, dict[frozenset[str], str]]]
+    websockets: bool  # an upstream rendered here uses websockets
+    revision: Callable[[Mapping[str, str], Iterable[str]], str]  # revision_of for this access node
+
+    def settle(
+        self, node: RenderedAccessNode, known_inputs: Mapping[str, str], known: Mapping[str, str]
+    ) -> RenderedAccessNode:
+        texts: dict[str, str] = {}
+        digests: dict[str, str] = {}
+        failed: dict[str, RefusedUpstream] = {}
+
+        def render(path: str) -> RenderError | None:
+            recorded = known.get(path)
+            if recorded is not None and known_inputs.get(path) == node.inputs[path]:
+                digests[path] = recorded
+                return None
+            try:
+                texts[path] = self.header + self.bodies[path]()
+            except RenderError as e:  # a user's template or the finaliser refusing this upstream
+                return e
+            digests[path] = hashlib.sha256(texts[path].encode()).hexdigest()
+            return None
+
+        for path, upstream in self.owners.items():
+            if (error := render(path)) is not None:
+                failed[upstream.name] = _refusal(upstream.name, upstream, error)
+        refusals = {r.upstream: r for r in node.refused} | failed
+        for path, names in self.shared.items():
+            if any(n in refusals for n in names):  # kept as it is live, with its upstreams
+                for n in names:
+                    if n in refusals:
+                        refusals[n] = _kept_too(refusals[n], path)
+            elif (error := render(path)) is not None:  # kept as it is live; its upstreams' own files are rendered
+                for n in names:
+                    refusals[f"{n}\0{path}"] = _refusal(n, None, error, (path,))
+        refused = tuple(refusals[key] for key in sorted(refusals))
+        kept = {path for r in refused for path in r.paths}
+        inputs = {p: i for p, i in node.inputs.items() if p not in kept}
+        # a refused upstream counts by its paths alone, as when its context was refused
+        revision = self.revision(inputs, kept) if len(refused) > len(node.refused) else node.revision
+        # a kept file may use the websockets map: it is rendered while anything is refused
+        texts[DEFAULT_FILE], defaults = self.default(revision, bool(refused) or self.websockets)
+        digests[DEFAULT_FILE] = hashlib.sha256(texts[DEFAULT_FILE].encode()).hexdigest()
+        files = RenderedFiles(
+            self.header,
+            {p: t for p, t in texts.items() if p not in kept},
+            {p: r for p, r in self.bodies.items() if p not in kept},
+        )
+        return replace(
+            node,
+            revision=revision,
+            defaults=defaults,
+            files=files,
+            refused=refused,
+            inputs=inputs,
+            digests={p: d for p, d in sorted(digests.items()) if p not in kept},
+            pending=None,
+        )
 
 
 def revision_of(
-    node_context: Mapping[str, Any], bodies: Mapping[str, str], templates: str, kept: Iterable[str] = ()
+    node_context: Mapping[str, Any], inputs: Mapping[str, str], templates: str, kept: Iterable[str] = ()
 ) -> str:
     """The revision of an access node: 16 hex digits of a sha256 over what its files are made of.
 
-    ``node_context`` is the access node's template context, ``bodies`` the rendered upstream
-    files without their header (relative path → text), ``templates`` the template set's digest,
-    ``kept`` the paths of refused upstreams (their live text, unknown here, stays as it is:
-    the path alone stands for it, so that the revision does not depend on an error's wording).
+    ``node_context`` is the access node's template context, ``inputs`` its upstream and shared-
+    name files' input digests (relative path → :func:`input_digest`), ``templates`` the template
+    set's digest, ``kept`` the paths of upstreams refused before any file of theirs could be
+    rendered (their live text, unknown here, stays as it is: the path alone stands for it, so
+    that the revision does not depend on an error's wording).
     """
     digest = hashlib.sha256()
     document = {"version": __version__, "templates": templates, "access_node": node_context}
     digest.update(json.dumps(document, sort_keys=True, separators=(",", ":")).encode())
-    for path in sorted(bodies):
-        digest.update(f"\0{path}\0{bodies[path]}".encode())
+    for path in sorted(inputs):
+        digest.update(f"\0{path}\0{inputs[path]}".encode())
     for path in sorted(kept):
         digest.update(f"\0kept\0{path}".encode())
     return digest.hexdigest()[:16]
+
+
+def input_digest(*parts: str) -> str:
+    """32 hex digits of a sha256 over ``parts`` and the renderer's own code (:func:`engine_digest`)."""
+    return hashlib.sha256("\0".join((engine_digest(), *parts)).encode()).hexdigest()[:32]
+
+
+@cache
+def engine_digest() -> str:
+    """A digest of this package's code and version: a change to how files are rendered (a
+    filter, the finaliser, a context) is a change of every file's inputs."""
+    digest = hashlib.sha256(__version__.encode())
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def listen_value(address: str, port: int) -> str:
@@ -202,16 +378,17 @@ class Renderer:
     def render(
         self, state: DesiredState, health: Health | None = None, limit: Iterable[str] | None = None
     ) -> dict[str, RenderedAccessNode]:
-        """Every access node of ``state`` (only those named in ``limit`` when given), by name."""
+        """Every access node of ``state`` (only those named in ``limit`` when given), by name,
+        settled with nothing known of a live release: every file rendered."""
         wanted = set(limit) if limit is not None else None
         if wanted is not None and (unknown := wanted - set(state.access_nodes)):
             raise RenderError(f"--limit names unknown access nodes: {', '.join(sorted(unknown))}")
-        prepared: dict[str, _PreparedUpstream] = {}
+        prepared: Prepared = {}
         out = {}
         for name in sorted(state.access_nodes):
             if wanted is None or name in wanted:
                 node = state.access_nodes[name]
-                out[name] = self.render_access_node(state, node, health, prepared)
+                out[name] = self.render_access_node(state, node, health, prepared).settle()
         return out
 
     def render_access_node(
@@ -219,14 +396,14 @@ class Renderer:
         state: DesiredState,
         node: AccessNode,
         health: Health | None = None,
-        prepared: dict[str, _PreparedUpstream] | None = None,
+        prepared: Prepared | None = None,
     ) -> RenderedAccessNode:
         """The files of one access node; ``prepared`` caches upstreams across access nodes."""
         with gc_pause.paused():
             return self._render_access_node(state, node, health, {} if prepared is None else prepared)
 
     def _render_access_node(
-        self, state: DesiredState, node: AccessNode, health: Health | None, prepared: dict[str, _PreparedUpstream]
+        self, state: DesiredState, node: AccessNode, health: Health | None, prepared: Prepared
     ) -> RenderedAccessNode:
         upstreams: list[_PreparedUpstream] = []
         failed: dict[str, tuple[Upstream | None, RenderError]] = {}  # refused: name -> (model or None, why)
@@ -261,9 +438,13 @@ class Renderer:
                 http2=node.http2 is True,
             )
         base = {"version": __version__, "access_node": node_context}
+        common = (self.templates_digest, _json(base))  # every file's inputs begin with these
         # a refused upstream keeps its place among the names it shares: their files are kept too
         routes = host_routes(upstreams, refused_http)
-        bodies = {}
+        refusals = {name: _refusal(name, upstream, error) for name, (upstream, error) in failed.items()}
+        bodies: dict[str, Callable[[], str]] = {}
+        inputs: dict[str, str] = {}
+        owners: dict[str, Upstream] = {}
         for p in upstreams:
             if p.context is None:
                 continue
@@ -275,47 +456,57 @@ class Renderer:
             context: dict[str, Any] = {**base, "listen": listen, "upstream": p.context}
             if protocol == "http":
                 context["server_names"] = [n for n in p.context["server_names"] if len(routes[n]) == 1]
-            try:
-                bodies[path] = self._template(protocol, context)
-            except RenderError as e:  # a user's template or the finaliser refusing this upstream
-                failed[p.upstream.name] = p.upstream, e
-        refusals = {name: _refusal(name, upstream, error) for name, (upstream, error) in failed.items()}
-        for host, shared in sorted(routes.items()):
-            if len(shared) > 1:
+            inputs[path] = input_digest(*common, protocol, listen, p.digest, _json(context.get("server_names")))
+            bodies[path] = partial(self._template, protocol, context)
+            owners[path] = p.upstream
+        digests = {p.upstream.name: p.digest for p in upstreams}
+        shared: dict[str, tuple[str, ...]] = {}
+        for host, sharing in sorted(routes.items()):
+            if len(sharing) > 1:
                 path = host_file(host)
-                if any(u["name"] in refusals for u in shared):  # kept as it is live, with its upstreams
-                    for u in shared:
+                if any(u["name"] in refusals for u in sharing):  # kept as it is live, with its upstreams
+                    for u in sharing:
                         if u["name"] in refusals:
                             refusals[u["name"]] = _kept_too(refusals[u["name"]], path)
                     continue
-                try:
-                    bodies[path] = self._host(host, shared, base, http_listen)
-                except RenderError as e:  # kept as it is live; its upstreams' own files are rendered
-                    for u in shared:
-                        refusals[f"{u['name']}\0{path}"] = _refusal(u["name"], None, e, (path,))
+                shared[path] = tuple(u["name"] for u in sharing)
+                inputs[path] = input_digest(*common, "host", http_listen, host, *(digests[n] for n in shared[path]))
+                bodies[path] = partial(self._host, host, sharing, base, http_listen)
         refused = tuple(refusals[key] for key in sorted(refusals))
         kept = {path for r in refused for path in r.paths}
-        revision = revision_of(node_context, bodies, self.templates_digest, kept)
-        with_revision = {**base, "revision": revision}
+        templates = self.templates_digest
+
+        def revision(inputs: Mapping[str, str], kept: Iterable[str]) -> str:
+            return revision_of(node_context, inputs, templates, kept)
+
         names = [n for p in upstreams if p.context is not None for n in p.context["server_names"]]
         names += [n for u in refused_http for n in u.listen.server_names]
-        # a kept file may use the websockets map: it is rendered while anything is refused
-        websockets = bool(refused) or any(
-            p.context is not None and p.context["proxy"].get("websockets") for p in upstreams
-        )
-        default_context = {
-            **with_revision,
-            "listen": http_listen,
-            "names_hash": server_names_hash(names),
-            "websockets": websockets,
-        }
+        names_hash = server_names_hash(names)
+        default_context = {**base, "listen": http_listen, "names_hash": names_hash}
         header = self._render("header", node.name, base)  # no revision: a change rewrites only its file
-        files = {DEFAULT_FILE: header + self._render("default", node.name, default_context)}
-        files.update((path, header + body) for path, body in bodies.items())
+
+        def default(revision: str, websockets: bool) -> tuple[str, dict[frozenset[str], str]]:
+            context = {**default_context, "revision": revision, "websockets": websockets}
+            return header + self._render("default", node.name, context), self._defaults(node.name, header, context)
+
+        pending = _Pending(
+            header,
+            bodies,
+            owners,
+            shared,
+            default,
+            any(p.context is not None and p.context["proxy"].get("websockets") for p in upstreams),
+            revision,
+        )
         warnings = tuple(w for p in upstreams for w in p.warnings)
         notes = tuple(p.health for p in upstreams if p.health)
-        rendered = RenderedAccessNode(node.name, revision, dict(sorted(files.items())), warnings, notes, refused)
-        return self._names_hash(rendered, header, default_context, names)
+        files = RenderedFiles(header, {}, bodies)  # settle() adds the default file
+        first = revision(inputs, kept)  # settle() computes it again when a template refuses an upstream
+        setting = {d: v for d, key in HASH_DIRECTIVES.items() if (v := names_hash[key]) is not None}
+        sizes = (len(names), max(map(len, names), default=0)) if setting else (0, 0)
+        return RenderedAccessNode(
+            node.name, first, files, warnings, notes, refused, inputs, None, pending, setting, sizes
+        )
 
     def _host(self, host: str, shared: list[dict[str, Any]], base: dict[str, Any], http_listen: str) -> str:
         """The file of a server name several upstreams share by path."""
@@ -331,21 +522,16 @@ class Renderer:
         }
         return self._template("host", context)
 
-    def _names_hash(
-        self, rendered: RenderedAccessNode, header: str, context: dict[str, Any], names: Sequence[str]
-    ) -> RenderedAccessNode:
-        """``rendered`` with the hash directives its default server sets, and that file leaving
-        out each subset of them (for an access node whose nginx.conf sets them: deploy/operator.py)."""
+    def _defaults(self, node: str, header: str, context: dict[str, Any]) -> dict[frozenset[str], str]:
+        """The default server's file leaving out each non-empty subset of the hash directives it
+        sets (for an access node whose nginx.conf sets them: deploy/operator.py)."""
         names_hash = context["names_hash"]
-        setting = {d: v for d, key in HASH_DIRECTIVES.items() if (v := names_hash[key]) is not None}
-        if not setting:
-            return rendered
+        setting = [d for d, key in HASH_DIRECTIVES.items() if names_hash[key] is not None]
         defaults = {}
         for omitted in subsets(setting):
             without = {**names_hash, **{HASH_DIRECTIVES[d]: None for d in omitted}}
-            defaults[omitted] = header + self._render("default", rendered.name, {**context, "names_hash": without})
-        sizes = (len(names), max(map(len, names), default=0))
-        return replace(rendered, names_hash=setting, server_names=sizes, defaults=defaults)
+            defaults[omitted] = header + self._render("default", node, {**context, "names_hash": without})
+        return defaults
 
     def _render(self, key: str, node: str, context: dict[str, Any]) -> str:
         """A file of the access node itself (its failure fails the access node's render)."""
@@ -413,7 +599,8 @@ class Renderer:
             "tls": tls_context(upstream),
             "access": access_context(upstream),
         }
-        return _PreparedUpstream(upstream, context, tuple(warnings), noted)
+        digest = hashlib.sha256(_json(context).encode()).hexdigest()
+        return _PreparedUpstream(upstream, context, tuple(warnings), noted, digest=digest)
 
     def _addresses(self, upstream: Upstream, backend: Backend, warnings: list[str]) -> tuple[str, ...]:
         ipv4 = IPV4_HOSTPORT.fullmatch(backend.hostname)

@@ -192,6 +192,26 @@ def test_recorded_model_round_trips_compressed_and_a_broken_one_reads_as_empty()
     assert decode_model(b"not gzip") == {}
 
 
+def test_a_node_model_is_encoded_from_its_upstreams_shared_json_to_the_same_bytes() -> None:
+    from reconciler.deploy.facts import encode_model
+    from reconciler.deploy.plan import ModelCache, node_model
+    from tests.render.desired import access_node, state_of, upstream
+
+    state = state_of(
+        [
+            upstream("b", {"hostname": "10.0.0.2:80", "weight": 2}, listen={"server_names": ["b.example.com"]}),
+            upstream("a", "10.0.0.1:80", listen={"server_names": ["a.example.com"]}),
+            access_node("lb1", "b", "a"),
+            access_node("lb2", "a"),
+        ]
+    )
+    cache = ModelCache()
+    models = [node_model(state, state.access_nodes[n], cache) for n in ("lb1", "lb2")]
+    for model in models:
+        assert encode_model(model) == encode_model(json.loads(json.dumps(model)))  # a plain dict: the same bytes
+    assert set(cache.encoded) == {"a", "b"}  # each upstream encoded once for both nodes
+
+
 def test_objects_are_listed_only_when_the_recorded_model_was_read() -> None:
     rendered = RenderedAccessNode("lb1", "r2", {"http/a.conf": "new"})
     model = {"upstreams": {"a": {"name": "a"}}}

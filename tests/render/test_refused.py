@@ -82,7 +82,7 @@ def test_an_upstream_refused_by_the_renderer_itself_is_cached_across_access_node
 
     monkeypatch.setattr(renderer, "_prepare", counted)
     prepared: dict[str, Any] = {}
-    nodes = [renderer.render_access_node(state, state.access_nodes[n], None, prepared) for n in ("lb1", "lb2")]
+    nodes = [renderer.render_access_node(state, state.access_nodes[n], None, prepared).settle() for n in ("lb1", "lb2")]
     assert calls.count("api") == 1
     for node in nodes:
         (refused,) = node.refused
