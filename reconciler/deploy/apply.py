@@ -62,6 +62,7 @@ from reconciler.deploy.scripts import (
     Deploy,
     lock_command,
     parse_steps,
+    settled_log_size,
     steps_script,
     switch_script,
     verify_outcome,
@@ -581,10 +582,9 @@ def _roll_back(
     try:
         old = facts.marker.revision if facts.marker and previous else None
         probe = probe_function(probe_address(node), facts.probe_tool) if _can_probe(facts, facts.files) else None
-        log = shlex.quote(node.nginx.error_log)
         commands = {
             "switch": switch_script(layout, previous) if previous else f"rm -f -- {shlex.quote(layout.config_dir)}",
-            "size": f"stat -c %s -- {log} 2>/dev/null || true",
+            "size": settled_log_size(node.nginx.error_log),  # after the failed reload's last line
             "reload": node.nginx.reload_command,
         }
         if old is not None:

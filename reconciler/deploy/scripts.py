@@ -117,6 +117,26 @@ SLEEP_FUNCTION = (
 NOW = "${EPOCHSECONDS:-$(date +%s)}"  # bash 5 has the clock built in
 
 
+QUIET_LOG = 0.6  # seconds: longer than nginx's 500 ms between two tries to bind a listener
+QUIET_TRIES = 10
+
+
+def settled_log_size(error_log: str) -> str:
+    """The error log's size once it stopped growing for ``QUIET_LOG`` seconds (at most
+    ``QUIET_TRIES`` waits); '' when there is no log.
+
+    A reload that cannot bind a listener keeps nginx's master trying again every 500 ms, five
+    times, each with an ``[emerg]`` line: a rollback's own verify must start counting after
+    them, or it reports the failed reload's lines as its own."""
+    log = shlex.quote(error_log)
+    size = f"stat -c %s -- {log} 2>/dev/null || true"
+    return (
+        f"{SLEEP_FUNCTION}\ns=$({size}); i=0\n"
+        f'while [ -n "$s" ] && [ $i -lt {QUIET_TRIES} ]; do obr_sleep {QUIET_LOG}; t=$({size}); '
+        f'[ "$t" = "$s" ] && break; s=$t; i=$((i + 1)); done\nprintf \'%s\' "$s"'
+    )
+
+
 def verify_script(
     revision: str,
     probe: str | None,
