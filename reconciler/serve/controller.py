@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.deploy.apply import ApplySettings
-from reconciler.deploy.plan import StoreRef, node_model
+from reconciler.deploy.plan import ModelCache, StoreRef, node_model
 from reconciler.errors import ObreconcileError
 from reconciler.health.monitor import CheckState, Monitor
 from reconciler.health.probe import Prober
@@ -449,7 +449,7 @@ class Controller:
         ref = StoreRef(self.store_id, self.revision)
         prepared = self._passes.prepared(state, health)
         models = self._passes.models(state)
-        manifests: dict[str, dict[str, Any]] = {}  # each upstream's manifest form, once for every node
+        manifests = ModelCache()  # each upstream's manifest form and its JSON, once for every node
         jobs = {}
         for name in sorted(state.access_nodes):
             node = state.access_nodes[name]
