@@ -60,7 +60,7 @@ def prepares(controller: Controller, monkeypatch: pytest.MonkeyPatch) -> list[st
 
 def files(controller: Controller, state: DesiredState, health: Health) -> dict[str, dict[str, str]]:
     jobs = controller._jobs(state, health, 0.0, False)
-    return {name: dict(job.rendered.files) for name, job in jobs.items() if job.rendered is not None}
+    return {name: dict(job.rendered.settle().files) for name, job in jobs.items() if job.rendered is not None}
 
 
 def fresh(state: DesiredState, health: Health, resolver: StaticResolver) -> dict[str, dict[str, str]]:
