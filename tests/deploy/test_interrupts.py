@@ -4,10 +4,13 @@ Seen on real nginx with a 3 s test command: a single SIGINT waited silently, pri
 `aborted`, exit 130, no summary, and the converged nodes were not recorded; a SIGKILL of the
 apply left the nodes' live link on the new, untested release while nginx served the old one.
 
-Each case slows one step down with the node's own commands (a `sleep` in test_command or
-reload_command), waits until the step is in hand (a file the command touches), and signals
-the apply process. Afterwards every node's live link, its files and the revision nginx
-serves agree, and the next apply converges.
+Each case slows one step down, waits until the step is in hand (a file the slow command
+touches), and signals the apply process. test, reload and verify are slowed with the node's
+own commands (a `sleep` in test_command or reload_command); stage and switch run built-in
+commands that take milliseconds, so their nodes' SSH sessions run with a PATH whose first
+directory holds a wrapper of the one command the step runs (`SHIMMED`), sleeping before it
+runs the real one while armed. Afterwards every node's live link, its files and the revision
+nginx serves agree, and the next apply converges.
 """
 
 from __future__ import annotations
@@ -16,19 +19,65 @@ import getpass
 import hashlib
 import json
 import os
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from reconciler.deploy.layout import MARKER
 from reconciler.store import open_store
 from tests.deploy.conftest import address
 from tests.services.backends import HttpBackend
 from tests.services.fleet import ROOT, Fleet, SimulatedNode
+from tests.services.fleet_fixtures import fleet_under_test
+
+# The command each built-in step runs that no other step of a deploy runs (scripts.py
+# Deploy.steps): stage extracts the release with tar; switch makes the new link with ln
+# before mv renames it over the live one (mv also renames the marker, last).
+SHIMMED = {"stage": "tar", "switch": "ln"}
+SESSION_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@pytest.fixture
+def shims(tmp_path: Path) -> Path:
+    """A directory of wrappers of the ``SHIMMED`` commands. While ``<command>.slow`` holds
+    ``SECONDS FLAG``, the wrapper touches FLAG and sleeps SECONDS before it runs the real
+    command; without it, it runs the real command at once."""
+    directory = tmp_path / "shims"
+    directory.mkdir()
+    for command in SHIMMED.values():
+        real = shutil.which(command, path=SESSION_PATH)
+        assert real is not None, command
+        armed = shlex.quote(str(directory / f"{command}.slow"))
+        wrapper = directory / command
+        wrapper.write_text(
+            "#!/bin/sh\n"
+            f'if [ -f {armed} ] && read -r seconds flag < {armed}; then touch -- "$flag"; sleep "$seconds"; fi\n'
+            f'exec {shlex.quote(real)} "$@"\n'
+        )
+        wrapper.chmod(0o755)
+    return directory
+
+
+@pytest.fixture
+def shimmed_fleet(tmp_path: Path, shims: Path) -> Iterator[Fleet]:
+    """Two access nodes whose SSH sessions find the wrappers of ``shims`` first on their PATH."""
+    yield from fleet_under_test(tmp_path, 2, {"PATH": f"{shims}:{SESSION_PATH}"})
+
+
+def _arm(shims: Path, step: str, flag: Path, seconds: float) -> Path:
+    """Make the wrapper of ``step``'s command slow (every node's); returns the file to remove."""
+    armed = shims / f"{SHIMMED[step]}.slow"
+    armed.write_text(f"{seconds} {flag}\n")
+    return armed
 
 
 def _agree(node: SimulatedNode) -> str:
@@ -53,6 +102,24 @@ def _wait_agree(nodes: list[SimulatedNode], timeout: float = 15) -> None:
             return
         if time.monotonic() > deadline:
             pytest.fail("; ".join(problems))
+        time.sleep(0.1)
+
+
+def _wait_no_unverified_release(nodes: list[SimulatedNode], timeout: float = 15) -> None:
+    """Until no node keeps a release whose marker is not ``deployed`` (the restore removes the
+    interrupted one, after its reload command ends)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [
+            f"{n.name}: {r.name}"
+            for n in nodes
+            for r in sorted(n.releases.iterdir())
+            if not (r / MARKER).is_file() or yaml.safe_load((r / MARKER).read_text()).get("state") != "deployed"
+        ]
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"releases never verified are left: {', '.join(left)}")
         time.sleep(0.1)
 
 
@@ -96,35 +163,59 @@ def _apply(fleet: Fleet, manifests: Path) -> dict[str, Any]:
     return json.loads(result.stdout)  # type: ignore[no-any-return]
 
 
-def _slow_change(
-    fleet: Fleet, backends: list[HttpBackend], tmp_path: Path, step: str, seconds: float
-) -> tuple[list[SimulatedNode], Path, Path]:
-    """Two nodes deployed with backend b0, then manifests that move them to b1 with ``step`` taking
-    ``seconds`` on each node: (the nodes, the manifests, the flag touched when the step begins)."""
-    nodes = fleet.nodes[:2]
-    manifests = fleet.write_manifests(tmp_path / "m", {"web": [address(backends[0])]}, nodes=nodes)
-    _apply(fleet, manifests)
-    flag = tmp_path / f"in-{step}"
-    slow = {n.name: _slow(n, step, flag, seconds) for n in nodes}
-    fleet.write_manifests(tmp_path / "m", {"web": [address(backends[1])]}, nodes=nodes, node_settings=slow)
-    return nodes, manifests, flag
+class SlowChange:
+    """Two nodes deployed with backend b0, then manifests that move them to b1 with ``step``
+    taking ``seconds`` on each node (``disarm`` makes a wrapped step fast again)."""
+
+    def __init__(
+        self, request: pytest.FixtureRequest, backends: list[HttpBackend], tmp_path: Path, step: str, seconds: float
+    ) -> None:
+        self.armed: Path | None = None
+        if step in SHIMMED:
+            self.fleet: Fleet = request.getfixturevalue("shimmed_fleet")
+        else:
+            self.fleet = request.getfixturevalue("fleet")
+        self.nodes = self.fleet.nodes[:2]
+        self.manifests = self.fleet.write_manifests(tmp_path / "m", {"web": [address(backends[0])]}, nodes=self.nodes)
+        _apply(self.fleet, self.manifests)
+        self.flag = tmp_path / f"in-{step}"  # touched when the step begins
+        slow: dict[str, dict[str, str]] = {}
+        if step in SHIMMED:
+            self.armed = _arm(request.getfixturevalue("shims"), step, self.flag, seconds)
+        else:
+            slow = {n.name: _slow(n, step, self.flag, seconds) for n in self.nodes}
+        self.fleet.write_manifests(
+            tmp_path / "m", {"web": [address(backends[1])]}, nodes=self.nodes, node_settings=slow
+        )
+
+    def disarm(self) -> None:
+        """The wrapped command runs at once from now on: the restore and the next apply run
+        it too (a slowed test or reload command is left in place: the next manifests drop it)."""
+        if self.armed is not None:
+            self.armed.unlink(missing_ok=True)
 
 
-@pytest.mark.parametrize("step", ["test", "reload", "verify"])
+STEPS = ["stage", "switch", "test", "reload", "verify"]
+
+
+@pytest.mark.parametrize("step", STEPS)
 def test_sigkill_of_apply_at_each_step_leaves_every_node_consistent(
-    fleet: Fleet, backends: list[HttpBackend], tmp_path: Path, step: str
+    request: pytest.FixtureRequest, backends: list[HttpBackend], tmp_path: Path, step: str
 ) -> None:
-    nodes, manifests, flag = _slow_change(fleet, backends, tmp_path, step, seconds=3)
+    change = SlowChange(request, backends, tmp_path, step, seconds=3)
+    fleet, nodes, manifests, flag = change.fleet, change.nodes, change.manifests, change.flag
 
     process = _start_apply(fleet, manifests)
     _wait_file(flag, process)
     time.sleep(0.3)
     process.send_signal(signal.SIGKILL)
+    change.disarm()
     process.communicate(timeout=10)
     time.sleep(4)  # the step in hand ends, then the node-side script finds its controller gone
     _wait_agree(nodes)
     for node in nodes:
         assert node.get("web.example.com")[1] in ("b0", "b1")
+    _wait_no_unverified_release(nodes)
 
     fleet.write_manifests(tmp_path / "m", {"web": [address(backends[1])]}, nodes=nodes)
     document = _apply(fleet, manifests)
@@ -134,15 +225,17 @@ def test_sigkill_of_apply_at_each_step_leaves_every_node_consistent(
         assert {node.get("web.example.com")[1] for _ in range(4)} == {"b1"}
 
 
-@pytest.mark.parametrize("step", ["test", "reload", "verify"])
+@pytest.mark.parametrize("step", STEPS)
 def test_sigint_finishes_the_node_in_hand_records_it_prints_the_summary_and_exits_130(
-    fleet: Fleet, backends: list[HttpBackend], tmp_path: Path, step: str
+    request: pytest.FixtureRequest, backends: list[HttpBackend], tmp_path: Path, step: str
 ) -> None:
-    nodes, manifests, flag = _slow_change(fleet, backends, tmp_path, step, seconds=2)
+    change = SlowChange(request, backends, tmp_path, step, seconds=2)
+    fleet, nodes, manifests, flag = change.fleet, change.nodes, change.manifests, change.flag
 
     process = _start_apply(fleet, manifests, "--forks", "1")
     _wait_file(flag, process)
     process.send_signal(signal.SIGINT)
+    change.disarm()
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stdout + stderr
     assert "SIGINT: starting no more access nodes" in stderr

@@ -199,7 +199,9 @@ class Fleet:
             old.unlink()
         docs: list[dict[str, Any]] = [{"apiVersion": "openbalancer/v1", "kind": "Group", "name": "ops"}]
         for name, spec in upstreams.items():
-            body: dict[str, Any] = dict(spec) if isinstance(spec, Mapping) else {"nodes": [{"hostname": h} for h in spec]}
+            body: dict[str, Any] = (
+                dict(spec) if isinstance(spec, Mapping) else {"nodes": [{"hostname": h} for h in spec]}
+            )
             body.setdefault("listen", {"server_names": [f"{name}.example.com"]})
             docs.append({"apiVersion": "openbalancer/v1", "kind": "Upstream", "name": name, "owner": "ops", **body})
         (directory / "upstreams.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
@@ -232,13 +234,16 @@ class Fleet:
             node.stop()
 
 
-def start_fleet(directory: Path, count: int) -> Fleet:
-    """``count`` access nodes under ``directory``, all running; stop them with ``Fleet.stop``."""
+def start_fleet(directory: Path, count: int, environment: Mapping[str, str] | None = None) -> Fleet:
+    """``count`` access nodes under ``directory``, all running; stop them with ``Fleet.stop``.
+
+    ``environment``: set in every SSH session of every node (``start_sshd``), e.g. a PATH whose
+    first directory holds wrappers of the commands a deploy runs."""
     nodes: list[SimulatedNode] = []
     fleet = Fleet(directory, nodes, directory / "known_hosts", f"sqlite:///{directory}/state.db")
     try:
         for i in range(count):
-            sshd = start_sshd(directory / f"node{i}" / "sshd")
+            sshd = start_sshd(directory / f"node{i}" / "sshd", environment=environment)
             node = SimulatedNode(i, sshd, directory / f"node{i}" / "nginx", free_port())
             nodes.append(node)
             node.start_nginx()

@@ -6,7 +6,7 @@ stops every sshd and nginx it started when the fixture ends, whatever happened.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -16,10 +16,10 @@ from tests.services.nginx import nginx_binary
 from tests.services.sshd import SSHDStartError
 
 
-def fleet_under_test(tmp_path: Path, count: int) -> Iterator[Fleet]:
+def fleet_under_test(tmp_path: Path, count: int, environment: Mapping[str, str] | None = None) -> Iterator[Fleet]:
     nginx_binary()  # fails with the fix when nginx is missing
     try:
-        started = start_fleet(tmp_path / "fleet", count)
+        started = start_fleet(tmp_path / "fleet", count, environment)
     except (SSHDStartError, RuntimeError) as e:
         pytest.fail(f"cannot start the test fleet: {e}")
     try:

@@ -19,6 +19,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -117,7 +118,7 @@ Subsystem sftp internal-sftp
 """
 
 
-def start_sshd(directory: Path, *, environment: dict[str, str] | None = None, timeout: float = 10.0) -> SSHServer:
+def start_sshd(directory: Path, *, environment: Mapping[str, str] | None = None, timeout: float = 10.0) -> SSHServer:
     """Generate keys, write a config, start ``sshd -D -e`` and wait for its banner.
 
     ``environment`` is set for every session of the client key (authorized_keys
