@@ -114,6 +114,7 @@ SPY_RATE = 200
 X25519 = ("-o", "KexAlgorithms=curve25519-sha256")
 FIRST_DEPLOY_TIMEOUT = 30.0  # Ansible's unmeasured first run: long enough to write the files checked
 TOOL_TIMEOUT = 1800.0  # any other run
+VERIFY_TIMEOUT = 300  # obreconcile apply's --verify-timeout (an upper bound: verify ends when nginx serves)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
 ONE_FILE = "all.conf"  # the one-file peers' file in their nginx's include directory
@@ -415,13 +416,14 @@ class Bench:
         travel: that upstream's and http/_default.conf, which holds the revision), or none."""
         change = self.state[Tool.OBRECONCILE].advance(run)
         manifests = self.manifests[self.state[Tool.OBRECONCILE].key]
-        argv = self.fleet.cli_args(
-            "--output", "json", "apply", manifests, "--known-hosts", self.fleet.known_hosts, "--forks", str(self.count)
-        )
+        # verify waits only until nginx serves the revision; at 10,000 upstreams five nodes' first
+        # load on 2 cores takes longer than apply's default 10 s
+        options = ["--known-hosts", str(self.fleet.known_hosts), "--forks", str(self.count)]
+        options += ["--verify-timeout", str(VERIFY_TIMEOUT)]
+        argv = self.fleet.cli_args("--output", "json", "apply", manifests, *options)
         if profile is not None:  # py-spy samples every thread, waiting included (cProfile: the main one only)
             argv = [str(PY_SPY), "record", "--idle", "--rate", str(SPY_RATE), "--format", "raw", "-o", str(profile)]
-            argv += ["--", *self.fleet.cli_args("--output", "text", "apply", manifests)]
-            argv += ["--known-hosts", str(self.fleet.known_hosts), "--forks", str(self.count)]
+            argv += ["--", *self.fleet.cli_args("--output", "text", "apply", manifests), *options]
         reloads = settled_reloads(self.fleet.nodes)
         result = self.command(Tool.OBRECONCILE, argv, ROOT, record)
         want = "converged" if change else "unchanged"
