@@ -52,7 +52,7 @@ from reconciler.manifest.model import (
     Upstream,
     duration_seconds,
 )
-from reconciler.render.templates import Templates, make_environment, templates_digest
+from reconciler.render.templates import Templates, attributes_read, make_environment, templates_digest
 from reconciler.resolve import CANONICAL_IPV4, Resolver, SystemResolver, ip_literal
 
 BLOCK_PREFIX = "ob_"
@@ -228,9 +228,13 @@ class _PreparedUpstream:
     health: str = ""
     error: RenderError | None = None
     digest: str = ""  # of the context: the part of its files' inputs that no access node changes
+    # its file's body by what the body is made of (:meth:`Renderer._shared`): rendered once for
+    # every access node whose template reads the same of it (at most BODIES kept)
+    bodies: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
 
 Prepared = dict[str, _PreparedUpstream]  # upstream name → its prepared context, shared by access nodes
+BODIES = 16  # an upstream's rendered bodies kept (distinct listen settings, template sets, shared names)
 
 
 @dataclass(frozen=True)
@@ -370,6 +374,7 @@ class Renderer:
         try:
             self.templates_digest = templates_digest(self.environment)
             self._templates = {key: self.environment.get_template(name) for key, name in TEMPLATES.items()}
+            self._reads: dict[str, frozenset[str] | None] = {}  # template key → what it reads of access_node
         except jinja2.TemplateSyntaxError as e:
             raise RenderError(f"template {e.filename or e.name}:{e.lineno}: {e.message}") from e
         except jinja2.TemplateError as e:
@@ -443,6 +448,7 @@ class Renderer:
         routes = host_routes(upstreams, refused_http)
         refusals = {name: _refusal(name, upstream, error) for name, (upstream, error) in failed.items()}
         bodies: dict[str, Callable[[], str]] = {}
+        views: dict[str, str] = {}  # what each template sees of this access node (Renderer._shared)
         inputs: dict[str, str] = {}
         owners: dict[str, Upstream] = {}
         for p in upstreams:
@@ -456,8 +462,9 @@ class Renderer:
             context: dict[str, Any] = {**base, "listen": listen, "upstream": p.context}
             if protocol == "http":
                 context["server_names"] = [n for n in p.context["server_names"] if len(routes[n]) == 1]
-            inputs[path] = input_digest(*common, protocol, listen, p.digest, _json(context.get("server_names")))
-            bodies[path] = partial(self._template, protocol, context)
+            made_of: tuple[str, ...] = (listen, p.digest, _json(context.get("server_names")))  # + the node: its inputs
+            inputs[path] = input_digest(*common, protocol, *made_of)
+            bodies[path] = partial(self._shared, p, protocol, context, views, *made_of)
             owners[path] = p.upstream
         digests = {p.upstream.name: p.digest for p in upstreams}
         shared: dict[str, tuple[str, ...]] = {}
@@ -470,8 +477,10 @@ class Renderer:
                             refusals[u["name"]] = _kept_too(refusals[u["name"]], path)
                     continue
                 shared[path] = tuple(u["name"] for u in sharing)
-                inputs[path] = input_digest(*common, "host", http_listen, host, *(digests[n] for n in shared[path]))
-                bodies[path] = partial(self._host, host, sharing, base, http_listen)
+                made_of = (http_listen, host, *(digests[n] for n in shared[path]))
+                inputs[path] = input_digest(*common, "host", *made_of)
+                context = self._host_context(host, sharing, base, http_listen)
+                bodies[path] = partial(self._shared, prepared[shared[path][0]], "host", context, views, *made_of)
         refused = tuple(refusals[key] for key in sorted(refusals))
         kept = {path for r in refused for path in r.paths}
         templates = self.templates_digest
@@ -508,11 +517,11 @@ class Renderer:
             node.name, first, files, warnings, notes, refused, inputs, None, pending, setting, sizes
         )
 
-    def _host(self, host: str, shared: list[dict[str, Any]], base: dict[str, Any], http_listen: str) -> str:
-        """The file of a server name several upstreams share by path."""
-        if any(u["tls"] != shared[0]["tls"] for u in shared):
-            raise RenderError(f"the upstreams sharing server name {host} differ in tls")
-        context = {
+    def _host_context(
+        self, host: str, shared: list[dict[str, Any]], base: dict[str, Any], http_listen: str
+    ) -> dict[str, Any]:
+        """The context of a server name's file several upstreams share by path."""
+        return {
             **base,
             "listen": http_listen,
             "server_name": host,
@@ -520,7 +529,35 @@ class Renderer:
             "has_root": any(u["path"] == "/" for u in shared),
             "tls": shared[0]["tls"],
         }
-        return self._template("host", context)
+
+    def _shared(
+        self, prepared: _PreparedUpstream, key: str, context: dict[str, Any], views: dict[str, str], *made_of: str
+    ) -> str:
+        """A file's body, rendered once for every access node whose template sees the same of it.
+
+        ``made_of`` is everything of ``context`` but the access node's and the version (digests
+        of the upstreams' contexts, the listen value, the names); of the access node, only what
+        the template reads (:func:`attributes_read`), or all of it when that is not known. The
+        body is a function of those: nodes that differ only in their name and directory (the
+        header says which node it is) share it (``views``: what each template sees of this access
+        node, by template key). A refusal is never kept: each node reports it.
+        """
+        view = views.get(key)
+        if view is None:
+            if key not in self._reads:
+                self._reads[key] = attributes_read(self.environment, TEMPLATES[key], "access_node")
+            reads, node = self._reads[key], context["access_node"]
+            view = views[key] = _json(node if reads is None else {k: node[k] for k in reads if k in node})
+        made = input_digest(self.templates_digest, key, view, *made_of)
+        body = prepared.bodies.get(made)
+        if body is None:
+            if key == "host" and any(r["upstream"]["tls"] != context["tls"] for r in context["routes"]):
+                raise RenderError(f"the upstreams sharing server name {context['server_name']} differ in tls")
+            body = self._template(key, context)
+            if len(prepared.bodies) >= BODIES:
+                prepared.bodies.clear()
+            prepared.bodies[made] = body
+        return body
 
     def _defaults(self, node: str, header: str, context: dict[str, Any]) -> dict[frozenset[str], str]:
         """The default server's file leaving out each non-empty subset of the hash directives it

@@ -13,11 +13,12 @@ only the blocks it needs.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2 import nodes
 
 from reconciler.errors import RenderError
 from reconciler.render.finaliser import refuse_unsafe
@@ -90,3 +91,61 @@ def templates_digest(environment: jinja2.Environment) -> str:
         source = environment.loader.get_source(environment, name)[0]
         digest.update(f"{name}\0{source}\0".encode())
     return digest.hexdigest()
+
+
+def attributes_read(environment: jinja2.Environment, name: str, variable: str) -> frozenset[str] | None:
+    """The attributes of the context variable ``variable`` that template ``name`` can read, and
+    every template it extends, includes or imports: ``{{ access_node.https_listen }}`` reads
+    ``https_listen``. None when the template may read the whole value or an attribute not known
+    before it runs (the variable used alone, passed to a filter or a macro, assigned, an
+    attribute read by a computed key or named like a method of a dict (``items``, ``get``), a
+    template named by an expression, any attribute that begins with ``_``): the renderer then
+    takes the whole value as the template's input. The reads are the template's, whatever one
+    render takes: ``{% if tls %}{{ access_node.https_port }}{% endif %}`` reads ``https_port``.
+    """
+    read: set[str] = set()
+    seen: set[str] = set()
+    pending = [name]
+    while pending:
+        current = pending.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        assert environment.loader is not None
+        source, filename, _ = environment.loader.get_source(environment, current)
+        for parent, node in _walk(environment.parse(source, current, filename)):
+            if isinstance(node, nodes.Getattr) and node.attr.startswith("_"):
+                return None
+            if isinstance(node, (nodes.ContextReference, nodes.DerivedContextReference)):
+                return None
+            if isinstance(node, (nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
+                names = node.template.items if isinstance(node.template, (nodes.List, nodes.Tuple)) else [node.template]
+                if not all(isinstance(n, nodes.Const) and isinstance(n.value, str) for n in names):
+                    return None
+                pending += [n.value for n in names if isinstance(n, nodes.Const)]
+            if isinstance(node, nodes.Name) and node.name == variable:
+                if node.ctx != "load":
+                    return None
+                if isinstance(parent, nodes.Getattr) and parent.node is node and parent.attr not in _METHODS:
+                    read.add(parent.attr)
+                elif (
+                    isinstance(parent, nodes.Getitem)
+                    and parent.node is node
+                    and isinstance(parent.arg, nodes.Const)
+                    and isinstance(parent.arg.value, str)
+                    and not parent.arg.value.startswith("_")
+                ):
+                    read.add(parent.arg.value)
+                else:
+                    return None
+    return frozenset(read)
+
+
+_METHODS = frozenset(dir(dict))  # access_node.items(), .get('name'): the whole value
+
+
+def _walk(node: nodes.Node, parent: nodes.Node | None = None) -> Iterator[tuple[nodes.Node | None, nodes.Node]]:
+    """Every node of a template's tree with its parent, depth first."""
+    yield parent, node
+    for child in node.iter_child_nodes():
+        yield from _walk(child, node)
