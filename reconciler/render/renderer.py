@@ -26,8 +26,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from functools import cache, partial
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 import jinja2
@@ -52,7 +51,7 @@ from reconciler.manifest.model import (
     Upstream,
     duration_seconds,
 )
-from reconciler.render.templates import Templates, attributes_read, make_environment, templates_digest
+from reconciler.render.templates import Templates, attributes_read, engine_digest, make_environment, templates_digest
 from reconciler.resolve import CANONICAL_IPV4, Resolver, SystemResolver, ip_literal
 
 BLOCK_PREFIX = "ob_"
@@ -331,16 +330,6 @@ def revision_of(
 def input_digest(*parts: str) -> str:
     """32 hex digits of a sha256 over ``parts`` and the renderer's own code (:func:`engine_digest`)."""
     return hashlib.sha256("\0".join((engine_digest(), *parts)).encode()).hexdigest()[:32]
-
-
-@cache
-def engine_digest() -> str:
-    """A digest of this package's code and version: a change to how files are rendered (a
-    filter, the finaliser, a context) is a change of every file's inputs."""
-    digest = hashlib.sha256(__version__.encode())
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 def _json(value: Any) -> str:
