@@ -4,6 +4,7 @@ manifest problems. The commands live in main.py (manifests, store), rollout.py (
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 from collections.abc import Callable
@@ -171,13 +172,33 @@ def report_problems(ctx: Context, problems: list[Problem]) -> None:
 
 def load_or_exit(ctx: Context, paths: tuple[str, ...], max_file_size: int) -> DesiredState:
     """The manifests' desired state; on problems print them all and exit 1."""
-    from reconciler.manifest.validate import load_desired_state
-
     try:
-        return load_desired_state(paths, max_file_size)
+        return load_kept(paths, max_file_size)
     except ManifestError as e:
         report_problems(ctx, e.problems)
         exit_with(1)
+
+
+def load_kept(paths: tuple[str, ...], max_file_size: int) -> DesiredState:
+    """``load_desired_state`` for a command that keeps the state until it exits: what is left
+    of the load is frozen (``gc.freeze``), so that no later collection walks it.
+
+    The load runs without cyclic collection (``gc_pause``); re-enabled at its end, the next
+    allocation collected the youngest generation, which then held every object the load had
+    allocated and kept (10,000 upstreams: about 0.9 s), and later full collections walked them
+    all again. Freezing moves them aside at no cost; the load's garbage is freed by reference
+    counting before, and the frozen objects are the process's until it exits.
+    """
+    from reconciler.manifest.validate import load_desired_state
+
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return load_desired_state(paths, max_file_size)
+    finally:
+        gc.freeze()
+        if was_enabled:
+            gc.enable()
 
 
 def exit_with(code: int) -> NoReturn:

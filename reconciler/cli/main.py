@@ -23,6 +23,7 @@ import click
 from reconciler.cli.context import (
     DEFAULT_STORE,
     Context,
+    load_kept,
     load_or_exit,
     manifest_paths,
     max_file_size,
@@ -205,10 +206,8 @@ def validate(ctx: Context, paths: tuple[str, ...], max_file_size: int) -> None:
     *.yaml and *.yml taken). Every problem is reported at once as
     FILE:LINE:COL: Kind/name: field: message. Exit 0 when valid, 1 when not.
     """
-    from reconciler.manifest.validate import load_desired_state
-
     try:
-        state = load_desired_state(paths, max_file_size)
+        state = load_kept(paths, max_file_size)
     except ManifestError as e:
         report_problems(ctx, e.problems)
         sys.exit(1)

@@ -8,13 +8,17 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from reconciler.manifest import load
 from reconciler.manifest.load import MAX_DEPTH, discover, load_bytes, load_file, load_paths
 
 # libyaml's parser when PyYAML has it, and PyYAML's pure-Python one: the loader's refusals
-# may not depend on which one an install has, nor on libyaml's version.
-_LOADERS = list(dict.fromkeys([getattr(yaml, "CSafeLoader", yaml.SafeLoader), yaml.SafeLoader]))
+# may not depend on which one an install has, nor on libyaml's version. Each with the loader's
+# own resolver, as load uses them.
+_PARSERS = list(dict.fromkeys([getattr(yaml, "CSafeLoader", yaml.SafeLoader), yaml.SafeLoader]))
+_LOADERS = [load._fast(parser) for parser in _PARSERS]
 _LOADER_IDS = [cls.__name__ for cls in _LOADERS]
 
 
@@ -106,7 +110,7 @@ def test_deep_nesting_is_refused_fast_with_bounded_memory(
     # scanner, which keeps one possible key per flow level and walks them all per token within
     # its 1,024-character lookahead: about 0.2 s on a quiet machine for a run of brackets, so
     # that case gets a bound of its own (the point of the test is no crash and no blow-up).
-    assert elapsed < (1.0 if loader is not yaml.SafeLoader else 5.0)
+    assert elapsed < (5.0 if issubclass(loader, yaml.SafeLoader) else 1.0)
     assert grown_mib < 100
 
 
@@ -163,3 +167,115 @@ def test_refused_constructs(text: str, expected: str) -> None:
 def test_yaml_11_oddities_keep_their_text_or_type() -> None:
     docs, _ = load_bytes("m.yaml", b"when: 2024-01-01\nport: 22\nflag: on\nname: '007'\n")
     assert docs[0].data == {"when": "2024-01-01", "port": 22, "flag": True, "name": "007"}
+
+
+# Plain scalars of every kind PyYAML's resolver tells apart, and near misses of each.
+_SCALARS = [
+    "",
+    "~",
+    "null",
+    "Null",
+    "NULL",
+    "nul",
+    "y",
+    "Y",
+    "yes",
+    "Yes",
+    "no",
+    "NO",
+    "n",
+    "on",
+    "Off",
+    "true",
+    "True",
+    "tRUE",
+    "false",
+    "0",
+    "-0",
+    "+12",
+    "1_000",
+    "0x1F",
+    "0o17",
+    "017",
+    "0b101",
+    "1:30",
+    "190:20:30",
+    "1.5",
+    "-.5",
+    "+1e3",
+    "1e3",
+    "6.8523015e+5",
+    ".inf",
+    "-.Inf",
+    ".nan",
+    ".NaN",
+    "1.",
+    "2001-12-14",
+    "2001-12-14t21:59:43.10-05:00",
+    "2001-12-14 21:59:43.10 -5",
+    "2002-1-1",
+    "<<",
+    "<",
+    "=",
+    "==",
+    "!x",
+    "&a",
+    "*b",
+    "10.0.0.1:8080",
+    "127.0.0.1",
+    "web-1.example.com",
+    "2001:db8::1",
+    "-",
+    "- x",
+    "?",
+    "...",
+    "a b",
+    "é",
+    "名前",
+    "10s",
+    "0.5s",
+    "80",
+    "65536",
+]
+
+
+def _tags(node: yaml.Node) -> object:
+    if isinstance(node, yaml.ScalarNode):
+        return (node.tag, node.value)
+    if isinstance(node, yaml.SequenceNode):
+        return (node.tag, [_tags(n) for n in node.value])
+    return (node.tag, [(_tags(k), _tags(v)) for k, v in node.value])
+
+
+@pytest.mark.parametrize("parser", _PARSERS, ids=[cls.__name__ for cls in _PARSERS])
+def test_the_loaders_resolver_tags_every_node_as_pyyamls_does(parser: type) -> None:
+    plain = "".join(f"k{i}: {s}\n" for i, s in enumerate(_SCALARS) if s and s[0] not in "!&*-?")
+    text = "\n---\n".join(
+        [
+            plain,
+            "- " + "\n- ".join(repr(s) for s in _SCALARS),  # quoted: strings whatever they say
+            "[" + ", ".join(f"'{s}'" for s in _SCALARS) + "]\n",
+            "? [a, b]\n: {c: 1, 1.5: [x, 2001-12-14], null: ~, true: no}\nempty:\nseq: []\n",
+            "!!str 1: !!int '2'\nx: ! 3\ny: !custom 4\n",
+            "\n".join(f"{s}: {s}" for s in ("yes", "0x1F", "1:30", "2001-12-14", "<<", "=")),
+        ]
+    )
+    ours = [_tags(n) for n in yaml.compose_all(text, Loader=load._fast(parser))]
+    theirs = [_tags(n) for n in yaml.compose_all(text, Loader=parser)]
+    assert ours == theirs
+    assert load._fast(parser) is not parser  # the standard resolver: the fast one is used
+
+
+@given(st.text(alphabet=" \t-?\nx[", max_size=200), st.integers(0, 1100))
+def test_the_depth_hints_fire_exactly_where_their_patterns_match(text: str, indent: int) -> None:
+    for candidate in (text, " " * indent + text, text + "\n" + " " * indent + "x", text.replace("x", "- ")):
+        assert load._deep_indent(candidate) == (load._DEEP_INDENT.search(candidate) is not None)
+        assert load._compact_run(candidate) == (load._COMPACT_RUN.search(candidate) is not None)
+
+
+def test_the_depth_hints_see_long_indents_and_compact_runs() -> None:
+    assert load._deep_indent("a:\n" + " " * 1024 + "b")
+    assert load._deep_indent(" \t" * 512 + "b")
+    assert not load._deep_indent("a:\n" + " " * 1023 + "b")
+    assert load._compact_run("x: " + "-  " * 8 + "? \t" * 8)
+    assert not load._compact_run("- " * 15 + "x")
