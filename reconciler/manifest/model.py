@@ -509,8 +509,11 @@ def _tcp_proxy(data: Mapping[str, Any]) -> TcpProxy:
     )
 
 
+_HTTP_PROXY = HttpProxy()  # the defaults, made once
+
+
 def _http_proxy(data: Mapping[str, Any]) -> HttpProxy:
-    d = HttpProxy()
+    d = _HTTP_PROXY
     retries = data.get("retries", {})
     tls = data.get("backend_tls")
     return HttpProxy(

@@ -286,3 +286,24 @@ def test_the_fast_and_the_explaining_validators_agree(document: dict[str, Any]) 
     fast = fast_validator_for(kind).is_valid(document)
     explained = list(validator_for(kind).iter_errors(document))
     assert fast == (not explained), (document, [e.message for e in explained])
+
+
+_OCTETS = st.one_of(
+    st.integers(0, 300).map(str), st.sampled_from(["", "00", "01", "007", "0255", "256", "１", "٣", "²"])
+)
+
+
+@given(st.lists(_OCTETS, min_size=4, max_size=4))
+def test_a_dotted_quad_is_judged_as_ipaddress_judges_it(octets: list[str]) -> None:
+    import ipaddress
+
+    from reconciler.manifest.rules import _ip_literal_problem
+
+    host = ".".join(octets)
+    try:
+        ipaddress.ip_address(host)
+        valid = True
+    except ValueError:
+        valid = False
+    looks_v4 = host.replace(".", "").isdigit()
+    assert _ip_literal_problem(host) == ("" if valid or not looks_v4 else f"{host!r} is not a valid IP address")
