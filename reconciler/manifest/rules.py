@@ -25,7 +25,6 @@ from reconciler.manifest.model import (
     Method,
     split_hostport,
 )
-from reconciler.passwords import password_hash_problem
 
 
 def _text(data: dict[str, Any], key: str, default: str | None = None) -> str | None:
@@ -59,6 +58,8 @@ def check_semantics(objects: list[LocatedObject], report: Report) -> None:
         if obj.kind == "User":
             for i, _ in _entries(data, "groups"):
                 _reference(obj, ("groups", i), "group", groups, report)
+            from reconciler.passwords import password_hash_problem  # argon2: only manifests with users
+
             password_hash = _text(data, "password_hash")
             message = password_hash_problem(password_hash) if password_hash else ""
             if message:

@@ -48,6 +48,12 @@ def test_match_exec_in_ssh_config_still_runs_invoke(tmp_path: Path) -> None:
 def test_validate_imports_neither_paramiko_nor_rich_for_json() -> None:
     modules = cli_imports("--output", "json", "validate", str(QUICKSTART))
     assert not {"paramiko", "rich", "importlib.metadata", "jinja2", "aiohttp", "asyncio"} & modules
+    assert "argon2" not in modules  # no User in the quickstart: no password hash to check
+
+
+def test_validate_imports_argon2_for_users() -> None:
+    modules = cli_imports("--output", "json", "validate", str(ROOT / "examples" / "fleet"))
+    assert "argon2" in modules
 
 
 def test_render_imports_no_paramiko(tmp_path: Path) -> None:
