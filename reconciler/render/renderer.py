@@ -136,8 +136,7 @@ class RenderedFiles(Mapping[str, str]):
 
     def replacing(self, path: str, text: str) -> RenderedFiles:
         """The same files with ``path``'s text replaced (the others rendered when read, as here)."""
-        files = RenderedFiles(self._header, {**self._texts, path: text}, self._pending)
-        return files
+        return RenderedFiles(self._header, {**self._texts, path: text}, self._pending)
 
     def rendered(self, path: str) -> bool:
         """Whether ``path`` was rendered already (what a run rendered: apply's ``rendered``)."""
@@ -147,7 +146,7 @@ class RenderedFiles(Mapping[str, str]):
         """The sha256 (hex) of the file's text."""
         digest = self._digests.get(path)
         if digest is None:
-            digest = self._digests[path] = hashlib.sha256(self[path].encode()).hexdigest()
+            digest = self._digests[path] = sha256_hex(self[path])
         return digest
 
 
@@ -194,7 +193,7 @@ class RenderedAccessNode:
         if self.digests is not None:
             return self
         if self.pending is None:  # built from texts (tests, a caller's own files)
-            return replace(self, digests={p: hashlib.sha256(t.encode()).hexdigest() for p, t in self.files.items()})
+            return replace(self, digests={p: sha256_hex(t) for p, t in self.files.items()})
         return self.pending.settle(self, inputs or {}, digests or {})
 
     def leaving_out(self, directives: frozenset[str]) -> RenderedAccessNode:
@@ -211,9 +210,9 @@ class RenderedAccessNode:
             if isinstance(self.files, RenderedFiles)
             else {**self.files, DEFAULT_FILE: default}
         )
-        digests = {**(self.digests or {}), DEFAULT_FILE: hashlib.sha256(default.encode()).hexdigest()}
+        digests = None if self.digests is None else {**self.digests, DEFAULT_FILE: sha256_hex(default)}
         kept = {k: v for k, v in self.names_hash.items() if k not in omitted}
-        return replace(self, files=files, names_hash=kept, digests=digests if self.digests is not None else None)
+        return replace(self, files=files, names_hash=kept, digests=digests)
 
 
 @dataclass(frozen=True)
@@ -266,7 +265,7 @@ class _Pending:
                 texts[path] = self.header + self.bodies[path]()
             except RenderError as e:  # a user's template or the finaliser refusing this upstream
                 return e
-            digests[path] = hashlib.sha256(texts[path].encode()).hexdigest()
+            digests[path] = sha256_hex(texts[path])
             return None
 
         for path, upstream in self.owners.items():
@@ -288,7 +287,7 @@ class _Pending:
         revision = self.revision(inputs, kept) if len(refused) > len(node.refused) else node.revision
         # a kept file may use the websockets map: it is rendered while anything is refused
         texts[DEFAULT_FILE], defaults = self.default(revision, bool(refused) or self.websockets)
-        digests[DEFAULT_FILE] = hashlib.sha256(texts[DEFAULT_FILE].encode()).hexdigest()
+        digests[DEFAULT_FILE] = sha256_hex(texts[DEFAULT_FILE])
         files = RenderedFiles(
             self.header,
             {p: t for p, t in texts.items() if p not in kept},
@@ -330,6 +329,11 @@ def revision_of(
 def input_digest(*parts: str) -> str:
     """32 hex digits of a sha256 over ``parts`` and the renderer's own code (:func:`engine_digest`)."""
     return hashlib.sha256("\0".join((engine_digest(), *parts)).encode()).hexdigest()[:32]
+
+
+def sha256_hex(text: str) -> str:
+    """The sha256 (hex) of ``text`` in UTF-8: a file's digest, as the node's ``sha256sum`` says it."""
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _json(value: Any) -> str:
@@ -625,7 +629,7 @@ class Renderer:
             "tls": tls_context(upstream),
             "access": access_context(upstream),
         }
-        digest = hashlib.sha256(_json(context).encode()).hexdigest()
+        digest = sha256_hex(_json(context))
         return _PreparedUpstream(upstream, context, tuple(warnings), noted, digest=digest)
 
     def _addresses(self, upstream: Upstream, backend: Backend, warnings: list[str]) -> tuple[str, ...]:
