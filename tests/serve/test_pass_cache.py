@@ -7,6 +7,7 @@ tests count the renderer's preparations and check the files against a fresh rend
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from reconciler.render.renderer import Renderer
 from reconciler.resolve import StaticResolver
 from reconciler.serve.controller import Controller, ServeSettings
 from reconciler.store import open_store
+from reconciler.store.base import Provenance, Put
 from tests.render.desired import access_node, state_of, upstream
 
 Health = dict[str, dict[str, bool]]
@@ -170,3 +172,32 @@ def test_the_panic_and_backend_gauges_follow_health_and_only_changed_upstreams_a
         'obreconcile_upstream_panic{upstream="api"} 0.0',
         'obreconcile_backend_up{backend="10.0.0.1:8080",upstream="api"} 1.0',
     }
+
+
+def test_a_pass_reads_the_desired_state_again_only_when_the_store_revision_moved(
+    controller: Controller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = controller.store
+    group = {"apiVersion": "openbalancer/v1", "kind": "Group", "name": "ops"}
+    web = {"apiVersion": "openbalancer/v1", "kind": "Upstream", "name": "web", "owner": "ops"}
+    store.commit([Put("Group", "ops", group, Provenance("api", "alice"))])
+    store.commit([Put("Upstream", "web", {**web, "nodes": [{"hostname": "10.0.0.1:80"}]}, Provenance("api", "alice"))])
+    snapshots: list[int] = []
+    snapshot = store.snapshot
+
+    def counting() -> Any:
+        snapshots.append(1)
+        return snapshot()
+
+    monkeypatch.setattr(store, "snapshot", counting)
+    first = asyncio.run(controller._desired())
+    assert first.upstreams["web"].nodes[0].hostname == "10.0.0.1:80" and len(snapshots) == 1
+    assert asyncio.run(controller._desired()) is first  # a health or drift pass: the revision alone
+    assert len(snapshots) == 1
+    revision = store.get("Upstream", "web")
+    assert revision is not None
+    body = {**web, "nodes": [{"hostname": "10.0.0.2:80"}]}
+    store.commit([Put("Upstream", "web", body, Provenance("api", "alice"), expect=revision.revision)])
+    second = asyncio.run(controller._desired())
+    assert second.upstreams["web"].nodes[0].hostname == "10.0.0.2:80" and len(snapshots) == 2
+    assert controller.revision == store.revision()
