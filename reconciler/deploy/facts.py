@@ -142,6 +142,8 @@ class Facts:
     tls: Mapping[str, TlsFile] = field(default_factory=dict)  # path -> what the node says of it
     # the operator's nginx.conf as the live release recorded it, when none of its files changed
     operator: OperatorConfig | None = None
+    # (files hashed, files) when the live release's stat record answered for the others
+    hashed: tuple[int, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -167,18 +169,58 @@ def fact_commands(node: AccessNode, tls: Sequence[TlsReference] = ()) -> dict[st
     return {
         "nginx": "nginx -v 2>&1",
         "link": f"if [ -L {d} ]; then readlink -- {d}; elif [ -d {d} ]; then echo DIRECTORY; else echo ABSENT; fi",
-        # two processes (each costs milliseconds on a busy node); the order does not matter
-        # anything neither a file nor a directory (a link, a fifo) is listed by its path alone
-        "files": (
-            f"cd {d} 2>/dev/null || exit 0; "
-            f"find . -path ./.obreconcile -prune -o -type f -exec sha256sum -- {{}} + -o ! -type d -print"
-        ),
+        "files": files_command(layout.config_dir),
         "marker": f"cat -- {shlex.quote(layout.marker)} 2>/dev/null || true",
         "errlog": f"stat -c %s -- {shlex.quote(node.nginx.error_log)} 2>/dev/null || true",
         "probe": "command -v curl || command -v wget || command -v python3 || true",
         "served": served_command(node),
         "operator": record_command(layout),
     } | ({"tls": tls_command(tls)} if tls else {})
+
+
+# The stat record (``STAT_RECORD``, in every release, written by the stage step: scripts.py):
+# one line per managed file, ``<sha256> <size> <mtime> <ctime> <inode><TAB>./<path>``, the
+# times as GNU find prints them (seconds, a dot, ten digits). The facts hash only the files
+# whose stat is not the recorded one, or whose ctime is not older than the record itself
+# (git's racy-clean rule: the stage stamps the record 20 ms after the last file was written;
+# a change in the same tick as the stamp is hashed). ctime cannot be set back by a user: a
+# hand edit that keeps the size and puts the mtime back is still hashed, and seen as drift.
+STAT_RECORD = ".obreconcile/stat"
+LISTING = (  # every managed file's stat and path; anything neither a file nor a directory: "I" and its path
+    "find . -path ./.obreconcile -prune -o -type f -printf '%s %T@ %C@ %i\\t%p\\n' -o ! -type d -printf 'I\\t%p\\n'"
+)
+# awk: ``older(a, b)``: a is earlier than b (GNU find's times: same width, compared as strings)
+AWK_OLDER = 'function older(a, b) { a = a ""; b = b ""; return length(a) == length(b) ? a < b : a + 0 < b + 0 }'
+HASHED = "# hashed "  # the files fact's last line: ``# hashed <files hashed> of <files>``
+HASH = "xargs -r -d '\\n' sha256sum --"  # the paths on stdin, one a line
+
+
+def files_command(config_dir: str) -> str:
+    """sha256sum's lines (``<hex>  ./<path>``) of every managed file live in ``config_dir``, and
+    the path alone of anything neither a file nor a directory (a link, a fifo).
+
+    With the live release's stat record (GNU find and awk on the node) only the files whose
+    stat differs from it are hashed, the others answer with their recorded digest; the last
+    line counts them (``# hashed 2 of 10001``). Without it (a release staged before it
+    existed, an adopted directory, a node without GNU find): every file is hashed."""
+    d = shlex.quote(config_dir)
+    every = "find . -path ./.obreconcile -prune -o -type f -exec sha256sum -- {} + -o ! -type d -print"
+    # trusted lines are printed at the end, once sha256sum (writing to the same stdout) is done
+    program = (
+        f"{AWK_OLDER}\n"
+        'NR == FNR { i = index($1, " "); sha[$2] = substr($1, 1, i - 1); st[$2] = substr($1, i + 1); next }\n'
+        '$1 == "I" { out[++n] = $2; total++; next }\n'
+        '{ split($1, f, " "); total++\n'
+        '  if (($2 in st) && st[$2] == $1 && older(f[3], stamp)) out[++n] = sha[$2] "  " $2\n'
+        "  else { print $2 | hash; hashed++ } }\n"
+        'END { close(hash); for (k = 1; k <= n; k++) print out[k]; printf "%s%d of %d\\n", done, hashed, total }'
+    )
+    cached = (
+        f"stamp=$(find {STAT_RECORD} -printf '%T@' 2>/dev/null) && [ -n \"$stamp\" ] && "
+        f"{LISTING} | awk -F '\t' -v stamp=\"$stamp\" -v hash={shlex.quote(HASH)} -v done={shlex.quote(HASHED)} "
+        f"{shlex.quote(program)} {STAT_RECORD} -"
+    )
+    return f"cd {d} 2>/dev/null || exit 0; if [ -f {STAT_RECORD} ] && {cached}; then :; else {every}; fi"
 
 
 def tls_command(references: Sequence[TlsReference]) -> str:
@@ -250,6 +292,13 @@ def parse_digests(result: CommandResult) -> dict[str, str]:
     return digests
 
 
+def parse_hashed(result: CommandResult) -> tuple[int, int] | None:
+    """(files hashed, files) from the files fact's last line, when the stat record was read."""
+    lines = result.text.rstrip("\n").rsplit("\n", 1)
+    words = lines[-1][len(HASHED) :].split(" of ") if lines[-1].startswith(HASHED) else []
+    return (int(words[0]), int(words[1])) if len(words) == 2 and all(w.isdigit() for w in words) else None
+
+
 def parse_marker(result: CommandResult) -> tuple[Marker | None, str]:
     raw = result.stdout.strip()
     if not raw:
@@ -279,6 +328,7 @@ def parse_facts(access_node: str, results: Mapping[str, CommandResult]) -> Facts
         nginx_version=parse_nginx_version(results["nginx"]),
         link=parse_link(results["link"]),
         files=parse_digests(results["files"]),
+        hashed=parse_hashed(results["files"]),
         marker=marker,
         marker_problem=problem,
         error_log_size=parse_size(results["errlog"]),

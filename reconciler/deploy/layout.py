@@ -3,6 +3,7 @@
     <config_dir>                 a symlink to the live release (nginx includes files through it)
     <config_dir>.releases/<id>/  complete releases: the rendered files + .obreconcile/marker.json
                                  (small: revision, digests, who, when) + .obreconcile/model.json.gz
+                                 + .obreconcile/stat (each file's digest and stat, for the facts)
     <config_dir>.lock            flock(1) lock file: one apply at a time on a node
 
 Switching releases is one ``rename(2)`` of a new symlink over ``<config_dir>``, so nginx
