@@ -575,6 +575,8 @@ class Renderer:
             return self._templates[key].render(context)
         except RenderError:
             raise
+        except jinja2.TemplateSyntaxError as e:  # of a template it includes: where
+            raise RenderError(f"template {TEMPLATES[key]}: {e.name or e.filename}:{e.lineno}: {e.message}") from e
         except Exception as e:  # a user's template may raise anything: name it, never a traceback
             raise RenderError(f"template {TEMPLATES[key]}: {e}") from e
 

@@ -152,7 +152,8 @@ def attributes_read(environment: jinja2.Environment, name: str, variable: str) -
     ``https_listen``. None when the template may read the whole value or an attribute not known
     before it runs (the variable used alone, passed to a filter or a macro, assigned, an
     attribute read by a computed key or named like a method of a dict (``items``, ``get``), a
-    template named by an expression, any attribute that begins with ``_``): the renderer then
+    template named by an expression, any attribute that begins with ``_``, a template that cannot
+    be read or parsed: rendering reports that one): the renderer then
     takes the whole value as the template's input. The reads are the template's, whatever one
     render takes: ``{% if tls %}{{ access_node.https_port }}{% endif %}`` reads ``https_port``.
     """
@@ -165,8 +166,12 @@ def attributes_read(environment: jinja2.Environment, name: str, variable: str) -
             continue
         seen.add(current)
         assert environment.loader is not None
-        source, filename, _ = environment.loader.get_source(environment, current)
-        for parent, node in _walk(environment.parse(source, current, filename)):
+        try:
+            source, filename, _ = environment.loader.get_source(environment, current)
+            tree = environment.parse(source, current, filename)
+        except jinja2.TemplateError:  # missing or broken: rendering says so, on every node
+            return None
+        for parent, node in _walk(tree):
             if isinstance(node, nodes.Getattr) and node.attr.startswith("_"):
                 return None
             if isinstance(node, (nodes.ContextReference, nodes.DerivedContextReference)):

@@ -148,6 +148,21 @@ def test_a_user_template_that_reads_the_node_renders_per_node(tmp_path: Path, te
     assert out["lb1:8080"].files["http/web.conf"] != out["lb2:8080"].files["http/web.conf"]
 
 
+@pytest.mark.parametrize("included", [None, "{% if %}"], ids=["a missing template", "a template that does not parse"])
+def test_a_template_that_includes_a_broken_one_refuses_the_upstream_on_each_node(
+    tmp_path: Path, included: str | None
+) -> None:
+    templates = user_templates(tmp_path, '{% include "part.j2" %}\n')
+    if included is not None:
+        (templates / "part.j2").write_text(included)
+    state = fleet(("lb1:8080", {}), ("lb2:8080", {}))
+    for name, node in together(state, templates).items():
+        assert sorted(r.upstream for r in node.refused) == ["api", "app", "root", "web"], name
+        where = "part.j2" if included is None else "part.j2:1: Expected an expression"
+        assert all(r.message.startswith(f"template http_upstream.conf.j2: {where}") for r in node.refused)
+        assert dict(node.files) == alone(state, templates)[name]
+
+
 def test_what_a_template_reads_of_a_variable() -> None:
     templates = {
         "attribute": "{{ access_node.name }}{% if access_node.http2 is defined %}{{ access_node['port'] }}{% endif %}",
@@ -164,6 +179,7 @@ def test_what_a_template_reads_of_a_variable() -> None:
         "loop": "{% for access_node in [1] %}{% endfor %}",
         "dynamic": "{% include name %}",
         "private": "{{ self._TemplateReference__context }}",
+        "missing": '{% include "nowhere.j2" %}',
     }
     environment = make_environment({f"{name}.j2": text for name, text in templates.items()})
     read = {name: attributes_read(environment, f"{name}.j2", "access_node") for name in templates}
