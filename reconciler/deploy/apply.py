@@ -36,7 +36,7 @@ import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -57,7 +57,6 @@ from reconciler.deploy.operator_read import record_now, settled
 from reconciler.deploy.plan import NodePlan, Refusal, StoreRef, plan_node, settle
 from reconciler.deploy.probe import PROBE_PATH, probe_address, probe_function
 from reconciler.deploy.scripts import (
-    DEPLOYED_MARKER,
     HOLDER,
     Deploy,
     lock_command,
@@ -377,8 +376,7 @@ def _deploy(
     contents: dict[str, bytes] = {path: rendered.files[path].encode() for path in upload}
     contents.update(
         {
-            MARKER: marker.to_json(),
-            DEPLOYED_MARKER: replace(marker, state=MarkerState.DEPLOYED).to_json(),
+            MARKER: marker.to_json(),  # the stage makes the deployed one from it (scripts.deployed_marker)
             MODEL: encode_model(model),
             **(operator.record() if operator is not None else {}),
         }

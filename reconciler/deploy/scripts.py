@@ -13,7 +13,7 @@ output and tells which steps ran. A rollback is a shorter script of the same kin
 subshells with stdin from /dev/null. ``verify`` polls on the node itself (no round trip per
 poll): nginx's default server must answer the new revision and its error log must show no
 ``[emerg]``/``[alert]``/``[crit]`` line since the reload. ``marker`` renames the release's
-``deployed`` marker (shipped in the tar beside the ``staged`` one) over it: one ``rename(2)``,
+``deployed`` marker (made by the stage from the ``staged`` one the tar brings) over it: one ``rename(2)``,
 last. What happens on a failure (switch back, roll back) is decided by apply.py.
 """
 
@@ -33,6 +33,11 @@ from reconciler.transport import CommandResult
 from reconciler.transport.batch import parse_batch
 
 DEPLOYED_MARKER = MARKER + ".deployed"  # in the release: renamed over MARKER once verified
+# The marker's state line as facts.Marker.to_json writes it (indent 1: the only top-level key
+# indented once; a value's own quotes are escaped). The stage makes the deployed marker from
+# the staged one by this line alone, and fails when the staged marker has no such line: at
+# 10,000 upstreams a marker is 1.5 MB, and the tar carried it twice.
+STAGED_LINE, DEPLOYED_LINE = ' "state": "staged",', ' "state": "deployed",'
 EMERGENCY = r"\[(emerg|alert|crit)\]"
 # Verify's pauses (milliseconds): between two probes a tenth of the time it has waited so far,
 # from VERIFY_POLL_MS to VERIFY_POLL_MAX_MS; the error log (three processes) and the clock are
@@ -229,6 +234,17 @@ def _listeners_check(listeners: Sequence[str], listens: str) -> str:
     return f' && {{\n  {listens}\n  unbound=0\n  {body}\n  [ "$unbound" -eq 0 ]\n}}'
 
 
+def deployed_marker(release: str) -> str:
+    """Write the release's deployed marker: its staged marker with the state line changed (sed);
+    fails (naming the file) when the staged marker has no state line to change."""
+    staged = shlex.quote(posixpath.join(release, MARKER))
+    deployed = shlex.quote(posixpath.join(release, DEPLOYED_MARKER))
+    return (
+        f"sed 's/^{STAGED_LINE}$/{DEPLOYED_LINE}/' {staged} > {deployed} && "
+        f"{{ grep -q '^{DEPLOYED_LINE}$' {deployed} || {{ printf 'no state line in %s\\n' {staged} >&2; false; }}; }}"
+    )
+
+
 def record_script(base: str | None) -> str:
     """Shell run in a staged release (its directory the current one) once its files are all
     there: write its stat record (facts.STAT_RECORD), from which the facts of later applies
@@ -333,8 +349,8 @@ class Deploy:
             # the stat record (record_script) is the facts' shortcut: without it they hash every file
             "stage": (
                 f"umask 022; mkdir -p -- {q} && {copy}mkdir -p -- {shlex.quote(f'{self.release}/.obreconcile')} && "
-                f"tar -xzv --no-same-owner --no-same-permissions -C {q} -f - > {shlex.quote(f'{self.release}/{STAT_EXTRACTED}')} "
-                f"|| {{ rc=$?; rm -rf -- {q}; exit $rc; }}\n"
+                f"tar -xzv --no-same-owner --no-same-permissions -C {q} -f - > {shlex.quote(f'{self.release}/{STAT_EXTRACTED}')} && "
+                f"{deployed_marker(self.release)} || {{ rc=$?; rm -rf -- {q}; exit $rc; }}\n"
                 f"( cd {q} && {record_script(self.base)} ) 2>/dev/null || rm -f -- {shlex.quote(f'{self.release}/{STAT_RECORD}')} "
                 f"{shlex.quote(f'{self.release}/{STAT_EXTRACTED}')}; exit 0"
             ),

@@ -11,11 +11,13 @@ import tarfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from reconciler.deploy.apply import NodeLock
+from reconciler.deploy.facts import Marker, MarkerState
 from reconciler.deploy.layout import NodeLayout
 from reconciler.deploy.probe import command_probe, probe_function
 from reconciler.deploy.scripts import (
@@ -57,6 +59,22 @@ def tar_of(files: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
+MARKER = Marker(
+    REVISION,
+    "store-1",
+    7,
+    {"http/a.conf": "a" * 64, 'http/"state": "staged",.conf': "b" * 64},
+    MarkerState.STAGED,
+    deployed_by='ci "state": "staged",\n "state": "staged",',
+    release="r1",
+)
+
+
+def staged(files: dict[str, bytes]) -> bytes:
+    """The release's tar as apply sends it: the files and the staged marker."""
+    return gzip.compress(tar_of({**files, ".obreconcile/marker.json": MARKER.to_json()}))
+
+
 def test_a_deploy_stages_switches_tests_reloads_verifies_and_marks(tmp_path: Path) -> None:
     layout = NodeLayout(str(tmp_path / "conf"))
     release = layout.release("r1")
@@ -64,13 +82,24 @@ def test_a_deploy_stages_switches_tests_reloads_verifies_and_marks(tmp_path: Pat
     log.write_text("old [emerg] from before the reload is ignored\n")
     probe = command_probe(f"echo {REVISION}")
     deploy = Deploy(layout, release, "true", f"echo reloaded >> {log}", str(log), REVISION, probe, 2)
-    files = {"http/a.conf": b"a", ".obreconcile/marker.json": b"staged", ".obreconcile/marker.json.deployed": b"done"}
-    ran = run_steps(deploy.steps(), gzip.compress(tar_of(files)))
+    ran = run_steps(deploy.steps(), staged({"http/a.conf": b"a"}))
     assert list(ran) == ["stage", "prune", "switch", "test", "size", "reload", "verify", "marker"]
     assert all(code == 0 for code, _, _ in ran.values())
     assert Path(layout.config_dir).resolve() == Path(release)
-    assert (Path(release) / ".obreconcile/marker.json").read_bytes() == b"done"
+    # the stage made the deployed marker from the staged one: byte for byte what apply would write
+    deployed = replace(MARKER, state=MarkerState.DEPLOYED).to_json()
+    assert (Path(release) / ".obreconcile/marker.json").read_bytes() == deployed
+    assert Marker.from_json(deployed).deployed_by == MARKER.deployed_by
     assert not (Path(release) / ".obreconcile/marker.json.deployed").exists()
+
+
+def test_a_staged_marker_without_its_state_line_fails_the_stage(tmp_path: Path) -> None:
+    layout = NodeLayout(str(tmp_path / "conf"))
+    deploy = Deploy(layout, layout.release("r1"), "true", "true", "/nonexistent", REVISION, None, 1)
+    files = {"http/a.conf": b"a", ".obreconcile/marker.json": MARKER.to_json().replace(b'"staged"', b'"other"')}
+    ran = run_steps(deploy.steps(), gzip.compress(tar_of(files)))
+    assert list(ran) == ["stage"] and ran["stage"][0] != 0 and b"no state line" in ran["stage"][2]
+    assert not Path(layout.release("r1")).exists()
 
 
 def test_a_failing_test_stops_before_the_reload(tmp_path: Path) -> None:
@@ -78,7 +107,7 @@ def test_a_failing_test_stops_before_the_reload(tmp_path: Path) -> None:
     deploy = Deploy(
         layout, layout.release("r1"), "echo bad >&2; exit 1", "touch reloaded", "/nonexistent", REVISION, None, 1
     )
-    ran = run_steps(deploy.steps(), gzip.compress(tar_of({"a.conf": b"a"})))
+    ran = run_steps(deploy.steps(), staged({"a.conf": b"a"}))
     assert list(ran)[-1] == "test" and ran["test"] == (1, b"", b"bad\n")
     assert not (tmp_path / "reloaded").exists()
 
