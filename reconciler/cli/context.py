@@ -188,13 +188,17 @@ def load_kept(paths: tuple[str, ...], max_file_size: int) -> DesiredState:
     allocated and kept (10,000 upstreams: about 0.9 s), and later full collections walked them
     all again. Freezing moves them aside at no cost; the load's garbage is freed by reference
     counting before, and the frozen objects are the process's until it exits.
+
+    Files loaded before with the same bytes come from the manifest cache (the user's cache
+    directory: ``reconciler.manifest.cache``); every check runs on them all the same.
     """
+    from reconciler.manifest.cache import ManifestCache
     from reconciler.manifest.validate import load_desired_state
 
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return load_desired_state(paths, max_file_size)
+        return load_desired_state(paths, max_file_size, ManifestCache())
     finally:
         gc.freeze()
         if was_enabled:

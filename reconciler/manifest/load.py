@@ -17,9 +17,9 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
@@ -110,6 +110,17 @@ def _fast(parser: type[BaseResolver]) -> type:
 _Loader: type = _fast(_Parser)
 
 
+CachedDocument = tuple[int, tuple[int, int], Any]  # its index in the file, where its root starts, its data
+
+
+class FileCache(Protocol):
+    """What ``load_file`` asks of a cache of loaded files (``reconciler.manifest.cache``)."""
+
+    def get(self, name: str, raw: bytes) -> list[CachedDocument] | None: ...
+
+    def keep(self, name: str, raw: bytes, documents: list[CachedDocument]) -> None: ...
+
+
 @dataclass(frozen=True)
 class Document:
     """One YAML document of a manifest file."""
@@ -117,15 +128,28 @@ class Document:
     file: str
     index: int
     data: Any
-    node: yaml.Node
+    node: yaml.Node | None  # None: from the manifest cache, composed from ``raw`` when located
+    raw: bytes | None = field(default=None, repr=False, compare=False)
+    start: tuple[int, int] = field(default=(1, 1), repr=False, compare=False)  # a cached root's place
+
+    def root(self) -> yaml.Node:
+        """The document's YAML node (a cached document's is composed again, once, on first use)."""
+        if self.node is None:
+            assert self.raw is not None, "a document has its node or the bytes it was loaded from"
+            node = list(yaml.compose_all(self.raw.decode("utf-8"), Loader=_Loader))[self.index]
+            object.__setattr__(self, "node", node)
+            return node  # type: ignore[no-any-return]
+        return self.node
 
     def locate(self, path: Iterable[PathPart], key: bool = False) -> tuple[int, int]:
         """1-based (line, column) of the value at ``path`` (of its key when ``key``).
 
         Walks as far as the path exists; a missing field is located at its parent.
         """
-        node = self.node
         parts = list(path)
+        if not parts and self.node is None:
+            return self.start  # (every object's source line: no need to compose a cached file)
+        node = self.root()
         mark = node.start_mark
         for i, part in enumerate(parts):
             child = _child(node, part, want_key=key and i == len(parts) - 1)
@@ -264,8 +288,12 @@ def _walk(root: Path) -> Iterator[Path]:
                 yield Path(dirpath) / name
 
 
-def load_file(path: Path, max_file_size: int = DEFAULT_MAX_FILE_SIZE) -> tuple[list[Document], list[Problem]]:
-    """Every document of one file, or the problems that stop it being read."""
+def load_file(
+    path: Path, max_file_size: int = DEFAULT_MAX_FILE_SIZE, cache: FileCache | None = None
+) -> tuple[list[Document], list[Problem]]:
+    """Every document of one file, or the problems that stop it being read.
+
+    ``cache``: a file whose bytes it knows is not composed again (``reconciler.manifest.cache``)."""
     name = str(path)
     try:
         size = path.stat().st_size
@@ -278,7 +306,15 @@ def load_file(path: Path, max_file_size: int = DEFAULT_MAX_FILE_SIZE) -> tuple[l
         raw = path.read_bytes()
     except OSError as e:
         return [], [Problem(name, 0, 0, message=f"cannot read: {e.strerror or e}")]
-    return load_bytes(name, raw)
+    if cache is None:
+        return load_bytes(name, raw)
+    cached = cache.get(name, raw)
+    if cached is not None:
+        return [Document(name, index, data, None, raw, start) for index, start, data in cached], []
+    docs, problems = load_bytes(name, raw)
+    if not problems:
+        cache.keep(name, raw, [(doc.index, doc.locate(()), doc.data) for doc in docs])
+    return docs, problems
 
 
 def load_bytes(name: str, raw: bytes) -> tuple[list[Document], list[Problem]]:
@@ -407,13 +443,15 @@ def _first_too_deep(text: str, loader: type) -> tuple[int, int] | None:
 
 
 def load_paths(
-    paths: Iterable[str | os.PathLike[str]], max_file_size: int = DEFAULT_MAX_FILE_SIZE
+    paths: Iterable[str | os.PathLike[str]],
+    max_file_size: int = DEFAULT_MAX_FILE_SIZE,
+    cache: FileCache | None = None,
 ) -> tuple[list[Document], list[Problem]]:
     """Documents of every manifest file under ``paths``, and every problem met reading them."""
     files, problems = discover(paths)
     docs: list[Document] = []
     for path in files:
-        file_docs, file_problems = load_file(path, max_file_size)
+        file_docs, file_problems = load_file(path, max_file_size, cache)
         docs.extend(file_docs)
         problems.extend(file_problems)
     return docs, problems

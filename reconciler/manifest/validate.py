@@ -27,6 +27,8 @@ from reconciler.manifest.schemas import fast_validator_for, validator_for
 if TYPE_CHECKING:
     from jsonschema import ValidationError
 
+    from reconciler.manifest.cache import ManifestCache
+
 _ENVELOPE = ("apiVersion", "kind")  # checked before the schemas, reported once
 
 
@@ -68,17 +70,23 @@ def _nowhere(file: str) -> yaml.Node:
 
 
 def load_desired_state(
-    paths: Iterable[str | os.PathLike[str]], max_file_size: int = DEFAULT_MAX_FILE_SIZE
+    paths: Iterable[str | os.PathLike[str]],
+    max_file_size: int = DEFAULT_MAX_FILE_SIZE,
+    cache: ManifestCache | None = None,
 ) -> DesiredState:
     """Load and validate the manifests under ``paths``; raises ManifestError with every problem.
 
     Objects keep their file relative to the manifests' root (``reconciler.manifest.root``), so
     that where the checkout lies changes nothing in the store; problems name files as given.
+    ``cache``: files it knows are not composed again; the files loaded now that have no
+    problem at all are written to it (``reconciler.manifest.cache``).
     """
     paths = list(paths)
     with gc_pause.paused():
-        docs, problems = load_paths(paths, max_file_size)
+        docs, problems = load_paths(paths, max_file_size, cache)
         state, more = validate(docs, manifests_root(paths))
+        if cache is not None:
+            cache.commit({problem.file for problem in (*problems, *more)})
     problems = sorted(problems + more)
     if problems or state is None:
         raise ManifestError(problems)
