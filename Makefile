@@ -30,6 +30,7 @@ $(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) $(PIP_LOCKED)
 	$(PY) $(PIP_SELF)
+	$(PY) -m compileall -q reconciler  # as a wheel's install does: no compiling at every start
 	touch $(STAMP)
 
 # Refresh the lock from pyproject.toml's ranges (runtime, test, bench and lock extras), for every

@@ -896,6 +896,10 @@ def main(argv: list[str] | None = None) -> int:
         if users & set(peers) and not program.exists():
             parser.error(f"{program} is missing: make setup (the bench extra is in requirements.lock)")
     print(f"{os.cpu_count()} CPUs; {subprocess.run(['ssh', '-V'], capture_output=True, text=True).stderr.strip()}")
+    # every tool runs from byte-compiled modules, as an install from a wheel does (pip compiles them):
+    # this checkout is an editable install, whose modules Python compiles at every start when no
+    # .pyc is there and PYTHONDONTWRITEBYTECODE is set (it is on this kind of machine)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "reconciler")], check=True)
     ansible_rounds = args.rounds if args.ansible_rounds is None else max(1, args.ansible_rounds)
     verdicts = [
         v
