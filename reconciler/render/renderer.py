@@ -226,6 +226,7 @@ class _PreparedUpstream:
     health: str = ""
     error: RenderError | None = None
     digest: str = ""  # of the context: the part of its files' inputs that no access node changes
+    names: str = "null"  # the JSON of its server names (an http upstream's; a tcp upstream has none)
     # its file's body by what the body is made of (:meth:`Renderer._shared`): rendered once for
     # every access node whose template reads the same of it (at most BODIES kept)
     bodies: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -453,9 +454,12 @@ class Renderer:
             )
             path = f"{DIRECTORIES[protocol]}/{p.upstream.name}.conf"
             context: dict[str, Any] = {**base, "listen": listen, "upstream": p.context}
+            alone = p.names  # the JSON of the server names it alone serves here: usually all of its own
             if protocol == "http":
-                context["server_names"] = [n for n in p.context["server_names"] if len(routes[n]) == 1]
-            made_of: tuple[str, ...] = (listen, p.digest, _json(context.get("server_names")))  # + the node: its inputs
+                names = context["server_names"] = [n for n in p.context["server_names"] if len(routes[n]) == 1]
+                if len(names) != len(p.context["server_names"]):
+                    alone = _json(names)
+            made_of: tuple[str, ...] = (listen, p.digest, alone)  # + the node: its inputs
             inputs[path] = input_digest(*common, protocol, *made_of)
             bodies[path] = partial(self._shared, p, protocol, context, views, *made_of)
             owners[path] = p.upstream
@@ -632,7 +636,8 @@ class Renderer:
             "access": access_context(upstream),
         }
         digest = sha256_hex(_json(context))
-        return _PreparedUpstream(upstream, context, tuple(warnings), noted, digest=digest)
+        names = _json(context["server_names"]) if upstream.listen.protocol == "http" else "null"
+        return _PreparedUpstream(upstream, context, tuple(warnings), noted, digest=digest, names=names)
 
     def _addresses(self, upstream: Upstream, backend: Backend, warnings: list[str]) -> tuple[str, ...]:
         ipv4 = IPV4_HOSTPORT.fullmatch(backend.hostname)
