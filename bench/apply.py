@@ -43,9 +43,16 @@ each tool's three runs, the tools' order rotating from round to round (the machi
 - ``obreconcile validate MANIFESTS`` (a whole process: start-up, load, schemas, model): the
   no-op target is within 1.5x of that plus the ssh floor of the same round.
 
-Figures: wall time; the controller's CPU (RUSAGE_CHILDREN deltas around each run: the CLI,
-pyinfra, or ansible-playbook with its forks and ssh clients; for Ansible also its
-ControlPersist masters, read from /proc); the nodes' CPU (sshd and every nginx, with their
+Figures: wall time until the tool returned, and until the change is *served*: a run that
+reloads nginx (every tool's changing and one-upstream runs, the nginx floor) is served when
+every node's nginx master has started workers it did not have before. ``nginx -s reload``
+returns once it has signalled the master, which then parses the whole configuration again
+(seconds at 10,000 upstreams) while the tool (pyinfra, Ansible, the floor's ssh) has already
+returned; obreconcile's verify waits until nginx answers the new revision, so for it the two
+are about the same. The targets compare served times; the nodes' CPU is read once the run is
+served (a parse left running would count in the next run). The controller's CPU
+(RUSAGE_CHILDREN deltas around each run: the CLI, pyinfra, or ansible-playbook with its forks
+and ssh clients; for Ansible also its ControlPersist masters, read from /proc); the nodes' CPU (sshd and every nginx, with their
 reaped children, from /proc: on 2 cores they compete with the controller). Targets are
 judged on the median of the per-round ratios; issue 18's peer targets are set at 1,000
 upstreams and print as information below that.
@@ -185,6 +192,13 @@ class Sample:
     cpu: float  # the controller: this process's reaped children (+ Ansible's ssh masters)
     nodes_cpu: float  # sshd and nginx of the nodes, with their reaped children
     censored: bool = False  # stopped at --ansible-timeout: the true figures are larger
+    live: float | None = None  # a reloading run: until every node's nginx serves it (else: wall)
+
+    @property
+    def served(self) -> float:
+        """Wall time until the change is served: the run's own, or longer when the tool returned
+        while nginx's master was still parsing the reload it signalled."""
+        return self.wall if self.live is None else self.live
 
 
 @dataclass
@@ -249,6 +263,19 @@ def process_cpu(pid: int, children: bool = True) -> float:
     fields = stat[stat.rindex(")") + 2 :].split()
     ticks = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if children else 0)
     return ticks / CLOCK_TICKS
+
+
+def nginx_workers(node: SimulatedNode) -> set[int]:
+    """The PIDs of the node's nginx master's children (its workers)."""
+    assert node.process is not None
+    return set(children(node.process.pid))
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
 
 
 def nginx_floor_command(node: SimulatedNode) -> str:
@@ -361,16 +388,38 @@ class Bench:
 
     # -- measuring --------------------------------------------------------------------------
 
-    def measure(self, case: str, work: Callable[[], float], censored: Callable[[], bool] = lambda: False) -> Sample:
-        """Run ``work`` (returning extra controller CPU it found outside RUSAGE_CHILDREN)."""
+    def measure(
+        self,
+        case: str,
+        work: Callable[[], float],
+        censored: Callable[[], bool] = lambda: False,
+        reloading: Sequence[SimulatedNode] = (),
+    ) -> Sample:
+        """Run ``work`` (returning extra controller CPU it found outside RUSAGE_CHILDREN).
+
+        ``reloading``: the nginx instances the run reloads. ``nginx -s reload`` returns once it
+        has signalled the master, which then parses the whole configuration again (seconds at
+        10,000 upstreams) before it starts new workers: the run is served when every master
+        has started workers it did not have before, and the nodes' CPU is read after that (a
+        tool that returns early would leave that parse to the next run's figures). obreconcile's
+        verify waits for it already."""
+        workers = [nginx_workers(n) for n in reloading]
         nodes_before = sum(process_cpu(p) for p in self.node_pids)
         cpu_before = children_cpu()
         started = time.perf_counter()
         extra = work()
         wall = time.perf_counter() - started
         cpu = children_cpu() - cpu_before + extra
+        live = None
+        if reloading:
+            for node, before in zip(reloading, workers, strict=True):
+                while not nginx_workers(node) - before:
+                    if time.perf_counter() - started > TOOL_TIMEOUT:
+                        raise RuntimeError(f"{case}: {node.name}'s nginx started no new worker")
+                    time.sleep(0.005)
+            live = time.perf_counter() - started
         time.sleep(0.3)  # let sshd reap the sessions that just closed
-        sample = Sample(wall, cpu, sum(process_cpu(p) for p in self.node_pids) - nodes_before, censored())
+        sample = Sample(wall, cpu, sum(process_cpu(p) for p in self.node_pids) - nodes_before, censored(), live)
         self.results.add(case, sample)
         return sample
 
@@ -384,8 +433,16 @@ class Bench:
         else:
             self.ansible(tool, run, case)
 
-    def command(self, tool: Tool, argv: list[str], cwd: Path, record: str | None) -> subprocess.CompletedProcess[str]:
-        """Run one tool's command (measured as case ``record`` unless None); it must exit 0."""
+    def command(
+        self,
+        tool: Tool,
+        argv: list[str],
+        cwd: Path,
+        record: str | None,
+        reloading: Sequence[SimulatedNode] = (),
+    ) -> subprocess.CompletedProcess[str]:
+        """Run one tool's command (measured as case ``record`` unless None, ``reloading`` as for
+        ``measure``); it must exit 0."""
         done: list[subprocess.CompletedProcess[str]] = []
 
         def work() -> float:
@@ -399,7 +456,7 @@ class Bench:
         if record is None:
             work()
         else:
-            self.measure(record, work)
+            self.measure(record, work, reloading=reloading)
         if done[0].returncode != 0:
             raise RuntimeError(f"{TITLES[tool]} failed ({done[0].returncode}):\n{done[0].stdout}\n{done[0].stderr}")
         return done[0]
@@ -425,7 +482,7 @@ class Bench:
             argv = [str(PY_SPY), "record", "--idle", "--rate", str(SPY_RATE), "--format", "raw", "-o", str(profile)]
             argv += ["--", *self.fleet.cli_args("--output", "text", "apply", manifests), *options]
         reloads = settled_reloads(self.fleet.nodes)
-        result = self.command(Tool.OBRECONCILE, argv, ROOT, record)
+        result = self.command(Tool.OBRECONCILE, argv, ROOT, record, self.fleet.nodes if change else ())
         want = "converged" if change else "unchanged"
         if profile is None:
             nodes = json.loads(result.stdout)["access_nodes"]
@@ -485,7 +542,7 @@ class Bench:
         if record is None:
             work()
         else:
-            self.measure(record, work, censored=lambda: done[0][0] is None)
+            self.measure(record, work, censored=lambda: done[0][0] is None, reloading=nodes if change else ())
         shutil.rmtree(control, ignore_errors=True)
         returncode, stdout, stderr = done[0]
         if returncode is None and per_file:
@@ -516,7 +573,7 @@ class Bench:
         reloads = settled_reloads(nodes)
         files = self.one_file_stats(nodes)
         # cwd: pyinfra reads config.py from there and puts it on sys.path
-        self.command(Tool.PYINFRA, argv, self.inventories[Tool.PYINFRA].parent, record)
+        self.command(Tool.PYINFRA, argv, self.inventories[Tool.PYINFRA].parent, record, nodes if change else ())
         self.check_reloads(Tool.PYINFRA, nodes, reloads, change)
         self.check_one_file(Tool.PYINFRA, files, change)
 
@@ -575,7 +632,9 @@ class Bench:
 
     # -- the floor ----------------------------------------------------------------------------
 
-    def floor(self, case: str, remote: Callable[[SimulatedNode], str], options: Sequence[str]) -> None:
+    def floor(
+        self, case: str, remote: Callable[[SimulatedNode], str], options: Sequence[str], reloads: bool = False
+    ) -> None:
         nodes = self.fleet.nodes
 
         def work() -> float:
@@ -584,7 +643,7 @@ class Bench:
                     future.result()
             return 0.0
 
-        self.measure(case, work)
+        self.measure(case, work, reloading=nodes if reloads else ())
 
     def validate(self) -> None:
         """``obreconcile validate`` of the manifests a no-op apply reads (a whole process: start-up,
@@ -655,12 +714,13 @@ class Bench:
                 self.run(tool, run)
         self.floor("ssh", lambda n: "true", ())
         self.floor("ssh-x25519", lambda n: "true", X25519)
-        self.floor("nginx", nginx_floor_command, ())
-        self.floor("nginx-x25519", nginx_floor_command, X25519)
+        self.floor("nginx", nginx_floor_command, (), reloads=True)
+        self.floor("nginx-x25519", nginx_floor_command, X25519, reloads=True)
         self.validate()
         ran = [f"{tool}-{run}" for tool in tools for run in Run]
         ran += ["ssh", "ssh-x25519", "nginx", "nginx-x25519", "validate", "ssh+validate"]
-        line = "  ".join(f"{c} {self.results.samples[c][-1].wall:.2f}s" for c in CASES if c in ran)
+        last = {c: self.results.samples[c][-1] for c in CASES if c in ran}
+        line = "  ".join(f"{c} {s.wall:.2f}s" + (f" (served {s.live:.2f}s)" if s.live else "") for c, s in last.items())
         print(f"  round {index + 1}: {line}", flush=True)
 
 
@@ -710,27 +770,30 @@ def report(
         f"\n== {nodes} access nodes, {upstreams} upstreams x {BACKENDS_PER_UPSTREAM} backends: medians of {rounds} "
         f"rounds (Ansible: {ansible_rounds}; '>' = stopped at --ansible-timeout {timeout:g}s, a lower bound) =="
     )
-    print(f"{'case':<42} {'wall':>9} {'ctl CPU':>9} {'node CPU':>9}")
+    # wall: until the tool returned; served: until every node's nginx serves the change (a tool
+    # that returns after signalling the reload leaves the master parsing): the targets use it
+    print(f"{'case':<42} {'wall':>9} {'served':>9} {'ctl CPU':>9} {'node CPU':>9}")
     for case, title in CASES.items():
         if case not in results.samples:
             continue
         mark = ">" if results.censored(case) else " "
-        figures = [f"{mark}{results.median(case, what):.2f}s" for what in ("wall", "cpu", "nodes_cpu")]
-        print(f"{title:<42} {figures[0]:>9} {figures[1]:>9} {figures[2]:>9}")
+        figures = [f"{mark}{results.median(case, what):.2f}s" for what in ("wall", "served", "cpu", "nodes_cpu")]
+        print(f"{title:<42} {figures[0]:>9} {figures[1]:>9} {figures[2]:>9} {figures[3]:>9}")
     faster = 8.0 if upstreams >= 1000 else 3.0
     large = upstreams >= 1000  # the peers' targets (issue 18) are set at 1,000 upstreams: info below
     # (title, numerator, denominator, figure, sense, bound: None = info)
     targets: list[tuple[str, str, str, str, str, float | None]] = [
-        ("changing: Ansible per file / obreconcile", "ansible-change", "obr-change", "wall", ">=", faster),
+        ("changing: Ansible per file / obreconcile", "ansible-change", "obr-change", "served", ">=", faster),
         (
             "changing: Ansible one file / obreconcile",
             "ansible-1f-change",
             "obr-change",
-            "wall",
+            "served",
             ">=",
             8.0 if large else None,
         ),
-        ("changing: pyinfra / obreconcile", "pyinfra-change", "obr-change", "wall", ">=", 2.0 if large else None),
+        ("changing: pyinfra / obreconcile", "pyinfra-change", "obr-change", "served", ">=", 2.0 if large else None),
+        ("  (same, until pyinfra returned)", "pyinfra-change", "obr-change", "wall", ">=", None),
         (
             "changing: ctl CPU pyinfra / obreconcile",
             "pyinfra-change",
@@ -739,17 +802,18 @@ def report(
             ">=",
             1.0 if large else None,
         ),
-        ("changing: obreconcile / floor ssh+nginx", "obr-change", "nginx", "wall", "<=", 2.0),
-        ("  (same, floor with curve25519)", "obr-change", "nginx-x25519", "wall", "<=", None),
-        ("no-op: Ansible per file / obreconcile", "ansible-noop", "obr-noop", "wall", ">=", 3.0),
-        ("no-op: Ansible one file / obreconcile", "ansible-1f-noop", "obr-noop", "wall", ">=", None),
-        ("no-op: pyinfra / obreconcile", "pyinfra-noop", "obr-noop", "wall", ">=", 2.0 if large else None),
-        ("no-op: obreconcile / floor ssh true", "obr-noop", "ssh", "wall", "<=", None),
-        ("no-op: obreconcile / (ssh true + validate)", "obr-noop", "ssh+validate", "wall", "<=", 1.5),
-        ("  (same, floor with curve25519)", "obr-noop", "ssh-x25519", "wall", "<=", None),
-        ("one upstream: pyinfra / obreconcile", "pyinfra-one", "obr-one", "wall", ">=", 3.0 if large else None),
-        ("one upstream: Ansible one file / obr", "ansible-1f-one", "obr-one", "wall", ">=", None),
-        ("one upstream: obreconcile / its no-op", "obr-one", "obr-noop", "wall", "<=", 1.3 if large else None),
+        ("changing: obreconcile / floor ssh+nginx", "obr-change", "nginx", "served", "<=", 2.0),
+        ("  (same, floor with curve25519)", "obr-change", "nginx-x25519", "served", "<=", None),
+        ("no-op: Ansible per file / obreconcile", "ansible-noop", "obr-noop", "served", ">=", 3.0),
+        ("no-op: Ansible one file / obreconcile", "ansible-1f-noop", "obr-noop", "served", ">=", None),
+        ("no-op: pyinfra / obreconcile", "pyinfra-noop", "obr-noop", "served", ">=", 2.0 if large else None),
+        ("no-op: obreconcile / floor ssh true", "obr-noop", "ssh", "served", "<=", None),
+        ("no-op: obreconcile / (ssh true + validate)", "obr-noop", "ssh+validate", "served", "<=", 1.5),
+        ("  (same, floor with curve25519)", "obr-noop", "ssh-x25519", "served", "<=", None),
+        ("one upstream: pyinfra / obreconcile", "pyinfra-one", "obr-one", "served", ">=", 3.0 if large else None),
+        ("  (same, until pyinfra returned)", "pyinfra-one", "obr-one", "wall", ">=", None),
+        ("one upstream: Ansible one file / obr", "ansible-1f-one", "obr-one", "served", ">=", None),
+        ("one upstream: obreconcile / its no-op", "obr-one", "obr-noop", "served", "<=", 1.3 if large else None),
     ]
     print(f"\n{'target (median of per-round ratios)':<42} {'ratio':>8}  {'want':>6}  {'result':<6} per round")
     verdicts = []

@@ -50,7 +50,7 @@ from typing import Any
 import yaml
 
 from bench.ansible.generate import BACKENDS_PER_UPSTREAM, upstream_workload
-from bench.apply import PY_SPY, nginx_floor_command, process_cpu
+from bench.apply import PY_SPY, children, nginx_floor_command, nginx_workers, process_cpu
 from reconciler.deploy.layout import MARKER
 from reconciler.transport import ConnectionPool, SSHSettings, Transport, open_transport
 from tests.services.backends import RestartableBackend
@@ -187,19 +187,6 @@ def load_average() -> str:
 
 
 # -- the floor: nginx -t and a reload of the same configuration on every node -----------------
-
-
-def nginx_workers(node: SimulatedNode) -> set[int]:
-    """The PIDs of the node's nginx master's children (its workers)."""
-    assert node.process is not None
-    return set(children(node.process.pid))
-
-
-def children(pid: int) -> list[int]:
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
 
 
 def tree_cpu(pids: list[int]) -> float:

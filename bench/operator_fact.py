@@ -122,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
             f"reading {args.conf} and its includes (record missing or stale): {read * 1000:.1f} ms wall, "
             f"{len(operator.patterns)} patterns, {len(operator.files)} files"
         )
-        print(f"nginx -T of the node's configuration (the full parse avoided): {nginx_full_parse(root, config_dir):.2f} s")
+        print(
+            f"nginx -T of the node's configuration (the full parse avoided): {nginx_full_parse(root, config_dir):.2f} s"
+        )
     return 0
 
 

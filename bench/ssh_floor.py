@@ -66,7 +66,9 @@ def openssh(
 
 
 def transport_fresh(server: SSHServer) -> None:
-    with open_transport(server.access_node(), SSHSettings(known_hosts=server.known_hosts, allow_agent=False)) as transport:
+    with open_transport(
+        server.access_node(), SSHSettings(known_hosts=server.known_hosts, allow_agent=False)
+    ) as transport:
         transport.run("true", check=True)
 
 
@@ -83,7 +85,9 @@ def measure(servers: list[SSHServer], repeat: int) -> dict[str, float]:
     rounds: dict[str, list[float]] = {}
     with ConnectionPool() as connections:
         opened: dict[int, Transport] = {
-            s.port: open_transport(s.access_node(), SSHSettings(known_hosts=s.known_hosts, allow_agent=False), pool=connections)
+            s.port: open_transport(
+                s.access_node(), SSHSettings(known_hosts=s.known_hosts, allow_agent=False), pool=connections
+            )
             for s in servers
         }
         cases: dict[str, Callable[[SSHServer], object]] = {
