@@ -337,8 +337,13 @@ def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+# compact JSON with sorted keys, one encoder for the run (json.dumps with arguments makes one per
+# call: a quarter of digesting an upstream's context); contexts are trees, never cycles
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), check_circular=False)
+
+
 def _json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return _ENCODER.encode(value)
 
 
 def listen_value(address: str, port: int) -> str:
