@@ -68,7 +68,9 @@ runs the per-file play in the first K rounds only.
 
 Every tool runs with cached bytecode (PYTHONPYCACHEPREFIX in the temp dir): the CI environment
 sets PYTHONDONTWRITEBYTECODE, which would make every CLI start compile reconciler/ from source,
-which no installed deployment does. ``--profile`` then runs one changing and one no-op apply
+which no installed deployment does; obreconcile's manifest cache (XDG_CACHE_HOME) is in the
+temp dir as well: the first deploy writes it, later runs read the files they did not change,
+as a user's runs would. ``--profile`` then runs one changing and one no-op apply
 under ``py-spy record --idle`` and prints the wall time by step (main thread, and per access
 node). The bench is not part of the test suite.
 """
@@ -278,6 +280,20 @@ def children(pid: int) -> list[int]:
         return []
 
 
+def first_answer(node: SimulatedNode, host: str, limit: float = 120.0) -> int | str:
+    """The status of the first answer of ``node``'s nginx for ``host`` (or why none came): a
+    reload returns before nginx has parsed the configuration (10,000 upstreams on a loaded
+    machine: many seconds), and a peer's run may end with that reload."""
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            return node.get(host)[0]
+        except OSError as e:
+            if time.monotonic() > deadline:
+                return f"no answer in {limit:g} s ({e})"
+            time.sleep(0.5)
+
+
 def nginx_floor_command(node: SimulatedNode) -> str:
     """The node's own ``nginx -t`` and reload of the configuration it runs (what a push ends with)."""
     return f"{node.nginx_command('-t')} && {node.nginx_command('-s', 'reload')}"
@@ -301,6 +317,9 @@ class Bench:
         # reconciler/ from source); the cache lives in the temp dir, not in the checkout.
         self.tool_env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         self.tool_env["PYTHONPYCACHEPREFIX"] = str(directory / "pycache")
+        # obreconcile's manifest cache (the user's cache directory) in the temp dir too: used
+        # from run to run as a user's would be, and gone with the bench's manifests.
+        self.tool_env["XDG_CACHE_HOME"] = str(directory / "cache")
         # The Ansible template module's Jinja2 settings (pyinfra's deploy uses the same): to
         # check what the peers wrote, and to write the per-file play's files after a stopped run.
         self.templates = jinja2.Environment(
@@ -694,9 +713,9 @@ class Bench:
                     raise RuntimeError(f"{TITLES[tool]} renders {theirs} bytes per node, obreconcile {size}")
                 served.append(twin)
         for each in served:  # a routed upstream answers 502 (no backend listens)
-            status, _ = each.get("up-00000.example.com")
+            status = first_answer(each, "up-00000.example.com")
             if status != 502:
-                raise RuntimeError(f"{each.name}: up-00000.example.com answered {status}, not 502")
+                raise RuntimeError(f"{each.name}: up-00000.example.com answered {status}, not 502\n{each.log_tail()}")
         for options in ((), X25519):
             with ThreadPoolExecutor(max_workers=self.count) as pool:
                 for future in [
