@@ -466,7 +466,8 @@ class Renderer:
                     alone = _json(names)
             made_of: tuple[str, ...] = (listen, p.digest, alone)  # + the node: its inputs
             inputs[path] = input_digest(*common, protocol, *made_of)
-            bodies[path] = partial(self._shared, p, protocol, context, views, *made_of)
+            render = partial(self._template, protocol, context)
+            bodies[path] = partial(self._shared, p, protocol, render, node_context, views, *made_of)
             owners[path] = p.upstream
         digests = {p.upstream.name: p.digest for p in upstreams}
         shared: dict[str, tuple[str, ...]] = {}
@@ -481,8 +482,9 @@ class Renderer:
                 shared[path] = tuple(u["name"] for u in sharing)
                 made_of = (http_listen, host, *(digests[n] for n in shared[path]))
                 inputs[path] = input_digest(*common, "host", *made_of)
-                context = self._host_context(host, sharing, base, http_listen)
-                bodies[path] = partial(self._shared, prepared[shared[path][0]], "host", context, views, *made_of)
+                render = partial(self._host, self._host_context(host, sharing, base, http_listen))
+                owner = prepared[shared[path][0]]  # its bodies keep the file's (made of every sharer's digest)
+                bodies[path] = partial(self._shared, owner, "host", render, node_context, views, *made_of)
         refused = tuple(refusals[key] for key in sorted(refusals))
         kept = {path for r in refused for path in r.paths}
         templates = self.templates_digest
@@ -532,15 +534,28 @@ class Renderer:
             "tls": shared[0]["tls"],
         }
 
+    def _host(self, context: dict[str, Any]) -> str:
+        """The file of a server name several upstreams share by path."""
+        if any(r["upstream"]["tls"] != context["tls"] for r in context["routes"]):
+            raise RenderError(f"the upstreams sharing server name {context['server_name']} differ in tls")
+        return self._template("host", context)
+
     def _shared(
-        self, prepared: _PreparedUpstream, key: str, context: dict[str, Any], views: dict[str, str], *made_of: str
+        self,
+        prepared: _PreparedUpstream,
+        key: str,
+        render: Callable[[], str],
+        node: dict[str, Any],
+        views: dict[str, str],
+        *made_of: str,
     ) -> str:
         """A file's body, rendered once for every access node whose template sees the same of it.
 
-        ``made_of`` is everything of ``context`` but the access node's and the version (digests
-        of the upstreams' contexts, the listen value, the names); of the access node, only what
-        the template reads (:func:`attributes_read`), or all of it when that is not known. The
-        body is a function of those: nodes that differ only in their name and directory (the
+        ``render`` renders it with template ``key``; ``made_of`` is everything of its context but
+        the access node (``node``) and the version (digests of the upstreams' contexts, the
+        listen value, the names); of the access node, only what the template reads
+        (:func:`attributes_read`), or all of it when that is not known. The body is a function of
+        those: nodes that differ only in their name and directory (the
         header says which node it is) share it (``views``: what each template sees of this access
         node, by template key). A refusal is never kept: each node reports it.
         """
@@ -548,14 +563,12 @@ class Renderer:
         if view is None:
             if key not in self._reads:
                 self._reads[key] = attributes_read(self.environment, TEMPLATES[key], "access_node")
-            reads, node = self._reads[key], context["access_node"]
+            reads = self._reads[key]
             view = views[key] = _json(node if reads is None else {k: node[k] for k in reads if k in node})
         made = input_digest(self.templates_digest, key, view, *made_of)
         body = prepared.bodies.get(made)
         if body is None:
-            if key == "host" and any(r["upstream"]["tls"] != context["tls"] for r in context["routes"]):
-                raise RenderError(f"the upstreams sharing server name {context['server_name']} differ in tls")
-            body = self._template(key, context)
+            body = render()
             if len(prepared.bodies) >= BODIES:
                 prepared.bodies.clear()
             prepared.bodies[made] = body
