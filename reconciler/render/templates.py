@@ -152,10 +152,10 @@ def attributes_read(environment: jinja2.Environment, name: str, variable: str) -
     ``https_listen``. None when the template may read the whole value or an attribute not known
     before it runs (the variable used alone, passed to a filter or a macro, assigned, an
     attribute read by a computed key or named like a method of a dict (``items``, ``get``), a
-    template named by an expression, any attribute that begins with ``_``, a template that cannot
-    be read or parsed: rendering reports that one): the renderer then
-    takes the whole value as the template's input. The reads are the template's, whatever one
-    render takes: ``{% if tls %}{{ access_node.https_port }}{% endif %}`` reads ``https_port``.
+    template named by an expression, any attribute that begins with ``_``, a template that
+    cannot be read or parsed, which rendering then reports): the renderer then takes the whole
+    value as the template's input. The reads are the template's, whatever one render takes:
+    ``{% if tls %}{{ access_node.https_port }}{% endif %}`` reads ``https_port``.
     """
     read: set[str] = set()
     seen: set[str] = set()
