@@ -61,6 +61,7 @@ from reconciler.deploy.scripts import (
     Deploy,
     lock_command,
     parse_steps,
+    reload_script,
     settled_log_size,
     steps_script,
     switch_script,
@@ -385,7 +386,7 @@ def _deploy(
         layout,
         release,
         node.nginx.test_command,
-        node.nginx.reload_command,
+        reload_script(node.nginx.reload_command, probe_address(node)),
         node.nginx.error_log,
         rendered.revision,
         probe_function(probe_address(node), facts.probe_tool) if _can_probe(facts, rendered.files) else None,
@@ -583,7 +584,7 @@ def _roll_back(
         commands = {
             "switch": switch_script(layout, previous) if previous else f"rm -f -- {shlex.quote(layout.config_dir)}",
             "size": settled_log_size(node.nginx.error_log),  # after the failed reload's last line
-            "reload": node.nginx.reload_command,
+            "reload": reload_script(node.nginx.reload_command, probe_address(node)),
         }
         if old is not None:
             commands["verify"] = verify_script(old, probe, node.nginx.error_log, "$size", settings.verify_timeout)

@@ -12,6 +12,7 @@ import shlex
 from reconciler.manifest.model import AccessNode
 
 PROBE_PATH = "/.well-known/obreconcile/revision"
+PID_HEADER = "X-Obreconcile-Pid"  # the answering worker's pid (nginx's $pid), for master_function
 # not in POSIX mode: there a failed ``exec 3<>`` (nginx not listening yet) would end the shell
 IN_PLAIN_BASH = '[ -n "${BASH_VERSION:-}" ] && ! shopt -qo posix'
 
@@ -56,14 +57,18 @@ def served_command(node: AccessNode) -> str:
     return f"if command -v bash >/dev/null 2>&1; then bash -c {shlex.quote(probe)}; fi"
 
 
+def _bash_request(address: str) -> tuple[str, str]:
+    """(the ``/dev/tcp`` path, the request as a printf format) of a GET of the revision at ``address``."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    return shlex.quote(f"/dev/tcp/{host}/{port}"), f"GET {PROBE_PATH} HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n"
+
+
 def probe_function(address: str, tool: str | None = None) -> str:
     """Shell defining ``obr_probe``, which sets ``$served`` to the revision nginx's default server
     at ``address`` answers. Under bash it is bash's own ``/dev/tcp`` and ``read``: no process
     at all, where curl costs ~8 ms of CPU a poll; under another shell ``probe_command``."""
-    host, _, port = address.rpartition(":")
-    host = host.strip("[]")
-    request = f"GET {PROBE_PATH} HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n"
-    tcp = shlex.quote(f"/dev/tcp/{host}/{port}")
+    tcp, request = _bash_request(address)
     in_bash = (
         "obr_probe() {\n"
         f'  served=""; {{ exec 3<>{tcp}; }} 2>/dev/null || return 0\n'
@@ -75,3 +80,32 @@ def probe_function(address: str, tool: str | None = None) -> str:
         "}"
     )
     return f"if {IN_PLAIN_BASH}; then\n{in_bash}\nelse\n{command_probe(probe_command(address, tool))}\nfi"
+
+
+def master_function(address: str) -> str:
+    """Bash defining ``obr_master``: 0, with ``$master`` set to its pid, when the nginx worker
+    answering the revision at ``address`` (its pid in the ``PID_HEADER`` of the answer) is a
+    child of a process titled ``nginx: master process``; 1 otherwise (no answer, no header: a
+    release rendered before the header, /proc hidden, a pid that is not an nginx worker).
+
+    Under bash only (``/dev/tcp``, ``read -d ''``); another shell must not call it."""
+    tcp, request = _bash_request(address)
+    title = 'title=""; { IFS= read -r -d "" title < "/proc/$1/cmdline"; } 2>/dev/null; case "$title" in "nginx: $2 process"*) ;; *) return 1 ;; esac'
+    return (
+        f"obr_title() {{ {title}; }}\n"
+        "obr_master() {\n"
+        f'  master=""; pid=""; {{ exec 3<>{tcp}; }} 2>/dev/null || return 1\n'
+        f"  printf '{request}' >&3\n"
+        "  cr=$'\\r'; line=''\n"
+        '  IFS= read -r -t 2 line <&3; case "$line" in "HTTP/1."?" 200"*) ;; *) exec 3<&-; return 1 ;; esac\n'
+        '  while IFS= read -r -t 2 line <&3 && line=${line%"$cr"} && [ -n "$line" ]; do\n'
+        f'    case "$line" in "{PID_HEADER}: "*) pid=${{line#*: }} ;; esac\n'
+        "  done; exec 3<&-\n"
+        '  case "$pid" in ""|*[!0-9]*) return 1 ;; esac\n'
+        '  obr_title "$pid" worker || return 1\n'
+        '  stat=""; { read -r stat < "/proc/$pid/stat"; } 2>/dev/null || return 1\n'
+        "  stat=${stat##*') '}; set -- $stat; master=${2:-}\n"
+        '  case "$master" in ""|*[!0-9]*) return 1 ;; esac\n'
+        '  obr_title "$master" master\n'
+        "}"
+    )

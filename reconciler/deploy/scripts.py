@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from reconciler.deploy.facts import AWK_OLDER, HASH, LISTING, STAT_RECORD
 from reconciler.deploy.layout import KEEP_RELEASES, LOCK_BUSY_EXIT, MARKER, NodeLayout
-from reconciler.deploy.probe import IN_PLAIN_BASH
+from reconciler.deploy.probe import IN_PLAIN_BASH, master_function
 from reconciler.transport import CommandResult
 from reconciler.transport.batch import parse_batch
 
@@ -99,6 +99,53 @@ def prune_script(layout: NodeLayout, staged: str) -> str:
         f"staged={shlex.quote(staged)}; "
         'for r; do [ "$n" -gt 0 ] || break; n=$((n - 1)); '
         '[ "$r" = "$live" ] || [ "$r" = "$staged" ] || rm -rf -- "$r"; done; exit 0'
+    )
+
+
+# nginx's options that take an argument, as its -h lists them (a signal command may carry them)
+NGINX_ARGUMENT_OPTIONS = ("-p", "-c", "-e", "-g")
+
+
+def signals_reload(command: str) -> bool:
+    """Whether ``command`` is nginx's own ``nginx [-q] [-p/-c/-e/-g ARG]... -s reload`` (any path
+    to a binary named nginx): all such a command does is parse the configuration to find the
+    master's pid file and send that master SIGHUP."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return False
+    if not words or posixpath.basename(words[0]) != "nginx":
+        return False
+    signalled, rest = False, words[1:]
+    while rest:
+        word = rest.pop(0)
+        if word == "-s" and rest[:1] == ["reload"] and not signalled:
+            rest.pop(0)
+            signalled = True
+        elif word in NGINX_ARGUMENT_OPTIONS and rest:
+            rest.pop(0)
+        elif not (word == "-q" or (word[:2] in NGINX_ARGUMENT_OPTIONS and len(word) > 2)):
+            return False
+    return signalled
+
+
+def reload_script(command: str, address: str | None) -> str:
+    """Shell that reloads nginx with the operator's ``command``; when that is nginx's own
+    ``-s reload`` (``signals_reload``) and ``address`` (where the node's default server answers
+    the revision) is known, under bash the master whose worker answers there is sent SIGHUP
+    itself, and ``command`` runs only when no such master is found or the signal cannot be sent.
+
+    ``nginx -s reload`` parses the whole configuration before it signals: at 10,000 upstreams
+    5-7 s of the node's CPU, a third of a change's, while ``test`` has just parsed the same
+    files and the master parses them again on SIGHUP. The master found is the one verify then
+    asks for the new revision; prints ``signalled <pid>`` when it was signalled. Runs in a
+    subshell (the steps' and restore's own): it exits."""
+    if address is None or not signals_reload(command):
+        return command
+    return (
+        f"if {IN_PLAIN_BASH}; then\n{master_function(address)}\n"
+        '  if obr_master && kill -HUP "$master" 2>/dev/null; then printf \'signalled %s\\n\' "$master"; exit 0; fi\n'
+        f"fi\n{command}"
     )
 
 
@@ -297,7 +344,7 @@ class Deploy:
     layout: NodeLayout
     release: str
     test_command: str
-    reload_command: str
+    reload_command: str  # shell that reloads nginx (reload_script of the node's reload_command)
     error_log: str
     revision: str
     probe: str | None  # shell defining obr_probe (probe_function); None: verify reads only the error log
