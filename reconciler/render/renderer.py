@@ -24,6 +24,7 @@ import ipaddress
 import json
 import math
 import re
+import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -51,7 +52,15 @@ from reconciler.manifest.model import (
     Upstream,
     duration_seconds,
 )
-from reconciler.render.templates import Templates, attributes_read, engine_digest, make_environment, templates_digest
+from reconciler.render.finaliser import SAFE_VALUE
+from reconciler.render.templates import (
+    Templates,
+    attributes_read,
+    engine_digest,
+    make_environment,
+    printed_verbatim,
+    templates_digest,
+)
 from reconciler.resolve import CANONICAL_IPV4, Resolver, SystemResolver, ip_literal
 
 BLOCK_PREFIX = "ob_"
@@ -233,6 +242,9 @@ class _PreparedUpstream:
 
 
 Prepared = dict[str, _PreparedUpstream]  # upstream name → its prepared context, shared by access nodes
+# printed in place of the listen value in a body shared by access nodes on other ports, then
+# replaced (Renderer._shared): a value no manifest can guess (random for each process)
+LISTEN_MARK = f"obr-listen-{secrets.token_hex(12)}"
 BODIES = 16  # an upstream's rendered bodies kept (distinct listen settings, template sets, shared names)
 
 
@@ -373,7 +385,9 @@ class Renderer:
         try:
             self.templates_digest = templates_digest(self.environment)
             self._templates = {key: self.environment.get_template(name) for key, name in TEMPLATES.items()}
-            self._reads: dict[str, frozenset[str] | None] = {}  # template key → what it reads of access_node
+            # template key → what it reads of access_node, and whether it prints ``listen`` only as
+            # it is (one entry: the workers of several access nodes fill it at once)
+            self._reads: dict[str, tuple[frozenset[str] | None, bool]] = {}
         except jinja2.TemplateSyntaxError as e:
             raise RenderError(f"template {e.filename or e.name}:{e.lineno}: {e.message}") from e
         except jinja2.TemplateError as e:
@@ -464,10 +478,10 @@ class Renderer:
                 names = context["server_names"] = [n for n in p.context["server_names"] if len(routes[n]) == 1]
                 if len(names) != len(p.context["server_names"]):
                     alone = _json(names)
-            made_of: tuple[str, ...] = (listen, p.digest, alone)  # + the node: its inputs
-            inputs[path] = input_digest(*common, protocol, *made_of)
-            render = partial(self._template, protocol, context)
-            bodies[path] = partial(self._shared, p, protocol, render, node_context, views, *made_of)
+            made_of: tuple[str, ...] = (p.digest, alone)  # + the listen value and the node: its inputs
+            inputs[path] = input_digest(*common, protocol, listen, *made_of)
+            render = partial(self._template, protocol)
+            bodies[path] = partial(self._shared, p, protocol, render, context, node_context, views, *made_of)
             owners[path] = p.upstream
         digests = {p.upstream.name: p.digest for p in upstreams}
         shared: dict[str, tuple[str, ...]] = {}
@@ -480,11 +494,13 @@ class Renderer:
                             refusals[u["name"]] = _kept_too(refusals[u["name"]], path)
                     continue
                 shared[path] = tuple(u["name"] for u in sharing)
-                made_of = (http_listen, host, *(digests[n] for n in shared[path]))
-                inputs[path] = input_digest(*common, "host", *made_of)
-                render = partial(self._host, self._host_context(host, sharing, base, http_listen))
+                made_of = (host, *(digests[n] for n in shared[path]))
+                inputs[path] = input_digest(*common, "host", http_listen, *made_of)
+                host_context = self._host_context(host, sharing, base, http_listen)
                 owner = prepared[shared[path][0]]  # its bodies keep the file's (made of every sharer's digest)
-                bodies[path] = partial(self._shared, owner, "host", render, node_context, views, *made_of)
+                bodies[path] = partial(
+                    self._shared, owner, "host", self._host, host_context, node_context, views, *made_of
+                )
         refused = tuple(refusals[key] for key in sorted(refusals))
         kept = {path for r in refused for path in r.paths}
         templates = self.templates_digest
@@ -544,35 +560,46 @@ class Renderer:
         self,
         prepared: _PreparedUpstream,
         key: str,
-        render: Callable[[], str],
+        render: Callable[[dict[str, Any]], str],
+        context: dict[str, Any],
         node: dict[str, Any],
         views: dict[str, str],
         *made_of: str,
     ) -> str:
         """A file's body, rendered once for every access node whose template sees the same of it.
 
-        ``render`` renders it with template ``key``; ``made_of`` is everything of its context but
-        the access node (``node``) and the version (digests of the upstreams' contexts, the
-        listen value, the names); of the access node, only what the template reads
+        ``render`` renders ``context`` with template ``key``; ``made_of`` is everything of the
+        context but the access node (``node``), the listen value and the version (digests of the
+        upstreams' contexts, the names); of the access node, only what the template reads
         (:func:`attributes_read`), or all of it when that is not known. The body is a function of
-        those: nodes that differ only in their name and directory (the
-        header says which node it is) share it (``views``: what each template sees of this access
-        node, by template key). A refusal is never kept: each node reports it.
+        those: nodes that differ only in their name and directory (the header says which node it
+        is) share it (``views``: what each template sees of this access node, by template key).
+        When the template prints ``listen`` only as it is (:func:`printed_verbatim`), the body is
+        rendered with ``LISTEN_MARK`` in its place and the node's own value put in by a replace:
+        nodes that differ in their http port too (one host, several nginx) share it. A refusal
+        is never kept: each node reports it.
         """
+        known = self._reads.get(key)
+        if known is None:
+            name = TEMPLATES[key]
+            known = self._reads[key] = (
+                attributes_read(self.environment, name, "access_node"),
+                printed_verbatim(self.environment, name, "listen"),
+            )
+        reads, verbatim = known
         view = views.get(key)
         if view is None:
-            if key not in self._reads:
-                self._reads[key] = attributes_read(self.environment, TEMPLATES[key], "access_node")
-            reads = self._reads[key]
             view = views[key] = _json(node if reads is None else {k: node[k] for k in reads if k in node})
-        made = input_digest(self.templates_digest, key, view, *made_of)
+        listen = context["listen"]
+        marked = verbatim and SAFE_VALUE.fullmatch(listen) is not None  # else the finaliser says why
+        made = input_digest(self.templates_digest, key, view, LISTEN_MARK if marked else listen, *made_of)
         body = prepared.bodies.get(made)
         if body is None:
-            body = render()
+            body = render({**context, "listen": LISTEN_MARK}) if marked else render(context)
             if len(prepared.bodies) >= BODIES:
                 prepared.bodies.clear()
             prepared.bodies[made] = body
-        return body
+        return body.replace(LISTEN_MARK, listen) if marked else body
 
     def _defaults(self, node: str, header: str, context: dict[str, Any]) -> dict[frozenset[str], str]:
         """The default server's file leaving out each non-empty subset of the hash directives it

@@ -146,18 +146,12 @@ def templates_digest(environment: jinja2.Environment) -> str:
     return digest.hexdigest()
 
 
-def attributes_read(environment: jinja2.Environment, name: str, variable: str) -> frozenset[str] | None:
-    """The attributes of the context variable ``variable`` that template ``name`` can read, and
-    every template it extends, includes or imports: ``{{ access_node.https_listen }}`` reads
-    ``https_listen``. None when the template may read the whole value or an attribute not known
-    before it runs (the variable used alone, passed to a filter or a macro, assigned, an
-    attribute read by a computed key or named like a method of a dict (``items``, ``get``), a
-    template named by an expression, any attribute that begins with ``_``, a template that
-    cannot be read or parsed, which rendering then reports): the renderer then takes the whole
-    value as the template's input. The reads are the template's, whatever one render takes:
-    ``{% if tls %}{{ access_node.https_port }}{% endif %}`` reads ``https_port``.
-    """
-    read: set[str] = set()
+def _trees(environment: jinja2.Environment, name: str) -> Iterator[tuple[nodes.Node | None, nodes.Node]] | None:
+    """Every node, with its parent, of template ``name`` and of every template it extends,
+    includes or imports; None when one of them is named by an expression or cannot be read or
+    parsed (rendering then reports it). The caller must take a ``ContextReference`` (the whole
+    context) as reading anything."""
+    found: list[tuple[nodes.Node | None, nodes.Node]] = []
     seen: set[str] = set()
     pending = [name]
     while pending:
@@ -172,31 +166,89 @@ def attributes_read(environment: jinja2.Environment, name: str, variable: str) -
         except jinja2.TemplateError:  # missing or broken: rendering says so, on every node
             return None
         for parent, node in _walk(tree):
-            if isinstance(node, nodes.Getattr) and node.attr.startswith("_"):
-                return None
-            if isinstance(node, (nodes.ContextReference, nodes.DerivedContextReference)):
-                return None
             if isinstance(node, (nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
                 names = node.template.items if isinstance(node.template, (nodes.List, nodes.Tuple)) else [node.template]
                 if not all(isinstance(n, nodes.Const) and isinstance(n.value, str) for n in names):
                     return None
                 pending += [n.value for n in names if isinstance(n, nodes.Const)]
-            if isinstance(node, nodes.Name) and node.name == variable:
-                if node.ctx != "load":
-                    return None
-                if isinstance(parent, nodes.Getattr) and parent.node is node and parent.attr not in _METHODS:
-                    read.add(parent.attr)
-                elif (
-                    isinstance(parent, nodes.Getitem)
-                    and parent.node is node
-                    and isinstance(parent.arg, nodes.Const)
-                    and isinstance(parent.arg.value, str)
-                    and not parent.arg.value.startswith("_")
-                ):
-                    read.add(parent.arg.value)
-                else:
-                    return None
+            found.append((parent, node))
+    return iter(found)
+
+
+def attributes_read(environment: jinja2.Environment, name: str, variable: str) -> frozenset[str] | None:
+    """The attributes of the context variable ``variable`` that template ``name`` can read, and
+    every template it extends, includes or imports: ``{{ access_node.https_listen }}`` reads
+    ``https_listen``. None when the template may read the whole value or an attribute not known
+    before it runs (the variable used alone, passed to a filter or a macro, assigned, an
+    attribute read by a computed key or named like a method of a dict (``items``, ``get``), a
+    template named by an expression, any attribute that begins with ``_``, a template that
+    cannot be read or parsed, which rendering then reports): the renderer then takes the whole
+    value as the template's input. The reads are the template's, whatever one render takes:
+    ``{% if tls %}{{ access_node.https_port }}{% endif %}`` reads ``https_port``.
+    """
+    tree = _trees(environment, name)
+    if tree is None:
+        return None
+    read: set[str] = set()
+    for parent, node in tree:
+        if isinstance(node, nodes.Getattr) and node.attr.startswith("_"):
+            return None
+        if isinstance(node, (nodes.ContextReference, nodes.DerivedContextReference)):
+            return None
+        if isinstance(node, nodes.Name) and node.name == variable:
+            if node.ctx != "load":
+                return None
+            if isinstance(parent, nodes.Getattr) and parent.node is node and parent.attr not in _METHODS:
+                read.add(parent.attr)
+            elif (
+                isinstance(parent, nodes.Getitem)
+                and parent.node is node
+                and isinstance(parent.arg, nodes.Const)
+                and isinstance(parent.arg.value, str)
+                and not parent.arg.value.startswith("_")
+            ):
+                read.add(parent.arg.value)
+            else:
+                return None
     return frozenset(read)
+
+
+# statements whose output a template can change after it was printed (a filter block, a block
+# set, a macro or call block, whose output a filter can take), and the names of rendered output
+# a template can call (a parent's block, ``self.block()``, a call block's caller)
+_CAPTURING = (nodes.FilterBlock, nodes.AssignBlock, nodes.Macro, nodes.CallBlock, nodes.Import, nodes.FromImport)
+_OUTPUT_NAMES = frozenset({"super", "self", "caller", "varargs", "kwargs"})
+
+
+def printed_verbatim(environment: jinja2.Environment, name: str, variable: str) -> bool:
+    """Whether template ``name`` (and every template it extends or includes) uses the context
+    variable ``variable`` only printed as it is, ``{{ variable }}``, in output no filter or
+    expression can take afterwards: then a render with any other value in its place gives the
+    same text with that value replaced (the renderer renders an upstream once for access nodes
+    that differ only in their ``listen`` value). False for anything else: the variable in an
+    expression, a test, a filter, assigned; a filter block, a block set, a macro, a call block,
+    an import; a parent's block or ``self.block()`` called inside an expression; the whole
+    context read; a template named by an expression or that cannot be read."""
+    tree = _trees(environment, name)
+    if tree is None:
+        return False
+    found = list(tree)
+    parents = {id(node): parent for parent, node in found}
+    for parent, node in found:
+        if isinstance(node, (*_CAPTURING, nodes.ContextReference, nodes.DerivedContextReference)):
+            return False
+        if isinstance(node, nodes.Name) and node.name == variable:
+            if node.ctx != "load" or not isinstance(parent, nodes.Output):
+                return False
+        if isinstance(node, nodes.Name) and node.name in _OUTPUT_NAMES:
+            # only super(), caller() or self.block() printed as they are
+            callee = parent if node.name == "self" and isinstance(parent, nodes.Getattr) else node
+            call = parents.get(id(callee)) if callee is not node else parent
+            if not (isinstance(call, nodes.Call) and call.node is callee):
+                return False
+            if not isinstance(parents.get(id(call)), nodes.Output):
+                return False
+    return True
 
 
 _METHODS = frozenset(dir(dict))  # access_node.items(), .get('name'): the whole value

@@ -1,6 +1,7 @@
 """An upstream's body is rendered once for every access node whose template reads the same of it
-(issue 18): nodes that differ only in their name and directory share it; every node's files are
-byte for byte the files a render of that node alone gives."""
+(issue 18): nodes that differ only in their name and directory share it, and so do nodes on
+other http ports when the template prints ``listen`` only as it is; every node's files are byte
+for byte the files a render of that node alone gives."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import jinja2
 import pytest
 
 from reconciler.manifest.model import DesiredState
-from reconciler.render.renderer import Prepared, RenderedAccessNode, Renderer
-from reconciler.render.templates import attributes_read, make_environment
+from reconciler.render.renderer import LISTEN_MARK, TEMPLATES, Prepared, RenderedAccessNode, Renderer
+from reconciler.render.templates import attributes_read, make_environment, printed_verbatim
 from reconciler.resolve import StaticResolver
 from tests.render.desired import access_node, state_of, upstream
 
@@ -104,20 +105,23 @@ def test_what_the_template_reads_of_the_node_keeps_bodies_apart(renders: Counter
     state = fleet(
         ("lb1:8080", {}),
         ("lb2:8080", {}),  # the same as lb1 but its name: the same bodies
-        ("lb3:9090", {}),  # another http port: another listen in every http file
+        ("lb3:9090", {}),  # another http port: the shipped templates print the listen value as it is
         ("lb4:8080", {"https_port": 8443}),  # the tls upstream's redirect names the port
         ("lb5:8080", {"http2": False}),
     )
     out = together(state)
-    # each http file (web, api, app, root, the shared name's) once for lb1 and lb2, once for each of
-    # the others: the templates read the https settings (what http2 and https_port are is read
-    # whether the upstream has tls or not: the reads are the template's, not one render's); the
-    # tcp file reads nothing of the node: once
-    assert body_renders(renders) == 5 * 4 + 1
+    # each http file (web, api, app, root, the shared name's) once for lb1, lb2 and lb3, once for
+    # each of the others: the templates read the https settings (what http2 and https_port are is
+    # read whether the upstream has tls or not: the reads are the template's, not one render's);
+    # the tcp file reads nothing of the node: once
+    assert body_renders(renders) == 5 * 3 + 1
     expected = alone(state)
     for name, node in out.items():
         assert dict(node.files) == expected[name]
+        assert all(LISTEN_MARK not in text for text in node.files.values())
     assert "listen 9090;" in out["lb3:9090"].files["http/web.conf"]
+    assert "listen 8080;" in out["lb1:8080"].files["http/web.conf"]
+    assert "listen 9090;" in out["lb3:9090"].files["http/_host.example.com.conf"]
     assert "listen 8443 ssl http2;" in out["lb4:8080"].files["http/api.conf"]
     assert "listen 443 ssl;" in out["lb5:8080"].files["http/api.conf"]
 
@@ -189,4 +193,62 @@ def test_what_a_template_reads_of_a_variable() -> None:
         "macro": frozenset({"config_dir"}),
         "other": frozenset(),
         **{name: None for name in list(templates)[4:]},
+    }
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{% extends "obreconcile/http_upstream.conf.j2" %}{% block server_extra %}\n    # {{ listen | replace(":", " ") }}\n{% endblock %}',
+        '{% if listen == "9090" %}# nine\n{% endif %}{% include "obreconcile/http_upstream.conf.j2" %}',
+        '{% filter trim %}{% include "obreconcile/http_upstream.conf.j2" %}{% endfilter %}\n',
+    ],
+    ids=["through a filter", "in a test", "in a filter block"],
+)
+def test_a_user_template_that_takes_the_listen_value_renders_per_port(
+    tmp_path: Path, renders: Counter[str], text: str
+) -> None:
+    state = fleet(("lb1:8080", {}), ("lb2:9090", {}), ("lb3:8080", {}))
+    templates = user_templates(tmp_path, text)
+    out = together(state, templates)
+    # the four http upstreams' files once for each port (lb1 and lb3 share theirs), not once
+    assert renders["http_upstream.conf.j2"] == 4 * 2
+    expected = alone(state, templates)
+    for name, node in out.items():
+        assert dict(node.files) == expected[name]
+        assert all(LISTEN_MARK not in t for t in node.files.values())
+    assert out["lb1:8080"].files["http/web.conf"] != out["lb2:9090"].files["http/web.conf"]
+
+
+def test_where_a_template_prints_a_variable_only_as_it_is() -> None:
+    templates = {
+        "printed": "listen {{ listen }};{% if x %}{% for y in z %} {{ listen }}{% endfor %}{% endif %}",
+        "absent": "{{ other }}",
+        "includes": '{% include "printed.j2" %}',
+        "child": '{% extends "base.j2" %}{% block b %}{{ super() }} {{ listen }}{% endblock %}',
+        "base": "{% block b %}{{ listen }}{% endblock %}{{ self.b() }}",
+        # taken by an expression, or output a template can change once printed
+        "filter": "{{ listen | upper }}",
+        "test": "{% if listen %}{% endif %}",
+        "concat": "{{ listen ~ ';' }}",
+        "assigned": "{% set listen = 'x' %}{{ listen }}",
+        "loop": "{% for listen in [1] %}{{ listen }}{% endfor %}",
+        "block-set": "{% set x %}{{ listen }}{% endset %}{{ x | upper }}",
+        "filter-block": "{% filter upper %}{{ listen }}{% endfilter %}",
+        "macro": "{% macro m() %}{{ listen }}{% endmacro %}{{ m() | upper }}",
+        "super": '{% extends "base.j2" %}{% block b %}{{ super() | upper }}{% endblock %}',
+        "self": '{% extends "base.j2" %}{% block c %}{{ self.b() | trim }}{% endblock %}',
+        "included": '{% include "filter.j2" %}',
+        "dynamic": "{% include name %}",
+        "missing": '{% include "nowhere.j2" %}',
+    }
+    environment = make_environment({f"{name}.j2": text for name, text in templates.items()})
+    verbatim = {name: printed_verbatim(environment, f"{name}.j2", "listen") for name in templates}
+    assert verbatim == {name: i < 5 for i, name in enumerate(templates)}
+
+
+def test_the_shipped_templates_print_the_listen_value_as_it_is() -> None:
+    environment = Renderer(None, NO_DNS).environment
+    assert {key: printed_verbatim(environment, name, "listen") for key, name in TEMPLATES.items()} == {
+        key: True for key in TEMPLATES
     }
