@@ -359,11 +359,19 @@ def observe(
 
 class NodeModel(dict[str, Any]):
     """A node's model (``{"access_node": ..., "upstreams": {name: manifest}}``) that keeps the JSON
-    of each upstream's manifest form in ``encoded``, a dict shared by the nodes of one run."""
+    of each upstream's manifest form in ``encoded``, and the compressed upstreams of each set of
+    upstream names in ``members`` (encode_model): dicts shared by the nodes of one run."""
 
-    def __init__(self, access_node: dict[str, Any], upstreams: dict[str, Any], encoded: dict[str, str]) -> None:
+    def __init__(
+        self,
+        access_node: dict[str, Any],
+        upstreams: dict[str, Any],
+        encoded: dict[str, str],
+        members: dict[tuple[str, ...], bytes],
+    ) -> None:
         super().__init__(access_node=access_node, upstreams=upstreams)
         self.encoded = encoded
+        self.members = members
 
 
 def _compact(value: Any) -> str:
@@ -373,17 +381,25 @@ def _compact(value: Any) -> str:
 def encode_model(model: Mapping[str, Any]) -> bytes:
     """The model as the node keeps it: compact JSON with sorted keys, gzip-compressed.
 
-    A ``NodeModel`` is encoded from its upstreams' shared JSON (the same bytes: its two keys
-    are in sorted order, and so are the upstreams)."""
-    if isinstance(model, NodeModel) and set(model) == {"access_node", "upstreams"}:
-        encoded, upstreams = model.encoded, model["upstreams"]
-        for name in upstreams.keys() - encoded.keys():
-            encoded[name] = _compact(upstreams[name])
-        parts = ",".join(f"{_compact(name)}:{encoded[name]}" for name in sorted(upstreams))
-        text = f'{{"access_node":{_compact(model["access_node"])},"upstreams":{{{parts}}}}}'
-    else:
-        text = _compact(model)
-    return gzip.compress(text.encode(), compresslevel=6, mtime=0)
+    A model of an access node and its upstreams is two gzip members (a gzip file may hold
+    several; every reader gives their concatenation): the access node's, and its upstreams'.
+    A ``NodeModel`` makes the second from its upstreams' shared JSON, once for all the nodes of
+    a run that serve the same upstreams (at 10,000 upstreams the JSON is 13 MB: ~0.25 s per
+    node); a plain dict of the same model gives the same bytes."""
+    upstreams = model.get("upstreams")
+    if set(model) != {"access_node", "upstreams"} or not isinstance(upstreams, Mapping):
+        return gzip.compress(_compact(model).encode(), compresslevel=6, mtime=0)
+    encoded, members = (model.encoded, model.members) if isinstance(model, NodeModel) else ({}, {})
+    names = tuple(sorted(upstreams))
+    member = members.get(names)
+    if member is None:
+        for name in names:
+            if name not in encoded:
+                encoded[name] = _compact(upstreams[name])
+        parts = ",".join(f"{_compact(name)}:{encoded[name]}" for name in names)
+        member = members[names] = gzip.compress(f"{parts}}}}}".encode(), compresslevel=6, mtime=0)
+    head = f'{{"access_node":{_compact(model["access_node"])},"upstreams":{{'
+    return gzip.compress(head.encode(), compresslevel=6, mtime=0) + member
 
 
 def decode_model(raw: bytes) -> dict[str, Any]:

@@ -149,10 +149,12 @@ def facts_digest(facts: Facts) -> str:
 
 @dataclass
 class ModelCache:
-    """Each upstream's manifest form, and its JSON, made once per run for all access nodes."""
+    """Each upstream's manifest form, and its JSON, made once per run for all access nodes, and
+    the compressed upstreams of the nodes that serve the same ones (facts.encode_model)."""
 
     manifests: dict[str, dict[str, Any]] = field(default_factory=dict)
     encoded: dict[str, str] = field(default_factory=dict)
+    members: dict[tuple[str, ...], bytes] = field(default_factory=dict)
 
 
 def node_model(state: DesiredState, node: AccessNode, cache: ModelCache | None = None) -> NodeModel:
@@ -164,7 +166,7 @@ def node_model(state: DesiredState, node: AccessNode, cache: ModelCache | None =
             if name not in cache.manifests:
                 cache.manifests[name] = to_manifest("Upstream", state.upstreams[name])
             upstreams[name] = cache.manifests[name]
-    return NodeModel(to_manifest("AccessNode", node), upstreams, cache.encoded)
+    return NodeModel(to_manifest("AccessNode", node), upstreams, cache.encoded, cache.members)
 
 
 def plan_node(

@@ -120,7 +120,14 @@ def _result(stdout: str = "", stderr: str = "", code: int = 0) -> CommandResult:
 
 def test_fact_parsers_read_recorded_outputs() -> None:
     marker = Marker(
-        "abc", "store-a", 3, {"http/a.conf": "1" * 64}, MarkerState.DEPLOYED, "ci@host", "2026-11-23T04:00:00+00:00", "r1"
+        "abc",
+        "store-a",
+        3,
+        {"http/a.conf": "1" * 64},
+        MarkerState.DEPLOYED,
+        "ci@host",
+        "2026-11-23T04:00:00+00:00",
+        "r1",
     )
     facts = parse_facts(
         "lb1",
@@ -193,7 +200,7 @@ def test_recorded_model_round_trips_compressed_and_a_broken_one_reads_as_empty()
 
 
 def test_a_node_model_is_encoded_from_its_upstreams_shared_json_to_the_same_bytes() -> None:
-    from reconciler.deploy.facts import encode_model
+    from reconciler.deploy.facts import decode_model, encode_model
     from reconciler.deploy.plan import ModelCache, node_model
     from tests.render.desired import access_node, state_of, upstream
 
@@ -203,13 +210,19 @@ def test_a_node_model_is_encoded_from_its_upstreams_shared_json_to_the_same_byte
             upstream("a", "10.0.0.1:80", listen={"server_names": ["a.example.com"]}),
             access_node("lb1", "b", "a"),
             access_node("lb2", "a"),
+            access_node("lb3", "a", "b"),
         ]
     )
     cache = ModelCache()
-    models = [node_model(state, state.access_nodes[n], cache) for n in ("lb1", "lb2")]
+    models = [node_model(state, state.access_nodes[n], cache) for n in ("lb1", "lb2", "lb3")]
     for model in models:
         assert encode_model(model) == encode_model(json.loads(json.dumps(model)))  # a plain dict: the same bytes
-    assert set(cache.encoded) == {"a", "b"}  # each upstream encoded once for both nodes
+        assert decode_model(encode_model(model)) == json.loads(json.dumps(model))
+    assert set(cache.encoded) == {"a", "b"}  # each upstream encoded once for all nodes
+    # the upstreams compressed once for each set of them: lb1 and lb3 serve the same
+    assert set(cache.members) == {("a", "b"), ("a",)}
+    assert encode_model(models[0]).endswith(cache.members["a", "b"])
+    assert encode_model(models[0]) != encode_model(models[2])  # each node's own part
 
 
 def test_objects_are_listed_only_when_the_recorded_model_was_read() -> None:
