@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from reconciler.manifest.load import PathPart
@@ -51,6 +52,7 @@ def check_semantics(objects: list[LocatedObject], report: Report) -> None:
     groups = index["Group"]
     checks = index["Check"]
     upstreams = index["Upstream"]
+    served: dict[str, _Served] = {}  # what the access nodes' checks read of each upstream, made once
     for obj in objects:
         data = obj.data
         if "owner" in data:
@@ -75,7 +77,7 @@ def check_semantics(objects: list[LocatedObject], report: Report) -> None:
         elif obj.kind == "AccessNode":
             for i, _ in _entries(data, "upstreams"):
                 _reference(obj, ("upstreams", i), "upstream", upstreams, report)
-            _check_access_node(obj, upstreams, report)
+            _check_access_node(obj, upstreams, served, report)
 
 
 def _check_check(obj: LocatedObject, report: Report) -> None:
@@ -347,7 +349,30 @@ def _ip_literal_problem(host: str) -> str:
     return ""
 
 
-def _check_access_node(obj: LocatedObject, upstreams: dict[str, LocatedObject], report: Report) -> None:
+@dataclass(frozen=True)
+class _Served:
+    """What the checks of an access node read of an upstream it serves (the same for every node)."""
+
+    tcp: bool
+    port: int | None  # a tcp upstream's port; None when it is not a number (the schema says so)
+    names: tuple[str, ...]  # an http upstream's server names (its own name when it has none)
+    path: str | None  # None when it is not text (the schema says so)
+    tls: Any
+
+
+def _served(upstream: LocatedObject, name: str) -> _Served:
+    listen = _mapping(upstream.data, "listen")
+    if listen.get("protocol", "http") == "tcp":
+        port = listen.get("port")
+        return _Served(True, port if isinstance(port, int) else None, (), None, None)
+    names = [n for _, n in _entries(listen, "server_names")] if "server_names" in listen else [name]
+    text = tuple(n for n in names if isinstance(n, str))
+    return _Served(False, None, text, _text(listen, "path", "/"), upstream.data.get("tls"))
+
+
+def _check_access_node(
+    obj: LocatedObject, upstreams: dict[str, LocatedObject], served: dict[str, _Served], report: Report
+) -> None:
     data = obj.data
     host, http_port = split_hostport(obj.name, 80)
     message = _ip_literal_problem(host) if obj.valid else ""
@@ -367,10 +392,12 @@ def _check_access_node(obj: LocatedObject, upstreams: dict[str, LocatedObject], 
         upstream = upstreams.get(name) if isinstance(name, str) else None
         if upstream is None:
             continue
-        listen = _mapping(upstream.data, "listen")
-        if listen.get("protocol", "http") == "tcp":
-            port = listen.get("port")
-            if not isinstance(port, int):
+        seen = served.get(name)
+        if seen is None:
+            seen = served[name] = _served(upstream, name)
+        if seen.tcp:
+            port = seen.port
+            if port is None:
                 continue
             other = tcp_ports.setdefault(port, name)
             if port == http_port:
@@ -386,15 +413,11 @@ def _check_access_node(obj: LocatedObject, upstreams: dict[str, LocatedObject], 
                     f"upstreams {other!r} and {name!r} both listen on tcp port {port} on this access node",
                 )
             continue
-        names = [n for _, n in _entries(listen, "server_names")] if "server_names" in listen else [name]
-        path = _text(listen, "path", "/")
+        path, tls = seen.path, seen.tls
         if path is None:
             continue
-        tls = upstream.data.get("tls")
         uses_tls = uses_tls or tls is not None
-        for server_name in names:
-            if not isinstance(server_name, str):
-                continue
+        for server_name in seen.names:
             first, first_tls = name_tls.setdefault(server_name, (name, tls))
             if first != name and first_tls != tls:
                 report.add(
@@ -405,9 +428,7 @@ def _check_access_node(obj: LocatedObject, upstreams: dict[str, LocatedObject], 
                 )
                 break
         where = "" if path == "/" else f" at path {path!r}"
-        for server_name in names:
-            if not isinstance(server_name, str):
-                continue
+        for server_name in seen.names:
             other = routes.setdefault((server_name, path), name)
             if other != name:
                 report.add(
