@@ -29,6 +29,7 @@ from reconciler.deploy.scripts import (
 )
 from reconciler.errors import NodeError
 from reconciler.transport import LocalTransport
+from tests.services.backends import answering
 
 REVISION = "0123456789abcdef"
 
@@ -222,27 +223,17 @@ def revision_server() -> Iterator[tuple[str, list[str]]]:
     """nginx's default server as the probe sees it: the revision as a text body; its path log."""
     paths: list[str] = []
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            paths.append(self.path)
-            body = REVISION.encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def respond(handler: http.server.BaseHTTPRequestHandler) -> None:
+        paths.append(handler.path)
+        body = REVISION.encode()
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/plain")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}", paths
-    finally:
-        server.shutdown()
-        server.server_close()
+    with answering(respond) as address:
+        yield address, paths
 
 
 @pytest.mark.parametrize("shell", ["bash", "sh", "bash --posix"])

@@ -8,7 +8,6 @@ import http.server
 import os
 import shlex
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 
 from reconciler.deploy.probe import PID_HEADER, PROBE_PATH
 from reconciler.deploy.scripts import reload_script, signals_reload
+from tests.services.backends import answering
 from tests.services.fleet import NGINX, Fleet, SimulatedNode
 from tests.services.fleet_fixtures import fleet_under_test
 
@@ -99,28 +99,18 @@ def test_a_reload_signals_the_master_that_serves_and_runs_the_command_only_when_
 
 
 @pytest.fixture
-def answering() -> Iterator[tuple[str, list[str]]]:
+def pid_server() -> Iterator[tuple[str, list[str]]]:
     """An HTTP server on 127.0.0.1 answering the revision with ``PID_HEADER: <pids[0]>``."""
     pids: list[str] = []
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200 if self.path == PROBE_PATH else 404)
-            self.send_header(PID_HEADER, pids[0])
-            self.end_headers()
-            self.wfile.write(b"0123456789abcdef")
+    def respond(handler: http.server.BaseHTTPRequestHandler) -> None:
+        handler.send_response(200 if handler.path == PROBE_PATH else 404)
+        handler.send_header(PID_HEADER, pids[0])
+        handler.end_headers()
+        handler.wfile.write(b"0123456789abcdef")
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}", pids
-    finally:
-        server.shutdown()
-        server.server_close()
+    with answering(respond) as address:
+        yield address, pids
 
 
 @pytest.fixture
@@ -165,9 +155,9 @@ def run_reload(address: str, tmp_path: Path, shell: str = "bash") -> tuple[str, 
 
 
 def test_only_a_worker_of_an_nginx_master_is_signalled(
-    answering: tuple[str, list[str]], processes: list[subprocess.Popen[bytes]], tmp_path: Path
+    pid_server: tuple[str, list[str]], processes: list[subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:
-    address, pids = answering
+    address, pids = pid_server
     # a master and its worker, as nginx titles them: the master gets the SIGHUP, the command does not run
     master, worker = titled_pair(
         tmp_path / "a", "nginx: master process /usr/sbin/nginx", "nginx: worker process", processes

@@ -8,6 +8,7 @@ with EchoBackend() as echo:        # a tcp server that sends back what it gets
     ...  echo.port
 with WebSocketEcho() as ws:        # aiohttp: websocket echo at /ws, "plain" at any other path
     ...  ws.port
+with answering(respond) as address:  # "127.0.0.1:PORT": every GET answered by respond(handler)
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import socketserver
 import ssl
 import threading
 import time
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -304,3 +306,25 @@ class WebSocketEcho:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def answering(respond: Callable[[BaseHTTPRequestHandler], None]) -> Iterator[str]:
+    """A plain HTTP server on 127.0.0.1 that answers every GET with ``respond(handler)`` (status,
+    headers and body: the handler's own methods); yields its ``host:port`` and stops it after."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            respond(self)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
