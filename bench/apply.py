@@ -114,7 +114,7 @@ from bench.ansible.generate import (
 from bench.pyinfra import generate as pyinfra_inputs
 from bench.ssh_floor import openssh
 from tests.services.fleet import NGINX, ROOT, Fleet, SimulatedNode, start_fleet
-from tests.services.sshd import free_port
+from tests.services.sshd import free_port, free_ports
 
 ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
 PYINFRA = Path(sys.executable).with_name("pyinfra")
@@ -330,7 +330,7 @@ class Bench:
         )
         self.results = Results()
         self.count, self.upstreams = len(fleet.nodes), upstreams
-        ports = [free_port() for _ in range(BACKENDS_PER_UPSTREAM)]
+        ports = free_ports(BACKENDS_PER_UPSTREAM)
         self.workloads: dict[tuple[int, bool], list[dict[str, Any]]] = {}
         for variant in (0, 1):
             self.workloads[variant, False] = upstream_workload(upstreams, ports, variant)

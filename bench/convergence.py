@@ -55,7 +55,7 @@ from reconciler.deploy.layout import MARKER
 from reconciler.transport import ConnectionPool, SSHSettings, Transport, open_transport
 from tests.services.backends import RestartableBackend
 from tests.services.fleet import ROOT, Fleet, SimulatedNode, start_fleet
-from tests.services.sshd import free_port
+from tests.services.sshd import free_port, free_ports
 
 SPY_RATE = 100
 Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
@@ -118,7 +118,7 @@ def manifests(
     directory: Path, nodes: list[SimulatedNode], backends: list[RestartableBackend], args: argparse.Namespace
 ) -> Path:
     api = "openbalancer/v1"
-    extra = upstream_workload(args.upstreams, [free_port() for _ in range(BACKENDS_PER_UPSTREAM)])
+    extra = upstream_workload(args.upstreams, free_ports(BACKENDS_PER_UPSTREAM))
     docs: list[dict[str, Any]] = [
         {"apiVersion": api, "kind": "Group", "name": "ops"},
         {

@@ -41,6 +41,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports on 127.0.0.1 that nothing listens on right now (each socket is
+    held until all are chosen: one ``free_port()`` after another can hand out a port twice)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind((HOST, 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def keygen(path: Path, comment: str) -> str:
     """An ed25519 key pair at ``path`` and ``path.pub``; returns the public key line."""
     subprocess.run(
